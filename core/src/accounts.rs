@@ -1,0 +1,307 @@
+//! Accounts: registration, passwords, devices and access tokens.
+
+use std::sync::Arc;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use ruma::{OwnedUserId, ServerName, UserId};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    config::PasswordCost,
+    error::{Error, MatrixError, Result},
+    notifier::Notifier,
+    storage::{Db, accounts as store, now_ms},
+};
+
+/// The user and device behind an access token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The user.
+    pub user_id: OwnedUserId,
+    /// The device.
+    pub device_id: String,
+}
+
+/// A freshly issued login.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The user.
+    pub user_id: OwnedUserId,
+    /// The device.
+    pub device_id: String,
+    /// The access token (only ever shown once).
+    pub access_token: String,
+}
+
+/// The account service.
+#[derive(Clone)]
+pub struct Accounts {
+    db: Db,
+    server_name: ruma::OwnedServerName,
+    cost: PasswordCost,
+    #[allow(dead_code)]
+    notifier: Arc<Notifier>,
+}
+
+/// Random URL-safe string of `len` characters.
+pub fn random_string(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    let _ = getrandom::fill(&mut bytes);
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Whether a localpart is allowed for a new user (the spec's historical-free grammar).
+pub fn valid_localpart(localpart: &str) -> bool {
+    !localpart.is_empty()
+        && localpart.len() <= 200
+        && localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        )
+}
+
+impl Accounts {
+    /// Creates the service.
+    pub fn new(
+        db: Db,
+        server_name: &ServerName,
+        cost: PasswordCost,
+        notifier: Arc<Notifier>,
+    ) -> Self {
+        Self {
+            db,
+            server_name: server_name.to_owned(),
+            cost,
+            notifier,
+        }
+    }
+
+    /// The full user id for a localpart of this server.
+    pub fn user_id(&self, localpart: &str) -> Result<OwnedUserId> {
+        UserId::parse(format!("@{localpart}:{}", self.server_name)).map_err(|_| {
+            MatrixError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_INVALID_USERNAME",
+                "Invalid username",
+            )
+            .into()
+        })
+    }
+
+    /// Accepts a localpart or a full user id of this server; returns the user id.
+    pub fn parse_user(&self, user: &str) -> Result<OwnedUserId> {
+        if user.starts_with('@') {
+            let id =
+                UserId::parse(user).map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
+            if id.server_name() != self.server_name {
+                return Err(MatrixError::forbidden("User is not local to this server").into());
+            }
+            Ok(id)
+        } else {
+            self.user_id(&user.to_lowercase())
+        }
+    }
+
+    fn hasher(&self) -> Result<Argon2<'static>> {
+        let params = argon2::Params::new(self.cost.memory_kib, self.cost.iterations, 1, None)
+            .map_err(|e| Error::Key(e.to_string()))?;
+        Ok(Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params,
+        ))
+    }
+
+    async fn hash_password(&self, password: &str) -> Result<String> {
+        let hasher = self.hasher()?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || {
+            hasher
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Key(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Checks `localpart` is free and valid: `M_INVALID_USERNAME`, `M_USER_IN_USE`.
+    pub async fn check_available(&self, localpart: &str) -> Result<()> {
+        if !valid_localpart(localpart) {
+            return Err(MatrixError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_INVALID_USERNAME",
+                "Usernames may contain only a-z, 0-9, and . _ = - / +",
+            )
+            .into());
+        }
+        let lp = localpart.to_owned();
+        if self
+            .db
+            .read(move |c| store::localpart_exists(c, &lp))
+            .await?
+        {
+            return Err(MatrixError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_USER_IN_USE",
+                "User ID already taken",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Creates an account. Fails with `M_USER_IN_USE` if the name is taken.
+    pub async fn register(&self, localpart: &str, password: Option<&str>) -> Result<OwnedUserId> {
+        self.check_available(localpart).await?;
+        let user_id = self.user_id(localpart)?;
+        let hash = match password {
+            Some(p) => Some(self.hash_password(p).await?),
+            None => None,
+        };
+        let (uid, lp) = (user_id.to_string(), localpart.to_owned());
+        let inserted = self
+            .db
+            .write(move |txn| store::insert_user(txn, &uid, &lp, hash.as_deref(), now_ms()))
+            .await?;
+        if !inserted {
+            return Err(MatrixError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_USER_IN_USE",
+                "User ID already taken",
+            )
+            .into());
+        }
+        Ok(user_id)
+    }
+
+    /// Issues a new access token for a (new or existing) device.
+    pub async fn issue_login(
+        &self,
+        user_id: &UserId,
+        device_id: Option<String>,
+        display_name: Option<String>,
+    ) -> Result<Login> {
+        let device_id = device_id.unwrap_or_else(|| random_string(10).to_uppercase());
+        let access_token = format!("nrt_{}", random_string(40));
+        let hash = token_hash(&access_token);
+        let (uid, did) = (user_id.to_string(), device_id.clone());
+        self.db
+            .write(move |txn| {
+                let now = now_ms();
+                store::upsert_device(txn, &uid, &did, display_name.as_deref(), now)?;
+                // A login on an existing device replaces its earlier sessions.
+                txn.execute(
+                    "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
+                    rusqlite::params![uid, did],
+                )?;
+                store::insert_token(txn, &hash, &uid, &did, now)
+            })
+            .await?;
+        Ok(Login {
+            user_id: user_id.to_owned(),
+            device_id,
+            access_token,
+        })
+    }
+
+    /// Verifies a password; `403 M_FORBIDDEN` on any mismatch or unknown user.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let uid = user_id.to_string();
+        let user = self.db.read(move |c| store::get_user(c, &uid)).await?;
+        let invalid = || MatrixError::forbidden("Invalid username or password");
+        let Some(user) = user else {
+            return Err(invalid().into());
+        };
+        if user.deactivated {
+            return Err(MatrixError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "M_USER_DEACTIVATED",
+                "Account deactivated",
+            )
+            .into());
+        }
+        let Some(hash) = user.password_hash else {
+            return Err(invalid().into());
+        };
+        let hasher = self.hasher()?;
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            hasher
+                .verify_password(password.as_bytes(), hash.as_str())
+                .is_ok()
+        })
+        .await?;
+        if ok { Ok(()) } else { Err(invalid().into()) }
+    }
+
+    /// Finds the session of an access token.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Session>> {
+        let hash = token_hash(token);
+        let owner = self.db.read(move |c| store::token_owner(c, &hash)).await?;
+        Ok(owner.and_then(|o| {
+            UserId::parse(o.user_id).ok().map(|user_id| Session {
+                user_id,
+                device_id: o.device_id,
+            })
+        }))
+    }
+
+    /// Logs a device out (deletes the device and its tokens).
+    pub async fn logout(&self, session: &Session) -> Result<()> {
+        let (uid, did) = (session.user_id.to_string(), session.device_id.clone());
+        self.db
+            .write(move |txn| store::delete_device(txn, &uid, &did))
+            .await
+    }
+
+    /// Logs every device of the user out.
+    pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
+        let uid = user_id.to_string();
+        self.db
+            .write(move |txn| store::delete_devices_except(txn, &uid, None))
+            .await
+    }
+
+    /// Sets a new password; optionally logs out every other device.
+    pub async fn set_password(
+        &self,
+        session: &Session,
+        new_password: &str,
+        logout_others: bool,
+    ) -> Result<()> {
+        let hash = self.hash_password(new_password).await?;
+        let (uid, did) = (session.user_id.to_string(), session.device_id.clone());
+        self.db
+            .write(move |txn| {
+                store::set_password_hash(txn, &uid, &hash)?;
+                if logout_others {
+                    store::delete_devices_except(txn, &uid, Some(&did))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Whether the user exists on this server.
+    pub async fn exists(&self, user_id: &UserId) -> Result<bool> {
+        let uid = user_id.to_string();
+        Ok(self
+            .db
+            .read(move |c| store::get_user(c, &uid))
+            .await?
+            .is_some())
+    }
+
+    /// The user's devices.
+    pub async fn devices(&self, user_id: &UserId) -> Result<Vec<store::DeviceRow>> {
+        let uid = user_id.to_string();
+        self.db.read(move |c| store::list_devices(c, &uid)).await
+    }
+}

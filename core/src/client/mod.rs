@@ -1,0 +1,315 @@
+//! The client-server API: routing and the extractors every handler shares.
+//!
+//! Handlers parse the request, call one service function and answer. Anything a client
+//! sends that cannot be parsed becomes a Matrix error, never a panic or a 500.
+
+mod account;
+mod events;
+mod rooms;
+mod sync;
+mod user;
+mod versions;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request},
+    http::{StatusCode, header, request::Parts},
+    routing::{get, post, put},
+};
+use serde::de::DeserializeOwned;
+
+use crate::{accounts::Session, error::MatrixError, services::Services};
+
+/// Shared state of every handler.
+pub type AppState = Arc<Services>;
+
+/// The result type of handlers.
+pub type ApiResult<T> = Result<T, MatrixError>;
+
+/// The authenticated user of a request (`Authorization: Bearer` or `?access_token=`).
+pub struct Auth(pub Session);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let from_header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_owned());
+        let token = from_header.or_else(|| {
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("access_token=").map(percent_decode))
+            })
+        });
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return Err(MatrixError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_MISSING_TOKEN",
+                "Missing access token",
+            ));
+        };
+        match state.accounts.authenticate(&token).await? {
+            Some(session) => Ok(Auth(session)),
+            None => Err(MatrixError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNKNOWN_TOKEN",
+                "Unknown access token",
+            )
+            .with_field("soft_logout", serde_json::json!(false))),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON body: `M_NOT_JSON` if it is not JSON, `M_BAD_JSON` if it has the wrong shape,
+/// `M_TOO_LARGE` if it is over the limit. An empty body reads as `{}`.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                MatrixError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "M_TOO_LARGE",
+                    "Request body too large",
+                )
+            } else {
+                MatrixError::bad_request(format!("Could not read the request body: {e}"))
+            }
+        })?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| MatrixError::not_json(format!("Body is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(MatrixError::bad_json("Body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters, with a Matrix error on failure.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Path<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| MatrixError::invalid_param(format!("Invalid path parameter: {e}")))
+    }
+}
+
+/// Query parameters, with a Matrix error on failure.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Query<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| MatrixError::invalid_param(format!("Invalid query parameter: {e}")))
+    }
+}
+
+async fn unrecognized() -> MatrixError {
+    MatrixError::unrecognized()
+}
+
+async fn method_not_allowed() -> MatrixError {
+    MatrixError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+        "Method not allowed",
+    )
+}
+
+/// Endpoints under `/_matrix/client/{v3,r0}`.
+fn client_routes() -> Router<AppState> {
+    Router::new()
+        .route("/capabilities", get(versions::capabilities))
+        .route("/register", post(account::register))
+        .route("/register/available", get(account::register_available))
+        .route(
+            "/register/m.login.registration_token/validity",
+            get(account::registration_token_validity),
+        )
+        .route("/login", get(account::login_flows).post(account::login))
+        .route("/logout", post(account::logout))
+        .route("/logout/all", post(account::logout_all))
+        .route("/account/whoami", get(account::whoami))
+        .route("/account/password", post(account::change_password))
+        .route("/devices", get(account::devices))
+        .route("/createRoom", post(rooms::create_room))
+        .route("/joined_rooms", get(rooms::joined_rooms))
+        .route("/join/{room}", post(rooms::join))
+        .route("/rooms/{room}/join", post(rooms::join_by_id))
+        .route("/rooms/{room}/invite", post(rooms::invite))
+        .route("/rooms/{room}/leave", post(rooms::leave))
+        .route("/rooms/{room}/forget", post(rooms::forget))
+        .route("/rooms/{room}/kick", post(rooms::kick))
+        .route("/rooms/{room}/ban", post(rooms::ban))
+        .route("/rooms/{room}/unban", post(rooms::unban))
+        .route("/rooms/{room}/members", get(rooms::members))
+        .route("/rooms/{room}/joined_members", get(rooms::joined_members))
+        .route("/rooms/{room}/aliases", get(rooms::room_aliases))
+        .route(
+            "/directory/room/{alias}",
+            get(rooms::get_alias)
+                .put(rooms::put_alias)
+                .delete(rooms::delete_alias),
+        )
+        .route(
+            "/directory/list/room/{room}",
+            get(rooms::get_visibility).put(rooms::set_visibility),
+        )
+        .route(
+            "/publicRooms",
+            get(rooms::public_rooms).post(rooms::public_rooms_post),
+        )
+        .route("/rooms/{room}/send/{ty}/{txn}", put(events::send))
+        .route("/rooms/{room}/state", get(events::all_state))
+        .route(
+            "/rooms/{room}/state/{ty}",
+            get(events::get_state_empty_key).put(events::put_state_empty_key),
+        )
+        .route(
+            "/rooms/{room}/state/{ty}/",
+            get(events::get_state_empty_key).put(events::put_state_empty_key),
+        )
+        .route(
+            "/rooms/{room}/state/{ty}/{key}",
+            get(events::get_state).put(events::put_state),
+        )
+        .route("/rooms/{room}/redact/{event}/{txn}", put(events::redact))
+        .route("/rooms/{room}/event/{event}", get(events::get_event))
+        .route("/rooms/{room}/messages", get(events::messages))
+        .route("/rooms/{room}/context/{event}", get(events::context))
+        .route("/rooms/{room}/relations/{event}", get(events::relations))
+        .route(
+            "/rooms/{room}/relations/{event}/{rel}",
+            get(events::relations_by_type),
+        )
+        .route(
+            "/rooms/{room}/relations/{event}/{rel}/{ty}",
+            get(events::relations_by_type_and_event),
+        )
+        .route("/rooms/{room}/typing/{user}", put(events::typing))
+        .route("/rooms/{room}/receipt/{ty}/{event}", post(events::receipt))
+        .route("/rooms/{room}/read_markers", post(events::read_markers))
+        .route("/sync", get(sync::sync))
+        .route("/user/{user}/filter", post(sync::create_filter))
+        .route("/user/{user}/filter/{id}", get(sync::get_filter))
+        .route("/profile/{user}", get(user::profile))
+        .route(
+            "/profile/{user}/{field}",
+            get(user::profile_field).put(user::set_profile_field),
+        )
+        .route(
+            "/user/{user}/account_data/{ty}",
+            get(user::get_account_data).put(user::put_account_data),
+        )
+        .route(
+            "/user/{user}/rooms/{room}/account_data/{ty}",
+            get(user::get_room_account_data).put(user::put_room_account_data),
+        )
+        .route("/pushrules/", get(user::push_rules))
+        .route("/pushrules", get(user::push_rules))
+        .route("/voip/turnServer", get(user::turn_server))
+}
+
+/// The whole client API router.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_request_bytes;
+    let v1 = Router::new()
+        .route("/rooms/{room}/relations/{event}", get(events::relations))
+        .route(
+            "/rooms/{room}/relations/{event}/{rel}",
+            get(events::relations_by_type),
+        )
+        .route(
+            "/rooms/{room}/relations/{event}/{rel}/{ty}",
+            get(events::relations_by_type_and_event),
+        );
+    Router::new()
+        .route("/_matrix/client/versions", get(versions::versions))
+        .route("/.well-known/matrix/client", get(versions::well_known))
+        .nest("/_matrix/client/v3", client_routes())
+        .nest("/_matrix/client/r0", client_routes())
+        .nest("/_matrix/client/v1", v1)
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::Any),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,361 @@
+//! Room creation, membership, members, aliases and the room directory.
+
+use axum::extract::State;
+use ruma::{RoomAliasId, UserId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ApiResult, AppState, Auth, Json, Path, Query};
+use crate::{
+    error::MatrixError,
+    rooms::{create::CreateRoomRequest, membership::MembershipAction},
+};
+
+/// `POST /createRoom`.
+pub async fn create_room(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Json(body): Json<CreateRoomRequest>,
+) -> ApiResult<Json<Value>> {
+    let room_id = state.rooms.create_room(&session.user_id, body).await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `GET /joined_rooms`.
+pub async fn joined_rooms(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<Value>> {
+    let rooms = state.rooms.joined_rooms(session.user_id.as_str()).await?;
+    Ok(Json(json!({ "joined_rooms": rooms })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct JoinBody {
+    reason: Option<String>,
+}
+
+/// `POST /join/{roomIdOrAlias}`.
+pub async fn join(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<JoinBody>,
+) -> ApiResult<Json<Value>> {
+    if !(room.starts_with('!') || room.starts_with('#')) {
+        return Err(MatrixError::invalid_param("Expected a room id or alias"));
+    }
+    let room_id = state.rooms.resolve_room(&room).await?;
+    state
+        .rooms
+        .change_membership(
+            &session.user_id,
+            room_id.as_str(),
+            &session.user_id,
+            MembershipAction::Join,
+            body.reason,
+            Map::new(),
+        )
+        .await?;
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `POST /rooms/{roomId}/join`.
+pub async fn join_by_id(
+    state: State<AppState>,
+    auth: Auth,
+    Path(room): Path<String>,
+    body: Json<JoinBody>,
+) -> ApiResult<Json<Value>> {
+    if !room.starts_with('!') {
+        return Err(MatrixError::invalid_param("Expected a room id"));
+    }
+    join(state, auth, Path(room), body).await
+}
+
+#[derive(Deserialize)]
+pub struct TargetBody {
+    user_id: String,
+    reason: Option<String>,
+}
+
+fn parse_user(user: &str) -> ApiResult<ruma::OwnedUserId> {
+    UserId::parse(user).map_err(|_| MatrixError::invalid_param(format!("Invalid user id {user:?}")))
+}
+
+async fn act_on(
+    state: &AppState,
+    sender: &UserId,
+    room: &str,
+    body: TargetBody,
+    action: MembershipAction,
+) -> ApiResult<Json<Value>> {
+    let target = parse_user(&body.user_id)?;
+    state
+        .rooms
+        .change_membership(sender, room, &target, action, body.reason, Map::new())
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/invite`.
+pub async fn invite(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    act_on(
+        &state,
+        &session.user_id,
+        &room,
+        body,
+        MembershipAction::Invite,
+    )
+    .await
+}
+
+/// `POST /rooms/{roomId}/kick`.
+pub async fn kick(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    act_on(
+        &state,
+        &session.user_id,
+        &room,
+        body,
+        MembershipAction::Kick,
+    )
+    .await
+}
+
+/// `POST /rooms/{roomId}/ban`.
+pub async fn ban(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    act_on(&state, &session.user_id, &room, body, MembershipAction::Ban).await
+}
+
+/// `POST /rooms/{roomId}/unban`.
+pub async fn unban(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    act_on(
+        &state,
+        &session.user_id,
+        &room,
+        body,
+        MembershipAction::Unban,
+    )
+    .await
+}
+
+/// `POST /rooms/{roomId}/leave`.
+pub async fn leave(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<JoinBody>,
+) -> ApiResult<Json<Value>> {
+    state
+        .rooms
+        .change_membership(
+            &session.user_id,
+            &room,
+            &session.user_id,
+            MembershipAction::Leave,
+            body.reason,
+            Map::new(),
+        )
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /rooms/{roomId}/forget`.
+pub async fn forget(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
+    state.rooms.forget(&session.user_id, &room).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+/// `GET /rooms/{roomId}/members`.
+pub async fn members(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<MembersQuery>,
+) -> ApiResult<Json<Value>> {
+    let chunk = state
+        .rooms
+        .members(
+            session.user_id.as_str(),
+            &room,
+            q.membership,
+            q.not_membership,
+        )
+        .await?;
+    Ok(Json(json!({ "chunk": chunk })))
+}
+
+/// `GET /rooms/{roomId}/joined_members`.
+pub async fn joined_members(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let members = state
+        .rooms
+        .members(session.user_id.as_str(), &room, Some("join".into()), None)
+        .await?;
+    let mut joined = Map::new();
+    for m in members {
+        if let Some(user) = m.get("state_key").and_then(Value::as_str) {
+            joined.insert(
+                user.to_owned(),
+                json!({
+                    "display_name": m.pointer("/content/displayname"),
+                    "avatar_url": m.pointer("/content/avatar_url"),
+                }),
+            );
+        }
+    }
+    Ok(Json(json!({ "joined": joined })))
+}
+
+fn parse_alias(alias: &str) -> ApiResult<()> {
+    RoomAliasId::parse(alias)
+        .map(|_| ())
+        .map_err(|_| MatrixError::invalid_param("Invalid room alias"))
+}
+
+/// `GET /directory/room/{roomAlias}`.
+pub async fn get_alias(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+) -> ApiResult<Json<Value>> {
+    parse_alias(&alias)?;
+    let (room_id, servers) = state.rooms.alias(&alias).await?;
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
+}
+
+#[derive(Deserialize)]
+pub struct AliasBody {
+    room_id: String,
+}
+
+/// `PUT /directory/room/{roomAlias}`.
+pub async fn put_alias(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(alias): Path<String>,
+    Json(body): Json<AliasBody>,
+) -> ApiResult<Json<Value>> {
+    parse_alias(&alias)?;
+    state
+        .rooms
+        .create_alias(session.user_id.as_str(), &alias, &body.room_id)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /directory/room/{roomAlias}`.
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(alias): Path<String>,
+) -> ApiResult<Json<Value>> {
+    parse_alias(&alias)?;
+    state
+        .rooms
+        .delete_alias(session.user_id.as_str(), &alias)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /rooms/{roomId}/aliases`.
+pub async fn room_aliases(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let aliases = state
+        .rooms
+        .room_aliases(session.user_id.as_str(), &room)
+        .await?;
+    Ok(Json(json!({ "aliases": aliases })))
+}
+
+/// `GET /directory/list/room/{roomId}`.
+pub async fn get_visibility(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let published = state.rooms.is_published(&room).await?;
+    Ok(Json(
+        json!({ "visibility": if published { "public" } else { "private" } }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct VisibilityBody {
+    visibility: String,
+}
+
+/// `PUT /directory/list/room/{roomId}`.
+pub async fn set_visibility(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Json(body): Json<VisibilityBody>,
+) -> ApiResult<Json<Value>> {
+    let published = match body.visibility.as_str() {
+        "public" => true,
+        "private" => false,
+        _ => {
+            return Err(MatrixError::invalid_param(
+                "visibility must be public or private",
+            ));
+        }
+    };
+    state
+        .rooms
+        .set_published(session.user_id.as_str(), &room, published)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /publicRooms`.
+pub async fn public_rooms(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let chunk = state.rooms.public_rooms().await?;
+    let total = chunk.len();
+    Ok(Json(
+        json!({ "chunk": chunk, "total_room_count_estimate": total }),
+    ))
+}
+
+/// `POST /publicRooms`.
+pub async fn public_rooms_post(
+    state: State<AppState>,
+    _auth: Auth,
+    Json(_body): Json<Value>,
+) -> ApiResult<Json<Value>> {
+    public_rooms(state).await
+}

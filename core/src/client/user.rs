@@ -1,0 +1,158 @@
+//! Profiles, account data, push rules.
+
+use axum::extract::State;
+use ruma::UserId;
+use serde_json::{Map, Value, json};
+
+use super::{ApiResult, AppState, Auth, Json, Path};
+use crate::error::MatrixError;
+
+/// `GET /profile/{userId}`.
+pub async fn profile(
+    State(state): State<AppState>,
+    Path(user): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (name, avatar) = state.user_data.profile(&user).await?;
+    let mut body = Map::new();
+    if let Some(n) = name {
+        body.insert("displayname".into(), json!(n));
+    }
+    if let Some(a) = avatar {
+        body.insert("avatar_url".into(), json!(a));
+    }
+    Ok(Json(Value::Object(body)))
+}
+
+fn check_field(field: &str) -> ApiResult<()> {
+    match field {
+        "displayname" | "avatar_url" => Ok(()),
+        _ => Err(MatrixError::not_found("Unknown profile field")),
+    }
+}
+
+/// `GET /profile/{userId}/{field}`.
+pub async fn profile_field(
+    State(state): State<AppState>,
+    Path((user, field)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    check_field(&field)?;
+    let (name, avatar) = state.user_data.profile(&user).await?;
+    let value = if field == "displayname" { name } else { avatar };
+    match value {
+        Some(v) => Ok(Json(json!({ field: v }))),
+        None => Err(MatrixError::not_found("Profile field not set")),
+    }
+}
+
+/// `PUT /profile/{userId}/{field}`.
+pub async fn set_profile_field(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, field)): Path<(String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    check_field(&field)?;
+    if session.user_id.as_str() != user {
+        return Err(MatrixError::forbidden(
+            "You may only change your own profile",
+        ));
+    }
+    let value = match body.get(&field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(_) => return Err(MatrixError::bad_json(format!("{field} must be a string"))),
+    };
+    if value.as_ref().is_some_and(|v| v.len() > 256 * 4) {
+        return Err(MatrixError::bad_json(format!("{field} is too long")));
+    }
+    state
+        .user_data
+        .set_profile_field(&session.user_id, &field, value)
+        .await?;
+    Ok(Json(json!({})))
+}
+
+fn own(session: &crate::accounts::Session, user: &str) -> ApiResult<()> {
+    if session.user_id.as_str() == user {
+        Ok(())
+    } else {
+        Err(MatrixError::forbidden(
+            "You may only access your own account data",
+        ))
+    }
+}
+
+fn room_id(room: &str) -> ApiResult<()> {
+    ruma::RoomId::parse(room)
+        .map(|_| ())
+        .map_err(|_| MatrixError::invalid_param("Invalid room id"))
+}
+
+/// `GET /user/{userId}/account_data/{type}`.
+pub async fn get_account_data(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, ty)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    own(&session, &user)?;
+    Ok(Json(state.user_data.account_data(&user, None, &ty).await?))
+}
+
+/// `PUT /user/{userId}/account_data/{type}`.
+pub async fn put_account_data(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, ty)): Path<(String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    own(&session, &user)?;
+    state
+        .user_data
+        .set_account_data(&user, None, &ty, &Value::Object(body))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /user/{userId}/rooms/{roomId}/account_data/{type}`.
+pub async fn get_room_account_data(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, room, ty)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    own(&session, &user)?;
+    room_id(&room)?;
+    Ok(Json(
+        state
+            .user_data
+            .account_data(&user, Some(&room), &ty)
+            .await?,
+    ))
+}
+
+/// `PUT /user/{userId}/rooms/{roomId}/account_data/{type}`.
+pub async fn put_room_account_data(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, room, ty)): Path<(String, String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    own(&session, &user)?;
+    room_id(&room)?;
+    state
+        .user_data
+        .set_account_data(&user, Some(&room), &ty, &Value::Object(body))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `GET /pushrules/`: the server-default rule set for the user.
+pub async fn push_rules(Auth(session): Auth) -> ApiResult<Json<Value>> {
+    let user: &UserId = &session.user_id;
+    let rules = ruma::push::Ruleset::server_default(user);
+    Ok(Json(json!({ "global": rules })))
+}
+
+/// `GET /voip/turnServer`: no TURN server on a phone.
+pub async fn turn_server(Auth(_): Auth) -> ApiResult<Json<Value>> {
+    Err(MatrixError::not_found("No TURN server is configured"))
+}

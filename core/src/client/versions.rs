@@ -1,0 +1,43 @@
+//! `/versions`, `/.well-known/matrix/client` and `/capabilities`.
+
+use axum::{Json, extract::State, http::HeaderMap};
+use serde_json::{Value, json};
+
+use super::{ApiResult, AppState, Auth};
+use crate::rooms::graph::{DEFAULT_VERSION, SUPPORTED_VERSIONS};
+
+/// `GET /_matrix/client/versions`: only versions whose endpoints this node serves.
+pub async fn versions() -> Json<Value> {
+    Json(json!({
+        "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"],
+        "unstable_features": {},
+    }))
+}
+
+/// `GET /.well-known/matrix/client`: points clients at the address they used.
+pub async fn well_known(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let base = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+        .unwrap_or_else(|| state.client_url());
+    Json(json!({ "m.homeserver": { "base_url": base } }))
+}
+
+/// `GET /capabilities`.
+pub async fn capabilities(Auth(_): Auth) -> ApiResult<Json<Value>> {
+    let available: serde_json::Map<String, Value> = SUPPORTED_VERSIONS
+        .iter()
+        .map(|v| ((*v).to_owned(), json!("stable")))
+        .collect();
+    Ok(Json(json!({
+        "capabilities": {
+            "m.change_password": { "enabled": true },
+            "m.room_versions": { "default": DEFAULT_VERSION.as_str(), "available": available },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": false },
+        }
+    })))
+}

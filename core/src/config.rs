@@ -1,0 +1,88 @@
+//! Node configuration.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Who may create accounts through `POST /register`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RegistrationMode {
+    /// Nobody through the API; accounts are made with the library or `neurite register`.
+    #[default]
+    Disabled,
+    /// Anyone who can reach the client port (demos and tests only).
+    Open,
+    /// Whoever presents this registration token (`m.login.registration_token`).
+    Token(String),
+}
+
+impl std::str::FromStr for RegistrationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disabled" => Ok(Self::Disabled),
+            "open" => Ok(Self::Open),
+            _ => match s.strip_prefix("token:") {
+                Some(token) if !token.is_empty() => Ok(Self::Token(token.to_owned())),
+                _ => Err(format!(
+                    "unknown registration mode {s:?}: use disabled, open or token:SECRET"
+                )),
+            },
+        }
+    }
+}
+
+/// Cost of the argon2id password hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+}
+
+impl PasswordCost {
+    /// The OWASP-recommended argon2id setting (19 MiB, 2 passes).
+    pub const DEFAULT: Self = Self {
+        memory_kib: 19 * 1024,
+        iterations: 2,
+    };
+    /// A deliberately weak setting for tests and benchmarks that create many accounts.
+    pub const TESTING: Self = Self {
+        memory_kib: 64,
+        iterations: 1,
+    };
+}
+
+impl Default for PasswordCost {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding the database, the key and media. Created if missing.
+    pub data_dir: PathBuf,
+    /// Address of the client-server API. Port 0 picks a free port.
+    pub client_addr: SocketAddr,
+    /// Who may register through the API.
+    pub registration: RegistrationMode,
+    /// Password hashing cost.
+    pub password_cost: PasswordCost,
+    /// Largest request body accepted by the client API, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Config {
+    /// A configuration with defaults: `127.0.0.1:0`, registration disabled.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            registration: RegistrationMode::Disabled,
+            password_cost: PasswordCost::DEFAULT,
+            max_request_bytes: 1024 * 1024,
+        }
+    }
+}

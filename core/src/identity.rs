@@ -1,0 +1,156 @@
+//! The node's identity: one ed25519 key, its server name, and its Matrix signing key.
+//!
+//! The server name is the public key in lowercase, unpadded RFC 4648 base32 (52 characters,
+//! a valid DNS label), so any node can compute a peer's verify key from its name alone.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use ed25519_dalek::{SigningKey, VerifyingKey, pkcs8::EncodePrivateKey};
+use ruma::{OwnedServerName, ServerName, signatures::Ed25519KeyPair};
+
+use crate::error::{Error, Result};
+
+/// File name of the 32-byte key seed inside the data directory.
+pub const KEY_FILE: &str = "signing.key";
+/// The key id every Neurite node signs with.
+pub const KEY_ID: &str = "ed25519:p2p";
+/// The version part of [`KEY_ID`].
+pub const KEY_VERSION: &str = "p2p";
+
+/// The node's key pair and the names derived from it.
+pub struct Identity {
+    signing_key: SigningKey,
+    key_pair: Ed25519KeyPair,
+    server_name: OwnedServerName,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Loads the key from `data_dir`, creating it (mode 0600) on first start.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(KEY_FILE);
+        let seed = match fs::read(&path) {
+            Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                Error::Key(format!("{} must hold exactly 32 bytes", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_seed(&path)?,
+            Err(e) => return Err(e.into()),
+        };
+        Self::from_seed(&seed)
+    }
+
+    /// Builds the identity from a 32-byte ed25519 seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self> {
+        let signing_key = SigningKey::from_bytes(seed);
+        let der = signing_key
+            .to_pkcs8_der()
+            .map_err(|e| Error::Key(e.to_string()))?;
+        let key_pair = Ed25519KeyPair::from_der(der.as_bytes(), KEY_VERSION.to_owned())
+            .map_err(|e| Error::Key(e.to_string()))?;
+        let name = server_name_for_key(&signing_key.verifying_key());
+        let server_name = ServerName::parse(&name).map_err(|e| Error::Key(e.to_string()))?;
+        Ok(Self {
+            signing_key,
+            key_pair,
+            server_name,
+        })
+    }
+
+    /// This node's server name.
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
+    /// The key pair in the form ruma's signing functions take.
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.key_pair
+    }
+
+    /// The public half of the key.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.signing_key.verifying_key()
+    }
+}
+
+/// The server name that encodes `key`: lowercase unpadded base32.
+pub fn server_name_for_key(key: &VerifyingKey) -> String {
+    data_encoding::BASE32_NOPAD
+        .encode(key.as_bytes())
+        .to_ascii_lowercase()
+}
+
+/// The verify key a server name encodes, or `None` if the name is not a Neurite name.
+pub fn key_for_server_name(name: &str) -> Option<VerifyingKey> {
+    if name.len() != 52 {
+        return None;
+    }
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(name.to_ascii_uppercase().as_bytes())
+        .ok()?;
+    let bytes: [u8; 32] = bytes.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+fn create_seed(path: &PathBuf) -> Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::Key(e.to_string()))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(&seed)?;
+    file.sync_all()?;
+    Ok(seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_name_round_trips_to_the_key() {
+        let id = Identity::from_seed(&[7u8; 32]).unwrap();
+        let name = id.server_name().as_str();
+        assert_eq!(name.len(), 52);
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+        assert_eq!(key_for_server_name(name).unwrap(), id.verifying_key());
+        assert!(key_for_server_name("example.org").is_none());
+    }
+
+    #[test]
+    fn key_survives_restart_and_is_private() {
+        let dir = std::env::temp_dir().join(format!("neurite-id-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let a = Identity::load_or_create(&dir).unwrap();
+        let b = Identity::load_or_create(&dir).unwrap();
+        assert_eq!(a.server_name(), b.server_name());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,29 @@
+//! Neurite: a Matrix homeserver for one device.
+//!
+//! A node keeps its data in one SQLite file, serves the Matrix client-server API on
+//! `127.0.0.1`, and stores every room as a signed event graph checked with
+//! `ruma::state_res`, so that federation can reuse the same code paths.
+//!
+//! Layout: [`storage`] holds all SQL; [`rooms`] the event graph, membership and timelines;
+//! [`accounts`], [`sync`], [`typing`], [`user_data`] the other services; [`client`] the
+//! HTTP handlers; [`node`] starts and stops it all.
+
+pub mod accounts;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod filter;
+pub mod identity;
+pub mod node;
+pub mod notifier;
+pub mod rooms;
+pub mod services;
+pub mod storage;
+pub mod sync;
+pub mod typing;
+pub mod uia;
+pub mod user_data;
+
+pub use config::{Config, PasswordCost, RegistrationMode};
+pub use error::{Error, MatrixError};
+pub use node::{Node, register_offline};

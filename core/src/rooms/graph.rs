@@ -1,0 +1,419 @@
+//! Appending events to a room's graph: choose prev and auth events, hash, sign, check the
+//! authorization rules, and store the event with the state after it.
+//!
+//! Everything here runs inside one write transaction, so a batch of events (a new room's
+//! initial state) is stored all together or not at all.
+
+use std::collections::BTreeMap;
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId, RoomVersionId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    signatures::{hash_and_sign_event, reference_hash},
+    state_res,
+};
+use rusqlite::Connection;
+use serde_json::Value;
+
+use super::pdu::Pdu;
+use crate::{
+    error::{Error, MatrixError, Result},
+    identity::Identity,
+    storage::{
+        WriteTxn,
+        events::{self as ev_store, NewEvent},
+        state::{self as state_store, StateMap},
+    },
+};
+
+/// What a local user wants to add to a room.
+#[derive(Debug, Clone)]
+pub struct EventTemplate {
+    /// Event type.
+    pub event_type: String,
+    /// State key for state events.
+    pub state_key: Option<String>,
+    /// Content.
+    pub content: Value,
+    /// For redactions: the event redacted.
+    pub redacts: Option<String>,
+}
+
+impl EventTemplate {
+    /// A state event.
+    pub fn state(event_type: &str, state_key: &str, content: Value) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            state_key: Some(state_key.to_owned()),
+            content,
+            redacts: None,
+        }
+    }
+
+    /// A message-like event.
+    pub fn message(event_type: &str, content: Value) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            state_key: None,
+            content,
+            redacts: None,
+        }
+    }
+}
+
+/// A client's transaction id, scoped to its device.
+#[derive(Debug, Clone)]
+pub struct TxnId {
+    /// Device that sent the request.
+    pub device_id: String,
+    /// The client's transaction id.
+    pub txn_id: String,
+}
+
+/// The room as seen by the next event to append.
+#[derive(Debug, Clone)]
+pub struct RoomCtx {
+    /// Room id (None while building a v12 create event).
+    pub room_id: Option<String>,
+    /// Room version.
+    pub version: RoomVersionId,
+    /// Rules of that version.
+    pub rules: RoomVersionRules,
+    /// Current state.
+    pub state: StateMap,
+    /// Current state group.
+    pub state_group: Option<i64>,
+    /// Forward extremities.
+    pub prevs: Vec<String>,
+    /// Depth of the next event.
+    pub depth: i64,
+}
+
+/// The most prev events an event points to.
+const MAX_PREV_EVENTS: usize = 10;
+
+/// Room versions this node creates and joins.
+pub const SUPPORTED_VERSIONS: &[&str] = &["6", "7", "8", "9", "10", "11", "12"];
+/// Room version used when a client does not ask for one.
+pub const DEFAULT_VERSION: RoomVersionId = RoomVersionId::V12;
+
+/// Rules of a supported room version, or `400 M_UNSUPPORTED_ROOM_VERSION`.
+pub fn version_rules(version: &str) -> Result<(RoomVersionId, RoomVersionRules), MatrixError> {
+    let unsupported = || {
+        MatrixError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNSUPPORTED_ROOM_VERSION",
+            format!("Room version {version} is not supported"),
+        )
+    };
+    if !SUPPORTED_VERSIONS.contains(&version) {
+        return Err(unsupported());
+    }
+    let id = RoomVersionId::try_from(version).map_err(|_| unsupported())?;
+    let rules = id.rules().ok_or_else(unsupported)?;
+    Ok((id, rules))
+}
+
+impl RoomCtx {
+    /// Context for a brand-new room.
+    pub fn new_room(
+        version: RoomVersionId,
+        rules: RoomVersionRules,
+        room_id: Option<String>,
+    ) -> Self {
+        Self {
+            room_id,
+            version,
+            rules,
+            state: StateMap::new(),
+            state_group: None,
+            prevs: vec![],
+            depth: 1,
+        }
+    }
+
+    /// Loads the context of an existing room; `404 M_NOT_FOUND` if unknown.
+    pub fn load(conn: &Connection, room_id: &str) -> Result<Self> {
+        let room = ev_store::get_room(conn, room_id)?
+            .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
+        let (version, rules) = version_rules(&room.room_version)?;
+        let state = state_store::current_state(conn, room_id)?;
+        let mut prevs = ev_store::forward_extremities(conn, room_id)?;
+        prevs.truncate(MAX_PREV_EVENTS);
+        let mut depth = 0;
+        for p in &prevs {
+            depth = depth.max(ev_store::event_depth(conn, p)?.unwrap_or(0));
+        }
+        Ok(Self {
+            room_id: Some(room_id.to_owned()),
+            version,
+            rules,
+            state,
+            state_group: room.state_group,
+            prevs,
+            depth: depth + 1,
+        })
+    }
+
+    /// The event id of one current state entry.
+    pub fn state_event(&self, ty: &str, key: &str) -> Option<&String> {
+        self.state.get(&(ty.to_owned(), key.to_owned()))
+    }
+}
+
+/// Builds, hashes and signs an event from a template.
+pub fn build_event(
+    ctx: &RoomCtx,
+    identity: &Identity,
+    sender: &UserId,
+    tpl: &EventTemplate,
+    origin_server_ts: i64,
+) -> Result<(Pdu, CanonicalJsonObject)> {
+    let kind = TimelineEventType::from(tpl.event_type.as_str());
+    let mut content = tpl.content.clone();
+    if tpl.event_type == "m.room.redaction" && ctx.rules.redaction.content_field_redacts {
+        if let (Some(obj), Some(r)) = (content.as_object_mut(), &tpl.redacts) {
+            obj.insert("redacts".into(), Value::String(r.clone()));
+        }
+    }
+    let content_raw = serde_json::value::to_raw_value(&content)?;
+    let auth_types = state_res::auth_types_for_event(
+        &kind,
+        sender,
+        tpl.state_key.as_deref(),
+        &content_raw,
+        &ctx.rules.authorization,
+    )
+    .map_err(MatrixError::bad_json)?;
+    let mut auth_events: Vec<String> = auth_types
+        .iter()
+        .filter_map(|(ty, key)| ctx.state_event(&ty.to_string(), key).cloned())
+        .collect();
+    auth_events.sort();
+    auth_events.dedup();
+
+    let canonical = |v: Value| {
+        CanonicalJsonValue::try_from(v).map_err(|e| {
+            Error::from(MatrixError::bad_json(format!(
+                "content is not canonical JSON: {e}"
+            )))
+        })
+    };
+    let strings = |v: &[String]| {
+        CanonicalJsonValue::Array(v.iter().cloned().map(CanonicalJsonValue::String).collect())
+    };
+
+    let mut obj = CanonicalJsonObject::new();
+    obj.insert(
+        "type".into(),
+        CanonicalJsonValue::String(tpl.event_type.clone()),
+    );
+    obj.insert(
+        "sender".into(),
+        CanonicalJsonValue::String(sender.to_string()),
+    );
+    obj.insert("content".into(), canonical(content)?);
+    obj.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(
+            origin_server_ts
+                .try_into()
+                .map_err(|_| Error::Event("timestamp".into()))?,
+        ),
+    );
+    obj.insert(
+        "depth".into(),
+        CanonicalJsonValue::Integer(
+            ctx.depth
+                .try_into()
+                .map_err(|_| Error::Event("depth".into()))?,
+        ),
+    );
+    obj.insert("prev_events".into(), strings(&ctx.prevs));
+    obj.insert("auth_events".into(), strings(&auth_events));
+    if let Some(room_id) = &ctx.room_id {
+        obj.insert(
+            "room_id".into(),
+            CanonicalJsonValue::String(room_id.clone()),
+        );
+    }
+    if let Some(key) = &tpl.state_key {
+        obj.insert("state_key".into(), CanonicalJsonValue::String(key.clone()));
+    }
+    if let Some(r) = &tpl.redacts
+        && !ctx.rules.redaction.content_field_redacts
+    {
+        obj.insert("redacts".into(), CanonicalJsonValue::String(r.clone()));
+    }
+    if !ctx.rules.authorization.use_room_create_sender {
+        obj.insert(
+            "origin".into(),
+            CanonicalJsonValue::String(identity.server_name().to_string()),
+        );
+    }
+    hash_and_sign_event(
+        identity.server_name().as_str(),
+        identity.key_pair(),
+        &mut obj,
+        &ctx.rules.redaction,
+    )
+    .map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "Event is larger than 65536 bytes",
+        )),
+        other => Error::Event(other.to_string()),
+    })?;
+    let hash = reference_hash(&obj, &ctx.rules).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            "Event is larger than 65536 bytes",
+        )),
+        other => Error::Event(other.to_string()),
+    })?;
+    let event_id = EventId::parse(format!("${hash}")).map_err(|e| Error::Event(e.to_string()))?;
+    let pdu = Pdu::from_object(event_id, &obj)?;
+    Ok((pdu, obj))
+}
+
+/// Loads an event of the graph as a [`Pdu`].
+pub fn load_pdu(conn: &Connection, event_id: &str) -> Result<Option<Pdu>> {
+    let Some(ev) = ev_store::get_event(conn, event_id)? else {
+        return Ok(None);
+    };
+    let mut pdu = Pdu::from_json(&ev.event_id, &ev.json)?;
+    pdu.rejected = ev.rejected;
+    Ok(Some(pdu))
+}
+
+/// Checks an event against the authorization rules and the room's current state.
+/// A failure is the client's `403 M_FORBIDDEN`.
+pub fn check_auth(conn: &Connection, ctx: &RoomCtx, pdu: &Pdu) -> Result<()> {
+    let fetch_event = |id: &EventId| load_pdu(conn, id.as_str()).ok().flatten();
+    state_res::check_state_independent_auth_rules(&ctx.rules.authorization, pdu, fetch_event)
+        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+    let fetch_state = |ty: &StateEventType, key: &str| {
+        ctx.state_event(&ty.to_string(), key)
+            .and_then(|id| load_pdu(conn, id).ok().flatten())
+    };
+    state_res::check_state_dependent_auth_rules(&ctx.rules.authorization, pdu, fetch_state)
+        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+    Ok(())
+}
+
+/// The result of appending an event.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The new event's id.
+    pub event_id: OwnedEventId,
+    /// Its stream position.
+    pub stream: i64,
+}
+
+/// Stores an authorised event as the room's new head and advances `ctx` past it.
+pub fn persist_event(
+    txn: &mut WriteTxn<'_>,
+    ctx: &mut RoomCtx,
+    pdu: &Pdu,
+    obj: &CanonicalJsonObject,
+    txn_id: Option<&TxnId>,
+) -> Result<Appended> {
+    let room_id = ctx
+        .room_id
+        .clone()
+        .ok_or_else(|| Error::Event("persisting an event with no room id".into()))?;
+    let stream = txn.next_pos();
+    let event_id = pdu.event_id.as_str();
+    let json = serde_json::to_string(obj)?;
+    let state_before = ctx.state_group;
+    let mut state_after = state_before;
+    if let Some(key) = &pdu.data.state_key {
+        let ty = pdu.data.kind.to_string();
+        let changes: StateMap = BTreeMap::from([((ty.clone(), key.clone()), event_id.to_owned())]);
+        let group = state_store::create_state_group(txn, &room_id, state_before, &changes)?;
+        state_store::set_current_state(txn, &room_id, &ty, key, event_id)?;
+        ev_store::set_room_state_group(txn, &room_id, group)?;
+        ctx.state.insert((ty, key.clone()), event_id.to_owned());
+        ctx.state_group = Some(group);
+        state_after = Some(group);
+        if pdu.data.kind == TimelineEventType::RoomMember {
+            let membership = serde_json::from_str::<Value>(pdu.data.content.get())?
+                .get("membership")
+                .and_then(Value::as_str)
+                .unwrap_or("leave")
+                .to_owned();
+            ev_store::set_membership(txn, &room_id, key, &membership, event_id, stream)?;
+        }
+    }
+    let (relates_to, rel_type) = relation_of(pdu);
+    let prevs: Vec<String> = pdu.data.prev_events.iter().map(|e| e.to_string()).collect();
+    ev_store::insert_event(
+        txn,
+        &NewEvent {
+            event_id,
+            room_id: &room_id,
+            stream: Some(stream),
+            event_type: &pdu.data.kind.to_string(),
+            state_key: pdu.data.state_key.as_deref(),
+            sender: pdu.data.sender.as_str(),
+            origin_server_ts: i64::from(pdu.data.origin_server_ts.get()),
+            depth: ctx.depth,
+            json: &json,
+            state_before,
+            state_after,
+            relates_to: relates_to.as_deref(),
+            rel_type: rel_type.as_deref(),
+            txn_device: txn_id.map(|t| t.device_id.as_str()),
+            txn_id: txn_id.map(|t| t.txn_id.as_str()),
+            prev_events: &prevs,
+        },
+    )?;
+    ev_store::advance_extremities(txn, &room_id, event_id, &prevs)?;
+    ctx.prevs = vec![event_id.to_owned()];
+    ctx.depth += 1;
+    Ok(Appended {
+        event_id: pdu.event_id.clone(),
+        stream,
+    })
+}
+
+fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
+    let Ok(content) = serde_json::from_str::<Value>(pdu.data.content.get()) else {
+        return (None, None);
+    };
+    let Some(rel) = content.get("m.relates_to") else {
+        return (None, None);
+    };
+    if let Some(target) = rel.get("event_id").and_then(Value::as_str) {
+        let ty = rel
+            .get("rel_type")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        return (Some(target.to_owned()), ty);
+    }
+    if let Some(target) = rel
+        .get("m.in_reply_to")
+        .and_then(|r| r.get("event_id"))
+        .and_then(Value::as_str)
+    {
+        return (Some(target.to_owned()), Some("m.in_reply_to".to_owned()));
+    }
+    (None, None)
+}
+
+/// Builds, checks and stores one event in one step.
+pub fn append(
+    txn: &mut WriteTxn<'_>,
+    ctx: &mut RoomCtx,
+    identity: &Identity,
+    sender: &UserId,
+    tpl: &EventTemplate,
+    txn_id: Option<&TxnId>,
+) -> Result<Appended> {
+    let (pdu, obj) = build_event(ctx, identity, sender, tpl, crate::storage::now_ms())?;
+    check_auth(txn, ctx, &pdu)?;
+    persist_event(txn, ctx, &pdu, &obj, txn_id)
+}

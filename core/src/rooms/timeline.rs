@@ -1,0 +1,569 @@
+//! Reading a room's timeline: `/messages`, `/context`, `/event`, `/relations`, with history
+//! visibility applied.
+//!
+//! Pagination tokens are stream positions: `t{p}` sits between the events at `p` and `p+1`.
+//! Sync's `next_batch` (`s{p}_{typing}`) is accepted wherever a pagination token is.
+
+use std::collections::BTreeSet;
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::{
+    Rooms,
+    format::{Viewer, client_event},
+};
+use crate::{
+    error::{MatrixError, Result},
+    filter::RoomEventFilter,
+    storage::{events as ev_store, events::StoredEvent, now_ms, state as state_store},
+};
+
+/// Parses a pagination or sync token into a stream position.
+pub fn parse_token(token: &str) -> Option<i64> {
+    let rest = token
+        .strip_prefix('t')
+        .or_else(|| token.strip_prefix('s'))?;
+    let pos = rest.split('_').next()?;
+    pos.parse().ok().filter(|p: &i64| *p >= 0)
+}
+
+/// The pagination token for a position.
+pub fn token(pos: i64) -> String {
+    format!("t{}", pos.max(0))
+}
+
+/// Direction of pagination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Towards older events.
+    Backward,
+    /// Towards newer events.
+    Forward,
+}
+
+/// The newest position a user may read in a room, or `None` if they may read nothing.
+///
+/// Members read everything up to now (history visibility `shared`); someone who left reads up
+/// to their leave; anyone may read a `world_readable` room.
+pub fn visible_upto(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    now_pos: i64,
+) -> Result<Option<i64>> {
+    if let Some(m) = ev_store::membership(conn, room_id, user_id)? {
+        match m.membership.as_str() {
+            "join" => return Ok(Some(now_pos)),
+            "leave" | "ban" => {
+                // Someone who was only ever invited never saw the room.
+                if was_ever_joined(conn, room_id, user_id, m.stream)? {
+                    return Ok(Some(m.stream));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(id) =
+        state_store::current_state_event(conn, room_id, "m.room.history_visibility", "")?
+        && let Some(json) = ev_store::get_event_json(conn, &id)?
+    {
+        let v: Value = serde_json::from_str(&json)?;
+        if v.pointer("/content/history_visibility")
+            .and_then(Value::as_str)
+            == Some("world_readable")
+        {
+            return Ok(Some(now_pos));
+        }
+    }
+    Ok(None)
+}
+
+fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -> Result<bool> {
+    let events = conn
+        .prepare_cached(
+            "SELECT json FROM events WHERE room_id = ?1 AND type = 'm.room.member' AND state_key = ?2
+             AND stream <= ?3 AND rejected = 0",
+        )?
+        .query_map(rusqlite::params![room_id, user_id, upto], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(events.iter().any(|j| {
+        serde_json::from_str::<Value>(j)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/content/membership")
+                    .and_then(Value::as_str)
+                    .map(|m| m == "join")
+            })
+            .unwrap_or(false)
+    }))
+}
+
+fn require_visible(conn: &Connection, room_id: &str, user_id: &str, now_pos: i64) -> Result<i64> {
+    visible_upto(conn, room_id, user_id, now_pos)?
+        .ok_or_else(|| MatrixError::forbidden("You are not allowed to view this room").into())
+}
+
+/// Pages through a room's events matching `filter`, starting after/before `from`.
+/// Returns the events (in the order of travel) and the position to continue from, if any.
+pub fn paginate(
+    conn: &Connection,
+    room_id: &str,
+    from: i64,
+    to: Option<i64>,
+    dir: Direction,
+    limit: usize,
+    filter: &RoomEventFilter,
+    upto: i64,
+) -> Result<(Vec<StoredEvent>, Option<i64>)> {
+    let mut out = Vec::new();
+    let batch = limit.max(1) * 2;
+    match dir {
+        Direction::Backward => {
+            let floor = to.unwrap_or(0);
+            let mut cursor = from.min(upto);
+            while out.len() < limit && cursor > floor {
+                let page =
+                    ev_store::room_events_between(conn, room_id, floor, cursor, batch, true)?;
+                if page.is_empty() {
+                    cursor = floor;
+                    break;
+                }
+                for ev in page.into_iter().rev() {
+                    cursor = ev.stream.unwrap_or(0) - 1;
+                    if filter.matches(&ev) {
+                        out.push(ev);
+                        if out.len() == limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            let more = cursor > floor && ev_store::room_has_events_upto(conn, room_id, cursor)?;
+            Ok((out, more.then_some(cursor)))
+        }
+        Direction::Forward => {
+            let ceiling = to.unwrap_or(upto).min(upto);
+            let mut cursor = from;
+            while out.len() < limit && cursor < ceiling {
+                let page =
+                    ev_store::room_events_between(conn, room_id, cursor, ceiling, batch, false)?;
+                if page.is_empty() {
+                    cursor = ceiling;
+                    break;
+                }
+                for ev in page {
+                    cursor = ev.stream.unwrap_or(0);
+                    if filter.matches(&ev) {
+                        out.push(ev);
+                        if out.len() == limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            let more = cursor < ceiling;
+            Ok((out, more.then_some(cursor)))
+        }
+    }
+}
+
+/// Member events for the senders of `events` as of `state_group` (for lazy loading).
+pub fn lazy_members(
+    conn: &Connection,
+    room_id: &str,
+    events: &[StoredEvent],
+    extra: &[&str],
+    viewer: Viewer<'_>,
+    now: i64,
+) -> Result<Vec<Value>> {
+    let senders: BTreeSet<&str> = events
+        .iter()
+        .map(|e| e.sender.as_str())
+        .chain(extra.iter().copied())
+        .collect();
+    let mut out = Vec::new();
+    for sender in senders {
+        if let Some(id) = state_store::current_state_event(conn, room_id, "m.room.member", sender)?
+            && let Some(ev) = ev_store::get_event(conn, &id)?
+        {
+            out.push(client_event(conn, &ev, Some(viewer), now)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Parameters of `/messages`.
+#[derive(Debug, Clone)]
+pub struct MessagesQuery {
+    /// Start token.
+    pub from: Option<String>,
+    /// End token.
+    pub to: Option<String>,
+    /// Direction.
+    pub dir: Direction,
+    /// Page size.
+    pub limit: usize,
+    /// Filter.
+    pub filter: RoomEventFilter,
+}
+
+fn position(token: Option<&str>, name: &str) -> Result<Option<i64>> {
+    match token {
+        None => Ok(None),
+        Some(t) => parse_token(t)
+            .map(Some)
+            .ok_or_else(|| MatrixError::invalid_param(format!("Invalid {name} token")).into()),
+    }
+}
+
+impl Rooms {
+    /// `GET /rooms/{roomId}/messages`.
+    pub async fn messages(
+        &self,
+        user: &str,
+        device: &str,
+        room_id: &str,
+        q: MessagesQuery,
+    ) -> Result<Value> {
+        let (user, device, room_id) = (user.to_owned(), device.to_owned(), room_id.to_owned());
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let from = position(q.from.as_deref(), "from")?;
+                let to = position(q.to.as_deref(), "to")?;
+                let from = from.unwrap_or(match q.dir {
+                    Direction::Backward => upto,
+                    Direction::Forward => 0,
+                });
+                let (events, next) =
+                    paginate(conn, &room_id, from, to, q.dir, q.limit, &q.filter, upto)?;
+                let viewer = Viewer {
+                    user_id: &user,
+                    device_id: Some(&device),
+                };
+                let now = now_ms();
+                let chunk = events
+                    .iter()
+                    .map(|e| client_event(conn, e, Some(viewer), now))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut body = json!({ "chunk": chunk, "start": token(from) });
+                if let Some(n) = next {
+                    body["end"] = json!(token(n));
+                }
+                if q.filter.lazy_load_members {
+                    body["state"] = json!(lazy_members(conn, &room_id, &events, &[], viewer, now)?);
+                }
+                Ok(body)
+            })
+            .await
+    }
+
+    /// `GET /rooms/{roomId}/event/{eventId}`.
+    pub async fn event(
+        &self,
+        user: &str,
+        device: &str,
+        room_id: &str,
+        event_id: &str,
+    ) -> Result<Value> {
+        let (user, device, room_id, event_id) = (
+            user.to_owned(),
+            device.to_owned(),
+            room_id.to_owned(),
+            event_id.to_owned(),
+        );
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let not_found = || MatrixError::not_found("Event not found");
+                let ev = ev_store::get_event(conn, &event_id)?.ok_or_else(not_found)?;
+                if ev.room_id != room_id || ev.rejected {
+                    return Err(not_found().into());
+                }
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                if ev.stream.is_none_or(|s| s > upto) {
+                    return Err(not_found().into());
+                }
+                client_event(
+                    conn,
+                    &ev,
+                    Some(Viewer {
+                        user_id: &user,
+                        device_id: Some(&device),
+                    }),
+                    now_ms(),
+                )
+            })
+            .await
+    }
+
+    /// `GET /rooms/{roomId}/context/{eventId}`.
+    pub async fn context(
+        &self,
+        user: &str,
+        device: &str,
+        room_id: &str,
+        event_id: &str,
+        limit: usize,
+        filter: RoomEventFilter,
+    ) -> Result<Value> {
+        let (user, device, room_id, event_id) = (
+            user.to_owned(),
+            device.to_owned(),
+            room_id.to_owned(),
+            event_id.to_owned(),
+        );
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let not_found = || MatrixError::not_found("Event not found");
+                let ev = ev_store::get_event(conn, &event_id)?.ok_or_else(not_found)?;
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let Some(pos) = ev.stream.filter(|p| *p <= upto && ev.room_id == room_id) else {
+                    return Err(not_found().into());
+                };
+                let before_n = limit / 2;
+                let after_n = limit - before_n;
+                let (before, _) = paginate(
+                    conn,
+                    &room_id,
+                    pos - 1,
+                    None,
+                    Direction::Backward,
+                    before_n,
+                    &filter,
+                    upto,
+                )?;
+                let (after, _) = paginate(
+                    conn,
+                    &room_id,
+                    pos,
+                    None,
+                    Direction::Forward,
+                    after_n,
+                    &filter,
+                    upto,
+                )?;
+                let viewer = Viewer {
+                    user_id: &user,
+                    device_id: Some(&device),
+                };
+                let now = now_ms();
+                let fmt = |evs: &[StoredEvent]| {
+                    evs.iter()
+                        .map(|e| client_event(conn, e, Some(viewer), now))
+                        .collect::<Result<Vec<_>>>()
+                };
+                let start = before
+                    .last()
+                    .and_then(|e| e.stream)
+                    .map_or(pos - 1, |s| s - 1);
+                let end = after.last().and_then(|e| e.stream).unwrap_or(pos);
+                let mut all: Vec<StoredEvent> = before.clone();
+                all.push(ev.clone());
+                all.extend(after.iter().cloned());
+                let state = if filter.lazy_load_members {
+                    lazy_members(conn, &room_id, &all, &[], viewer, now)?
+                } else {
+                    let state = state_store::current_state(conn, &room_id)?;
+                    let mut out = Vec::new();
+                    for id in state.values() {
+                        if let Some(e) = ev_store::get_event(conn, id)? {
+                            out.push(client_event(conn, &e, Some(viewer), now)?);
+                        }
+                    }
+                    out
+                };
+                Ok(json!({
+                    "event": client_event(conn, &ev, Some(viewer), now)?,
+                    "events_before": fmt(&before)?,
+                    "events_after": fmt(&after)?,
+                    "start": token(start),
+                    "end": token(end),
+                    "state": state,
+                }))
+            })
+            .await
+    }
+
+    /// `GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn relations(
+        &self,
+        user: &str,
+        device: &str,
+        room_id: &str,
+        event_id: &str,
+        rel_type: Option<String>,
+        event_type: Option<String>,
+        from: Option<String>,
+        dir: Direction,
+        limit: usize,
+    ) -> Result<Value> {
+        let (user, device, room_id, event_id) = (
+            user.to_owned(),
+            device.to_owned(),
+            room_id.to_owned(),
+            event_id.to_owned(),
+        );
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let parent = ev_store::get_event(conn, &event_id)?
+                    .filter(|e| e.room_id == room_id)
+                    .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+                let _ = parent;
+                let from = position(from.as_deref(), "from")?;
+                let (after, before, newest_first) = match dir {
+                    Direction::Backward => (0, from.unwrap_or(upto).min(upto), true),
+                    Direction::Forward => (from.unwrap_or(0), upto, false),
+                };
+                let mut events = ev_store::relations(
+                    conn,
+                    &event_id,
+                    rel_type.as_deref(),
+                    event_type.as_deref(),
+                    after,
+                    before,
+                    limit + 1,
+                    newest_first,
+                )?;
+                let more = events.len() > limit;
+                events.truncate(limit);
+                let viewer = Viewer {
+                    user_id: &user,
+                    device_id: Some(&device),
+                };
+                let now = now_ms();
+                let chunk = events
+                    .iter()
+                    .map(|e| client_event(conn, e, Some(viewer), now))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut body = json!({ "chunk": chunk });
+                if more && let Some(last) = events.last().and_then(|e| e.stream) {
+                    let next = match dir {
+                        Direction::Backward => last - 1,
+                        Direction::Forward => last,
+                    };
+                    body["next_batch"] = json!(token(next));
+                }
+                Ok(body)
+            })
+            .await
+    }
+
+    /// The current state of a room as client events (`GET /rooms/{roomId}/state`).
+    pub async fn full_state(&self, user: &str, room_id: &str) -> Result<Vec<Value>> {
+        let (user, room_id) = (user.to_owned(), room_id.to_owned());
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let state = state_at(conn, &room_id, upto, now_pos)?;
+                let now = now_ms();
+                let mut out = Vec::new();
+                for id in state.values() {
+                    if let Some(ev) = ev_store::get_event(conn, id)? {
+                        out.push(client_event(conn, &ev, None, now)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    /// One state event's content as a user may see it (`GET /rooms/{roomId}/state/{type}/{key}`).
+    pub async fn state_event_for(
+        &self,
+        user: &str,
+        room_id: &str,
+        ty: &str,
+        key: &str,
+    ) -> Result<Value> {
+        let (user, room_id, ty, key) = (
+            user.to_owned(),
+            room_id.to_owned(),
+            ty.to_owned(),
+            key.to_owned(),
+        );
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let state = state_at(conn, &room_id, upto, now_pos)?;
+                let not_found = || MatrixError::not_found("State event not found");
+                let id = state.get(&(ty, key)).ok_or_else(not_found)?;
+                let json = ev_store::get_event_json(conn, id)?.ok_or_else(not_found)?;
+                let v: Value = serde_json::from_str(&json)?;
+                Ok(v.get("content").cloned().unwrap_or_else(|| json!({})))
+            })
+            .await
+    }
+
+    /// Members of a room as client events (`GET /rooms/{roomId}/members`).
+    pub async fn members(
+        &self,
+        user: &str,
+        room_id: &str,
+        membership: Option<String>,
+        not_membership: Option<String>,
+    ) -> Result<Vec<Value>> {
+        let (user, room_id) = (user.to_owned(), room_id.to_owned());
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let state = state_at(conn, &room_id, upto, now_pos)?;
+                let now = now_ms();
+                let mut out = Vec::new();
+                for ((ty, _), id) in &state {
+                    if ty != "m.room.member" {
+                        continue;
+                    }
+                    let Some(ev) = ev_store::get_event(conn, id)? else {
+                        continue;
+                    };
+                    let v = client_event(conn, &ev, None, now)?;
+                    let m = v
+                        .pointer("/content/membership")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    if membership.as_deref().is_some_and(|want| want != m)
+                        || not_membership.as_deref().is_some_and(|not| not == m)
+                    {
+                        continue;
+                    }
+                    out.push(v);
+                }
+                Ok(out)
+            })
+            .await
+    }
+}
+
+/// The room state as of position `upto` (the current state when `upto` is now).
+pub fn state_at(
+    conn: &Connection,
+    room_id: &str,
+    upto: i64,
+    now_pos: i64,
+) -> Result<state_store::StateMap> {
+    if upto >= now_pos {
+        return state_store::current_state(conn, room_id);
+    }
+    let group: Option<i64> = conn
+        .prepare_cached(
+            "SELECT state_after FROM events WHERE room_id = ?1 AND stream <= ?2 AND rejected = 0
+             ORDER BY stream DESC LIMIT 1",
+        )?
+        .query_row(rusqlite::params![room_id, upto], |r| r.get(0))
+        .ok()
+        .flatten();
+    match group {
+        Some(g) => state_store::load_state_group(conn, g),
+        None => Ok(Default::default()),
+    }
+}

@@ -1,0 +1,84 @@
+//! The node's services, wired together once at start-up and shared by every handler.
+
+use std::sync::{Arc, OnceLock};
+
+use crate::{
+    accounts::Accounts,
+    config::Config,
+    error::Result,
+    identity::Identity,
+    notifier::Notifier,
+    rooms::Rooms,
+    storage::{DB_FILE, Db},
+    sync::SyncService,
+    typing::Typing,
+    uia::Uia,
+    user_data::UserData,
+};
+
+/// Everything a request handler may call.
+pub struct Services {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// The node's key and server name.
+    pub identity: Arc<Identity>,
+    /// The database.
+    pub db: Db,
+    /// Wakes long-polling syncs.
+    pub notifier: Arc<Notifier>,
+    /// Accounts, devices, tokens.
+    pub accounts: Accounts,
+    /// Rooms and events.
+    pub rooms: Rooms,
+    /// `/sync`.
+    pub sync: SyncService,
+    /// Typing notifications.
+    pub typing: Typing,
+    /// Profiles, account data, receipts, filters.
+    pub user_data: UserData,
+    /// User-interactive auth sessions.
+    pub uia: Uia,
+    client_url: OnceLock<String>,
+}
+
+impl Services {
+    /// Opens the data directory (creating it), the key and the database.
+    pub fn open(config: Config) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
+        let db = Db::open(&config.data_dir.join(DB_FILE))?;
+        let notifier = Arc::new(Notifier::default());
+        let accounts = Accounts::new(
+            db.clone(),
+            identity.server_name(),
+            config.password_cost,
+            notifier.clone(),
+        );
+        let rooms = Rooms::new(db.clone(), identity.clone(), notifier.clone());
+        let typing = Typing::new(notifier.clone());
+        let sync = SyncService::new(db.clone(), notifier.clone(), typing.clone());
+        let user_data = UserData::new(db.clone(), notifier.clone(), rooms.clone());
+        Ok(Arc::new(Self {
+            config,
+            identity,
+            db,
+            notifier,
+            accounts,
+            rooms,
+            sync,
+            typing,
+            user_data,
+            uia: Uia::default(),
+            client_url: OnceLock::new(),
+        }))
+    }
+
+    /// The base URL of the client API, once listening.
+    pub fn client_url(&self) -> String {
+        self.client_url.get().cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_client_url(&self, url: String) {
+        let _ = self.client_url.set(url);
+    }
+}

@@ -1,0 +1,454 @@
+//! Events, the room graph, rooms and memberships.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::Result;
+
+/// An event as stored, with the node's bookkeeping around the PDU.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Event id.
+    pub event_id: String,
+    /// Room id.
+    pub room_id: String,
+    /// Stream position (None for outliers).
+    pub stream: Option<i64>,
+    /// Event type.
+    pub event_type: String,
+    /// State key, for state events.
+    pub state_key: Option<String>,
+    /// Sender.
+    pub sender: String,
+    /// Origin timestamp.
+    pub origin_server_ts: i64,
+    /// The PDU JSON (redacted form once redacted).
+    pub json: String,
+    /// State group before the event.
+    pub state_before: Option<i64>,
+    /// State group after the event.
+    pub state_after: Option<i64>,
+    /// Whether the event failed auth.
+    pub rejected: bool,
+    /// The redaction that redacted this event.
+    pub redacted_by: Option<String>,
+    /// Device of the sender that sent it with a transaction id.
+    pub txn_device: Option<String>,
+    /// The client's transaction id.
+    pub txn_id: Option<String>,
+}
+
+const EVENT_COLUMNS: &str = "event_id, room_id, stream, type, state_key, sender, origin_server_ts, \
+     json, state_before, state_after, rejected, redacted_by, txn_device, txn_id";
+
+fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        event_id: r.get(0)?,
+        room_id: r.get(1)?,
+        stream: r.get(2)?,
+        event_type: r.get(3)?,
+        state_key: r.get(4)?,
+        sender: r.get(5)?,
+        origin_server_ts: r.get(6)?,
+        json: r.get(7)?,
+        state_before: r.get(8)?,
+        state_after: r.get(9)?,
+        rejected: r.get(10)?,
+        redacted_by: r.get(11)?,
+        txn_device: r.get(12)?,
+        txn_id: r.get(13)?,
+    })
+}
+
+/// A new event to insert.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    /// Event id.
+    pub event_id: &'a str,
+    /// Room id.
+    pub room_id: &'a str,
+    /// Stream position.
+    pub stream: Option<i64>,
+    /// Event type.
+    pub event_type: &'a str,
+    /// State key.
+    pub state_key: Option<&'a str>,
+    /// Sender.
+    pub sender: &'a str,
+    /// Origin timestamp.
+    pub origin_server_ts: i64,
+    /// Depth.
+    pub depth: i64,
+    /// PDU JSON.
+    pub json: &'a str,
+    /// State group before.
+    pub state_before: Option<i64>,
+    /// State group after.
+    pub state_after: Option<i64>,
+    /// Relation target, from `content.m.relates_to.event_id`.
+    pub relates_to: Option<&'a str>,
+    /// Relation type.
+    pub rel_type: Option<&'a str>,
+    /// Sender's device, for local echo of transaction ids.
+    pub txn_device: Option<&'a str>,
+    /// Transaction id.
+    pub txn_id: Option<&'a str>,
+    /// Prev events, recorded as graph edges.
+    pub prev_events: &'a [String],
+}
+
+/// Inserts an event and its graph edges.
+pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (event_id, room_id, stream, type, state_key, sender, origin_server_ts,
+            depth, json, state_before, state_after, relates_to, rel_type, txn_device, txn_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        ev.event_id,
+        ev.room_id,
+        ev.stream,
+        ev.event_type,
+        ev.state_key,
+        ev.sender,
+        ev.origin_server_ts,
+        ev.depth,
+        ev.json,
+        ev.state_before,
+        ev.state_after,
+        ev.relates_to,
+        ev.rel_type,
+        ev.txn_device,
+        ev.txn_id,
+    ])?;
+    let mut edge = conn.prepare_cached(
+        "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
+    )?;
+    for prev in ev.prev_events {
+        edge.execute(params![ev.event_id, prev])?;
+    }
+    Ok(())
+}
+
+/// Loads one event.
+pub fn get_event(conn: &Connection, event_id: &str) -> Result<Option<StoredEvent>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ?1"
+        ))?
+        .query_row([event_id], event_from_row)
+        .optional()?)
+}
+
+/// Loads the PDU JSON of one event.
+pub fn get_event_json(conn: &Connection, event_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT json FROM events WHERE event_id = ?1")?
+        .query_row([event_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The event a client's transaction id produced, if any.
+pub fn event_for_txn(
+    conn: &Connection,
+    sender: &str,
+    device: &str,
+    txn_id: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT event_id FROM events WHERE sender = ?1 AND txn_device = ?2 AND txn_id = ?3",
+        )?
+        .query_row(params![sender, device, txn_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Events of a room with `after < stream <= upto`, oldest first, at most `limit`, taken
+/// from the newest end when `newest_first` is set (the result is still oldest first).
+pub fn room_events_between(
+    conn: &Connection,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<StoredEvent>> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE room_id = ?1 AND stream > ?2 AND stream <= ?3 AND rejected = 0
+         ORDER BY stream {order} LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(params![room_id, after, upto, limit as i64], event_from_row)?;
+    let mut events: Vec<StoredEvent> = rows.collect::<Result<_, _>>()?;
+    if newest_first {
+        events.reverse();
+    }
+    Ok(events)
+}
+
+/// Counts a room's events with `after < stream <= upto`.
+pub fn count_room_events_between(
+    conn: &Connection,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM events WHERE room_id = ?1 AND stream > ?2 AND stream <= ?3 AND rejected = 0",
+        )?
+        .query_row(params![room_id, after, upto], |r| r.get(0))?)
+}
+
+/// Whether the room has any event with `stream <= before` (used to decide whether a page
+/// is the last one).
+pub fn room_has_events_upto(conn: &Connection, room_id: &str, upto: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM events WHERE room_id = ?1 AND stream <= ?2 AND rejected = 0 LIMIT 1",
+        )?
+        .exists(params![room_id, upto])?)
+}
+
+/// Events relating to `event_id`, optionally of one relation and event type, oldest first,
+/// with `after < stream <= upto`.
+pub fn relations(
+    conn: &Connection,
+    event_id: &str,
+    rel_type: Option<&str>,
+    event_type: Option<&str>,
+    after: i64,
+    upto: i64,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<StoredEvent>> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE relates_to = ?1 AND (?2 IS NULL OR rel_type = ?2) AND (?3 IS NULL OR type = ?3)
+           AND stream > ?4 AND stream <= ?5 AND rejected = 0
+         ORDER BY stream {order} LIMIT ?6"
+    ))?;
+    let rows = stmt.query_map(
+        params![event_id, rel_type, event_type, after, upto, limit as i64],
+        event_from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Replaces an event's JSON with its redacted form and records the redaction.
+pub fn mark_redacted(
+    conn: &Connection,
+    event_id: &str,
+    redacted_json: &str,
+    by: &str,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE events SET json = ?2, redacted_by = ?3, relates_to = NULL, rel_type = NULL WHERE event_id = ?1",
+        params![event_id, redacted_json, by],
+    )?;
+    Ok(())
+}
+
+/// Depth of an event.
+pub fn event_depth(conn: &Connection, event_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT depth FROM events WHERE event_id = ?1")?
+        .query_row([event_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The forward extremities (events with no children yet) of a room.
+pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_id FROM forward_extremities WHERE room_id = ?1 ORDER BY event_id",
+    )?;
+    let rows = stmt.query_map([room_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Makes `event_id` an extremity and removes the events it points to.
+pub fn advance_extremities(
+    conn: &Connection,
+    room_id: &str,
+    event_id: &str,
+    prevs: &[String],
+) -> Result<()> {
+    let mut del = conn
+        .prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2")?;
+    for prev in prevs {
+        del.execute(params![room_id, prev])?;
+    }
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+    )?
+    .execute(params![room_id, event_id])?;
+    Ok(())
+}
+
+/// A room's version and state group.
+#[derive(Debug, Clone)]
+pub struct RoomRow {
+    /// Room version id.
+    pub room_version: String,
+    /// Current state group.
+    pub state_group: Option<i64>,
+    /// Whether the room is in the public directory.
+    pub published: bool,
+}
+
+/// Creates a room row.
+pub fn insert_room(conn: &Connection, room_id: &str, version: &str, creator: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO rooms (room_id, room_version, creator) VALUES (?1, ?2, ?3)",
+        params![room_id, version, creator],
+    )?;
+    Ok(())
+}
+
+/// Loads a room row.
+pub fn get_room(conn: &Connection, room_id: &str) -> Result<Option<RoomRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT room_version, state_group, published FROM rooms WHERE room_id = ?1",
+        )?
+        .query_row([room_id], |r| {
+            Ok(RoomRow {
+                room_version: r.get(0)?,
+                state_group: r.get(1)?,
+                published: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Records the room's current state group.
+pub fn set_room_state_group(conn: &Connection, room_id: &str, group: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE rooms SET state_group = ?2 WHERE room_id = ?1")?
+        .execute(params![room_id, group])?;
+    Ok(())
+}
+
+/// Sets whether the room is published in the room directory.
+pub fn set_room_published(conn: &Connection, room_id: &str, published: bool) -> Result<()> {
+    conn.execute(
+        "UPDATE rooms SET published = ?2 WHERE room_id = ?1",
+        params![room_id, published],
+    )?;
+    Ok(())
+}
+
+/// Rooms in the public directory.
+pub fn published_rooms(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT room_id FROM rooms WHERE published = 1 ORDER BY room_id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A user's membership in a room.
+#[derive(Debug, Clone)]
+pub struct MembershipRow {
+    /// Room id.
+    pub room_id: String,
+    /// User id.
+    pub user_id: String,
+    /// `join`, `invite`, `leave`, `ban` or `knock`.
+    pub membership: String,
+    /// The member event.
+    pub event_id: String,
+    /// Stream position of the change.
+    pub stream: i64,
+    /// Whether the user forgot the room.
+    pub forgotten: bool,
+}
+
+fn membership_from_row(r: &Row<'_>) -> rusqlite::Result<MembershipRow> {
+    Ok(MembershipRow {
+        room_id: r.get(0)?,
+        user_id: r.get(1)?,
+        membership: r.get(2)?,
+        event_id: r.get(3)?,
+        stream: r.get(4)?,
+        forgotten: r.get(5)?,
+    })
+}
+
+/// Records a membership change.
+pub fn set_membership(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+    event_id: &str,
+    stream: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO memberships (room_id, user_id, membership, event_id, stream, forgotten)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET
+            membership = excluded.membership, event_id = excluded.event_id,
+            stream = excluded.stream, forgotten = 0",
+    )?
+    .execute(params![room_id, user_id, membership, event_id, stream])?;
+    Ok(())
+}
+
+/// A user's membership in one room.
+pub fn membership(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<MembershipRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT room_id, user_id, membership, event_id, stream, forgotten FROM memberships
+             WHERE room_id = ?1 AND user_id = ?2",
+        )?
+        .query_row(params![room_id, user_id], membership_from_row)
+        .optional()?)
+}
+
+/// Every room membership of a user (any state), not forgotten.
+pub fn memberships_of_user(conn: &Connection, user_id: &str) -> Result<Vec<MembershipRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, user_id, membership, event_id, stream, forgotten FROM memberships
+         WHERE user_id = ?1 AND forgotten = 0 ORDER BY stream",
+    )?;
+    let rows = stmt.query_map([user_id], membership_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Members of a room with the given membership (or all if `None`).
+pub fn room_members(
+    conn: &Connection,
+    room_id: &str,
+    membership: Option<&str>,
+) -> Result<Vec<MembershipRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, user_id, membership, event_id, stream, forgotten FROM memberships
+         WHERE room_id = ?1 AND (?2 IS NULL OR membership = ?2) ORDER BY user_id",
+    )?;
+    let rows = stmt.query_map(params![room_id, membership], membership_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Marks a room as forgotten by a user.
+pub fn forget_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE memberships SET forgotten = 1 WHERE room_id = ?1 AND user_id = ?2",
+        params![room_id, user_id],
+    )?;
+    Ok(())
+}
+
+/// Users who share at least one joined room with `user_id` (including the user).
+pub fn users_sharing_rooms(conn: &Connection, user_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT other.user_id FROM memberships me
+         JOIN memberships other ON other.room_id = me.room_id AND other.membership = 'join'
+         WHERE me.user_id = ?1 AND me.membership = 'join'",
+    )?;
+    let rows = stmt.query_map([user_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,228 @@
+//! SQLite storage: one database file, one writer, a small pool of readers.
+//!
+//! All SQL of the node lives below this module. Callers hand a closure to [`Db::read`] or
+//! [`Db::write`]; it runs on tokio's blocking pool so the async runtime never waits on disk.
+//! The database runs in WAL mode, so readers never block the writer and a transaction that
+//! committed survives a crash of the process.
+
+pub mod accounts;
+pub mod aliases;
+pub mod events;
+pub mod state;
+pub mod user_data;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite_migration::{M, Migrations};
+
+use crate::error::{Error, Result};
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "neurite.db";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+
+/// How many idle reader connections are kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Handle to the node's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+    committed: AtomicI64,
+}
+
+struct Writer {
+    conn: Connection,
+    pos: i64,
+}
+
+/// A write transaction. Hands out stream positions that become visible when it commits.
+pub struct WriteTxn<'a> {
+    txn: Transaction<'a>,
+    pos: i64,
+    allocated: bool,
+}
+
+impl<'a> WriteTxn<'a> {
+    /// Allocates the next stream position.
+    pub fn next_pos(&mut self) -> i64 {
+        self.pos += 1;
+        self.allocated = true;
+        self.pos
+    }
+
+    /// The underlying SQLite transaction.
+    pub fn conn(&self) -> &Connection {
+        &self.txn
+    }
+}
+
+impl std::ops::Deref for WriteTxn<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.txn
+    }
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = open_connection(path, false)?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
+        let pos = conn.query_row("SELECT pos FROM stream_position WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(Writer { conn, pos }),
+                readers: Mutex::new(Vec::new()),
+                committed: AtomicI64::new(pos),
+            }),
+        })
+    }
+
+    /// Runs `f` in a write transaction on the blocking pool and commits it.
+    /// Returns `f`'s result; on error nothing of the transaction is kept.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteTxn<'_>) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.write_blocking(f)).await?
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.read_blocking(f)).await?
+    }
+
+    /// Runs `f` in a write transaction on the calling thread (for use outside async code).
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T>) -> Result<T> {
+        self.inner.write_blocking(f)
+    }
+
+    /// Runs `f` with a reader connection on the calling thread.
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.inner.read_blocking(f)
+    }
+
+    /// The highest stream position committed so far.
+    pub fn current_pos(&self) -> i64 {
+        self.inner.committed.load(Ordering::Acquire)
+    }
+}
+
+impl Inner {
+    fn write_blocking<T>(&self, f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .writer
+            .lock()
+            .map_err(|_| Error::Task("writer poisoned".into()))?;
+        let writer = &mut *guard;
+        let start_pos = writer.pos;
+        let txn = writer
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut wtxn = WriteTxn {
+            txn,
+            pos: start_pos,
+            allocated: false,
+        };
+        let result = f(&mut wtxn).and_then(|value| {
+            if wtxn.allocated {
+                wtxn.txn.execute(
+                    "UPDATE stream_position SET pos = ?1 WHERE id = 1",
+                    [wtxn.pos],
+                )?;
+            }
+            Ok(value)
+        });
+        let WriteTxn {
+            txn, pos: end_pos, ..
+        } = wtxn;
+        let outcome = match result {
+            Ok(value) => txn.commit().map(|()| value).map_err(Error::from),
+            Err(e) => {
+                drop(txn);
+                Err(e)
+            }
+        };
+        match outcome {
+            Ok(value) => {
+                writer.pos = end_pos;
+                self.committed.store(end_pos, Ordering::Release);
+                Ok(value)
+            }
+            // Positions handed out by a failed transaction were never visible; they are reused.
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path, true)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut readers) = self.readers.lock()
+            && readers.len() < MAX_IDLE_READERS
+        {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    if !read_only {
+        // WAL: readers never block the writer. NORMAL sync: a committed transaction survives a
+        // crash of the process (kill -9); only a power loss may drop the last few commits.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -2048)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

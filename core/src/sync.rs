@@ -1,0 +1,436 @@
+//! `/sync` (v3): initial and incremental responses, and long-polling.
+//!
+//! `next_batch` is `s{stream}_{typing}`: everything stored at a stream position up to
+//! `stream` has been delivered, and typing changes up to serial `typing`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    error::{MatrixError, Result},
+    filter::Filter,
+    notifier::Notifier,
+    rooms::{
+        format::{Viewer, client_event, stripped_state},
+        timeline::{parse_token, state_at, token},
+    },
+    storage::{
+        Db,
+        events::{self as ev_store, MembershipRow, StoredEvent},
+        now_ms,
+        state::{self as state_store, StateMap},
+        user_data,
+    },
+    typing::Typing,
+};
+
+/// Longest long-poll honoured.
+const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeline length when the filter gives none.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// State shown in an invite.
+const INVITE_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// A `/sync` request.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    /// The `since` token.
+    pub since: Option<String>,
+    /// Send full state even on incremental syncs.
+    pub full_state: bool,
+    /// Long-poll timeout.
+    pub timeout: Duration,
+    /// The filter.
+    pub filter: Filter,
+}
+
+/// The sync service.
+#[derive(Clone)]
+pub struct SyncService {
+    db: Db,
+    notifier: Arc<Notifier>,
+    typing: Typing,
+}
+
+struct Since {
+    pos: i64,
+    typing: Option<u64>,
+}
+
+fn parse_since(token: &str) -> Result<Since> {
+    let bad = || MatrixError::invalid_param("Invalid since token");
+    let pos = parse_token(token).ok_or_else(bad)?;
+    let typing = token.split('_').nth(1).and_then(|t| t.parse().ok());
+    Ok(Since { pos, typing })
+}
+
+impl SyncService {
+    /// Creates the service.
+    pub fn new(db: Db, notifier: Arc<Notifier>, typing: Typing) -> Self {
+        Self {
+            db,
+            notifier,
+            typing,
+        }
+    }
+
+    /// Answers a sync, waiting up to the timeout for something new on incremental syncs.
+    pub async fn sync(&self, user_id: &str, device_id: &str, req: SyncRequest) -> Result<Value> {
+        let since = req.since.as_deref().map(parse_since).transpose()?;
+        let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
+        let mut changes = self.notifier.subscribe();
+        loop {
+            let now_pos = self.db.current_pos();
+            let typing_serial = self.typing.serial();
+            let typing = self.typing.clone();
+            let (user, device, filter) =
+                (user_id.to_owned(), device_id.to_owned(), req.filter.clone());
+            let since_pos = since.as_ref().map(|s| s.pos);
+            let since_typing = since.as_ref().and_then(|s| s.typing);
+            let full_state = req.full_state;
+            let (body, empty) = self
+                .db
+                .read(move |conn| {
+                    let b = Builder {
+                        conn,
+                        user: &user,
+                        device: &device,
+                        since: since_pos,
+                        since_typing,
+                        now_pos,
+                        filter: &filter,
+                        full_state,
+                        typing: &typing,
+                        now: now_ms(),
+                    };
+                    b.build()
+                })
+                .await?;
+            let waiting = since.is_some() && empty && !req.full_state;
+            if !waiting || tokio::time::Instant::now() >= deadline {
+                let mut body = body;
+                body["next_batch"] = json!(format!("s{now_pos}_{typing_serial}"));
+                return Ok(body);
+            }
+            tokio::select! {
+                r = changes.changed() => { if r.is_err() { return Ok(body) } }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+struct Builder<'a> {
+    conn: &'a Connection,
+    user: &'a str,
+    device: &'a str,
+    since: Option<i64>,
+    since_typing: Option<u64>,
+    now_pos: i64,
+    filter: &'a Filter,
+    full_state: bool,
+    typing: &'a Typing,
+    now: i64,
+}
+
+impl Builder<'_> {
+    fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            user_id: self.user,
+            device_id: Some(self.device),
+        }
+    }
+
+    /// Builds the body and says whether it carries nothing new.
+    fn build(&self) -> Result<(Value, bool)> {
+        let since = self.since.unwrap_or(0);
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        let memberships = ev_store::memberships_of_user(self.conn, self.user)?;
+        for m in &memberships {
+            if !self.filter.room.allows_room(&m.room_id) {
+                continue;
+            }
+            let changed = self.since.is_none_or(|s| m.stream > s);
+            match m.membership.as_str() {
+                "join" => {
+                    if let Some(room) = self.joined_room(m)? {
+                        join.insert(m.room_id.clone(), room);
+                    }
+                }
+                "invite" if changed => {
+                    invite.insert(m.room_id.clone(), self.invited_room(m)?);
+                }
+                "leave" | "ban"
+                    if changed && (self.since.is_some() || self.filter.room.include_leave) =>
+                {
+                    leave.insert(m.room_id.clone(), self.left_room(m)?);
+                }
+                _ => {}
+            }
+        }
+        let mut global = Vec::new();
+        for (room, ty, content) in user_data::account_data_since(self.conn, self.user, since)? {
+            if room.is_empty() && self.filter.account_data.allows_type(&ty) {
+                global.push(
+                    json!({ "type": ty, "content": serde_json::from_str::<Value>(&content)? }),
+                );
+            }
+        }
+        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && global.is_empty();
+        Ok((
+            json!({
+                "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+                "account_data": { "events": global },
+                "presence": { "events": [] },
+                "to_device": { "events": [] },
+                "device_lists": { "changed": [], "left": [] },
+                "device_one_time_keys_count": {},
+            }),
+            empty,
+        ))
+    }
+
+    fn timeline_limit(&self) -> usize {
+        self.filter
+            .room
+            .timeline
+            .limit
+            .map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, 500))
+    }
+
+    /// Timeline events of a room in `(after, upto]`, newest `limit` matching the filter.
+    fn timeline(&self, room_id: &str, after: i64, upto: i64) -> Result<(Vec<StoredEvent>, bool)> {
+        let (events, more) = crate::rooms::timeline::paginate(
+            self.conn,
+            room_id,
+            upto,
+            Some(after),
+            crate::rooms::timeline::Direction::Backward,
+            self.timeline_limit(),
+            &self.filter.room.timeline,
+            upto,
+        )?;
+        let mut events = events;
+        events.reverse();
+        Ok((events, more.is_some()))
+    }
+
+    fn format(&self, events: &[StoredEvent]) -> Result<Vec<Value>> {
+        events
+            .iter()
+            .map(|e| client_event(self.conn, e, Some(self.viewer()), self.now))
+            .collect()
+    }
+
+    /// State to send with a timeline: the state at its start, or only what changed since
+    /// `since` when the client already holds the earlier state.
+    fn state_for(
+        &self,
+        room_id: &str,
+        timeline: &[StoredEvent],
+        since: Option<i64>,
+        upto: i64,
+    ) -> Result<Vec<Value>> {
+        let start: StateMap = match timeline.first() {
+            Some(first) => match first.state_before {
+                Some(g) => state_store::load_state_group(self.conn, g)?,
+                None => StateMap::new(),
+            },
+            None => state_at(self.conn, room_id, upto, self.now_pos)?,
+        };
+        let known: StateMap = match since {
+            Some(s) => state_at(self.conn, room_id, s, self.now_pos)?,
+            None => StateMap::new(),
+        };
+        let in_timeline: std::collections::HashSet<&str> =
+            timeline.iter().map(|e| e.event_id.as_str()).collect();
+        let lazy = self.filter.room.state.lazy_load_members;
+        let wanted_members: std::collections::HashSet<&str> = timeline
+            .iter()
+            .map(|e| e.sender.as_str())
+            .chain(std::iter::once(self.user))
+            .collect();
+        let mut out = Vec::new();
+        for ((ty, key), id) in &start {
+            if in_timeline.contains(id.as_str())
+                || known.get(&(ty.clone(), key.clone())) == Some(id)
+            {
+                // Members the timeline needs are resent under lazy loading even if known.
+                if !(lazy
+                    && ty == "m.room.member"
+                    && wanted_members.contains(key.as_str())
+                    && since.is_none())
+                {
+                    continue;
+                }
+            }
+            if lazy && ty == "m.room.member" && !wanted_members.contains(key.as_str()) {
+                continue;
+            }
+            let Some(ev) = ev_store::get_event(self.conn, id)? else {
+                continue;
+            };
+            if !self.filter.room.state.matches(&ev) {
+                continue;
+            }
+            out.push(client_event(self.conn, &ev, Some(self.viewer()), self.now)?);
+        }
+        Ok(out)
+    }
+
+    fn joined_room(&self, m: &MembershipRow) -> Result<Option<Value>> {
+        let room_id = m.room_id.as_str();
+        // A room joined after `since` is new to the client: send it whole.
+        let since = if self.full_state {
+            None
+        } else {
+            self.since.filter(|s| m.stream <= *s)
+        };
+        let after = since.unwrap_or(0);
+        let (timeline, limited) = self.timeline(room_id, after, self.now_pos)?;
+        let receipts = user_data::receipts_since(self.conn, room_id, after)?;
+        let typing = self.typing.changed_since(
+            room_id,
+            if since.is_some() {
+                self.since_typing
+            } else {
+                None
+            },
+        );
+        let mut account_data = Vec::new();
+        for (room, ty, content) in user_data::account_data_since(self.conn, self.user, after)? {
+            if room == room_id {
+                account_data.push(
+                    json!({ "type": ty, "content": serde_json::from_str::<Value>(&content)? }),
+                );
+            }
+        }
+        let state_changed = since.is_some() && limited;
+        if since.is_some()
+            && timeline.is_empty()
+            && receipts.is_empty()
+            && typing.is_none()
+            && account_data.is_empty()
+            && !state_changed
+        {
+            return Ok(None);
+        }
+        let state = if since.is_none() || limited {
+            self.state_for(room_id, &timeline, since, self.now_pos)?
+        } else {
+            Vec::new()
+        };
+        let prev_batch = timeline
+            .first()
+            .and_then(|e| e.stream)
+            .map_or(token(after), |s| token(s - 1));
+        let mut ephemeral = Vec::new();
+        if let Some(users) = typing {
+            ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+        }
+        if !receipts.is_empty() {
+            let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+            for r in receipts {
+                if r.receipt_type == "m.read.private" && r.user_id != self.user {
+                    continue;
+                }
+                let mut receipt = json!({ "ts": r.ts });
+                if !r.thread_id.is_empty() {
+                    receipt["thread_id"] = json!(r.thread_id);
+                }
+                let entry = content.entry(r.event_id.clone()).or_default();
+                let by_type = entry
+                    .entry(r.receipt_type.clone())
+                    .or_insert_with(|| json!({}));
+                by_type[r.user_id.as_str()] = receipt;
+            }
+            if !content.is_empty() {
+                ephemeral.push(json!({ "type": "m.receipt", "content": content }));
+            }
+        }
+        let (joined, invited, heroes) = self.summary(room_id)?;
+        Ok(Some(json!({
+            "timeline": { "events": self.format(&timeline)?, "limited": limited, "prev_batch": prev_batch },
+            "state": { "events": state },
+            "ephemeral": { "events": ephemeral },
+            "account_data": { "events": account_data },
+            "summary": {
+                "m.joined_member_count": joined,
+                "m.invited_member_count": invited,
+                "m.heroes": heroes,
+            },
+            "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
+        })))
+    }
+
+    fn summary(&self, room_id: &str) -> Result<(usize, usize, Vec<String>)> {
+        let members = ev_store::room_members(self.conn, room_id, None)?;
+        let joined = members.iter().filter(|m| m.membership == "join").count();
+        let invited = members.iter().filter(|m| m.membership == "invite").count();
+        let heroes = members
+            .iter()
+            .filter(|m| {
+                m.user_id != self.user && (m.membership == "join" || m.membership == "invite")
+            })
+            .take(5)
+            .map(|m| m.user_id.clone())
+            .collect();
+        Ok((joined, invited, heroes))
+    }
+
+    fn invited_room(&self, m: &MembershipRow) -> Result<Value> {
+        let mut events = Vec::new();
+        for ty in INVITE_STATE {
+            if let Some(id) = state_store::current_state_event(self.conn, &m.room_id, ty, "")?
+                && let Some(ev) = ev_store::get_event(self.conn, &id)?
+            {
+                events.push(stripped_state(&ev)?);
+            }
+        }
+        if let Some(invite) = ev_store::get_event(self.conn, &m.event_id)? {
+            if let Some(sender_member) = state_store::current_state_event(
+                self.conn,
+                &m.room_id,
+                "m.room.member",
+                &invite.sender,
+            )? && sender_member != invite.event_id
+                && let Some(ev) = ev_store::get_event(self.conn, &sender_member)?
+            {
+                events.push(stripped_state(&ev)?);
+            }
+            let mut own = stripped_state(&invite)?;
+            own["event_id"] = json!(invite.event_id);
+            own["origin_server_ts"] = json!(invite.origin_server_ts);
+            events.push(own);
+        }
+        Ok(json!({ "invite_state": { "events": events } }))
+    }
+
+    fn left_room(&self, m: &MembershipRow) -> Result<Value> {
+        let since = if self.full_state { None } else { self.since };
+        let after = since.unwrap_or(0);
+        let (timeline, limited) = self.timeline(&m.room_id, after, m.stream)?;
+        let state = self.state_for(&m.room_id, &timeline, since, m.stream)?;
+        let prev_batch = timeline
+            .first()
+            .and_then(|e| e.stream)
+            .map_or(token(after), |s| token(s - 1));
+        Ok(json!({
+            "timeline": { "events": self.format(&timeline)?, "limited": limited, "prev_batch": prev_batch },
+            "state": { "events": state },
+            "account_data": { "events": [] },
+        }))
+    }
+}

@@ -1,0 +1,199 @@
+//! Per-user data: profile, account data, receipts and read markers, stored filters.
+
+use std::sync::Arc;
+
+use ruma::UserId;
+use serde_json::{Map, Value, json};
+
+use crate::{
+    error::{MatrixError, Result},
+    filter::Filter,
+    notifier::Notifier,
+    rooms::{EventTemplate, Rooms},
+    storage::{Db, accounts, events as ev_store, now_ms, user_data as store},
+};
+
+/// The user-data service.
+#[derive(Clone)]
+pub struct UserData {
+    db: Db,
+    notifier: Arc<Notifier>,
+    rooms: Rooms,
+}
+
+impl UserData {
+    /// Creates the service.
+    pub fn new(db: Db, notifier: Arc<Notifier>, rooms: Rooms) -> Self {
+        Self {
+            db,
+            notifier,
+            rooms,
+        }
+    }
+
+    /// Sets a piece of account data (`room_id` None for global).
+    pub async fn set_account_data(
+        &self,
+        user: &str,
+        room_id: Option<&str>,
+        ty: &str,
+        content: &Value,
+    ) -> Result<()> {
+        if matches!(ty, "m.fully_read" | "m.push_rules") {
+            return Err(MatrixError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "M_BAD_JSON",
+                format!("{ty} cannot be set through account data"),
+            )
+            .into());
+        }
+        self.store_account_data(user, room_id, ty, content).await
+    }
+
+    async fn store_account_data(
+        &self,
+        user: &str,
+        room_id: Option<&str>,
+        ty: &str,
+        content: &Value,
+    ) -> Result<()> {
+        let (user, room, ty, content) = (
+            user.to_owned(),
+            room_id.unwrap_or("").to_owned(),
+            ty.to_owned(),
+            serde_json::to_string(content)?,
+        );
+        self.db
+            .write(move |txn| {
+                let pos = txn.next_pos();
+                store::set_account_data(txn, &user, &room, &ty, &content, pos)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Gets a piece of account data; `404 M_NOT_FOUND` if unset.
+    pub async fn account_data(&self, user: &str, room_id: Option<&str>, ty: &str) -> Result<Value> {
+        let (user, room, ty) = (
+            user.to_owned(),
+            room_id.unwrap_or("").to_owned(),
+            ty.to_owned(),
+        );
+        let found = self
+            .db
+            .read(move |c| store::get_account_data(c, &user, &room, &ty))
+            .await?;
+        let json = found.ok_or_else(|| MatrixError::not_found("Account data not found"))?;
+        Ok(serde_json::from_str(&json)?)
+    }
+
+    /// Records a read receipt or the fully-read marker.
+    pub async fn set_read_marker(
+        &self,
+        user: &str,
+        room_id: &str,
+        ty: &str,
+        event_id: &str,
+        thread_id: Option<&str>,
+    ) -> Result<()> {
+        self.rooms.require_joined(room_id, user).await?;
+        let (r, e) = (room_id.to_owned(), event_id.to_owned());
+        let known = self
+            .db
+            .read(move |c| Ok(ev_store::get_event(c, &e)?.is_some_and(|ev| ev.room_id == r)))
+            .await?;
+        if !known {
+            return Err(MatrixError::not_found("Event not found in this room").into());
+        }
+        if ty == "m.fully_read" {
+            return self
+                .store_account_data(user, Some(room_id), ty, &json!({ "event_id": event_id }))
+                .await;
+        }
+        let receipt = store::Receipt {
+            user_id: user.to_owned(),
+            receipt_type: ty.to_owned(),
+            thread_id: thread_id.unwrap_or("").to_owned(),
+            event_id: event_id.to_owned(),
+            ts: now_ms(),
+        };
+        let room = room_id.to_owned();
+        self.db
+            .write(move |txn| {
+                let pos = txn.next_pos();
+                store::set_receipt(txn, &room, &receipt, pos)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// A user's profile: `(displayname, avatar_url)`; `404 M_NOT_FOUND` for unknown users.
+    pub async fn profile(&self, user: &str) -> Result<(Option<String>, Option<String>)> {
+        let u = user.to_owned();
+        self.db
+            .read(move |c| accounts::get_profile(c, &u))
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Profile not found").into())
+    }
+
+    /// Sets the display name or avatar and updates the user's member event in every joined room.
+    pub async fn set_profile_field(
+        &self,
+        user: &UserId,
+        field: &str,
+        value: Option<String>,
+    ) -> Result<()> {
+        let (u, f, v) = (user.to_string(), field.to_owned(), value.clone());
+        self.db
+            .write(move |txn| match f.as_str() {
+                "displayname" => accounts::set_displayname(txn, &u, v.as_deref()),
+                "avatar_url" => accounts::set_avatar_url(txn, &u, v.as_deref()),
+                _ => Err(MatrixError::invalid_param("Unknown profile field").into()),
+            })
+            .await?;
+        for room_id in self.rooms.joined_rooms(user.as_str()).await? {
+            let Some(current) = self
+                .rooms
+                .state_content(&room_id, "m.room.member", user.as_str())
+                .await?
+            else {
+                continue;
+            };
+            let mut content: Map<String, Value> = current.as_object().cloned().unwrap_or_default();
+            match &value {
+                Some(v) => content.insert(field.to_owned(), json!(v)),
+                None => content.remove(field),
+            };
+            let tpl = EventTemplate::state("m.room.member", user.as_str(), Value::Object(content));
+            if let Err(e) = self.rooms.send(user, &room_id, tpl, None).await {
+                tracing::warn!(room = %room_id, error = %e, "could not update member event after profile change");
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a filter; returns its id.
+    pub async fn create_filter(&self, user: &str, filter: &Filter) -> Result<String> {
+        let (u, json) = (user.to_owned(), serde_json::to_string(filter)?);
+        let id = self
+            .db
+            .write(move |txn| store::insert_filter(txn, &u, &json))
+            .await?;
+        Ok(id.to_string())
+    }
+
+    /// Loads a stored filter; `404 M_NOT_FOUND` if unknown.
+    pub async fn filter(&self, user: &str, id: &str) -> Result<Filter> {
+        let not_found = || MatrixError::not_found("Filter not found");
+        let id: i64 = id.parse().map_err(|_| not_found())?;
+        let u = user.to_owned();
+        let json = self
+            .db
+            .read(move |c| store::get_filter(c, &u, id))
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(serde_json::from_str(&json)?)
+    }
+}

@@ -1,0 +1,167 @@
+//! `neurite`: run a Neurite node from a terminal, or manage its accounts.
+
+use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use neurite_core::{Config, Node, PasswordCost, RegistrationMode};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "neurite",
+    version,
+    about = "A Matrix homeserver for one device"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node until SIGINT or SIGTERM.
+    ///
+    /// Once listening, prints one JSON line on stdout:
+    /// {"event":"listening","server_name":…,"client_url":…}. Logs go to stderr (RUST_LOG).
+    Run {
+        /// Directory for the database, the node key and media (created if missing).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Address of the client-server API. Port 0 picks a free port.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8008")]
+        client_addr: SocketAddr,
+        /// Who may create accounts through the API: disabled, open, or token:SECRET.
+        #[arg(long, value_name = "MODE", default_value = "disabled")]
+        registration: RegistrationMode,
+        /// Accepted for forward compatibility: peer discovery is not built yet, so no mDNS runs.
+        #[arg(long)]
+        no_mdns: bool,
+        /// Cheap password hashing, for tests and benchmarks only.
+        #[arg(long, hide = true)]
+        insecure_fast_passwords: bool,
+    },
+    /// Create an account in a node's data directory (works while registration is disabled).
+    Register {
+        /// The node's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The new user's name (the local part of the user id).
+        username: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ruma_state_res=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("neurite: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run {
+                data_dir,
+                client_addr,
+                registration,
+                no_mdns: _,
+                insecure_fast_passwords,
+            } => {
+                let mut config = Config::new(data_dir);
+                config.client_addr = client_addr;
+                config.registration = registration;
+                if insecure_fast_passwords {
+                    config.password_cost = PasswordCost::TESTING;
+                }
+                run(config).await
+            }
+            Command::Register {
+                data_dir,
+                username,
+                password_stdin,
+            } => register(data_dir, username, password_stdin).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("neurite: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let node = Node::start(config).await.map_err(|e| e.to_string())?;
+    let line = json!({
+        "event": "listening",
+        "server_name": node.server_name(),
+        "client_url": node.client_url(),
+    });
+    println!("{line}");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await.map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn register(data_dir: PathBuf, username: String, password_stdin: bool) -> Result<(), String> {
+    let password = if password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| e.to_string())?;
+        s.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        eprint!("Password for {username}: ");
+        let mut s = String::new();
+        std::io::stdin()
+            .read_line(&mut s)
+            .map_err(|e| e.to_string())?;
+        s.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("the password must not be empty".into());
+    }
+    let user_id = neurite_core::register_offline(Config::new(data_dir), &username, &password)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}", json!({ "event": "registered", "user_id": user_id }));
+    Ok(())
+}
