@@ -11,7 +11,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${NEURITE_CACHE:-$HOME/.cache/neurite}"
+cache="${NEURITE_CACHE:-${HOME:?set HOME or NEURITE_CACHE}/.cache/neurite}"
 venv="$cache/venv"
 base_python="${NEURITE_BASE_PYTHON:-python3}"
 requirements="$here/nio/requirements.txt"
@@ -21,6 +21,13 @@ log() { echo "install.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 hash_of() { sha256sum "$@" | sha256sum | cut -d' ' -f1; }
+
+mkdir -p "$cache"
+# Serialise concurrent runs (e.g. several test processes installing at once).
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$cache/install.lock"
+    flock -w 600 9 || die "timed out waiting for $cache/install.lock"
+fi
 
 # ---------------------------------------------------------------- python ----
 command -v "$base_python" >/dev/null 2>&1 || die "$base_python not found"

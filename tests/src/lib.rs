@@ -1,1 +1,405 @@
+//! Test harness: real nodes on ephemeral loopback ports, spoken to over real HTTP.
+//!
+//! Every wait is bounded: a test that would hang fails within [`WAIT`] instead.
 
+use std::time::Duration;
+
+use neurite_core::{Config, Node, PasswordCost, RegistrationMode};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub use serde_json;
+
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A node running in this process on `127.0.0.1:0` with its own temporary data directory.
+pub struct TestNode {
+    node: Option<Node>,
+    /// Keeps the data directory alive.
+    pub dir: tempfile::TempDir,
+    /// Base URL of the client API.
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl TestNode {
+    /// Starts a node with open registration and cheap password hashing.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a node after letting the test adjust its configuration.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, adjust).await
+    }
+
+    /// Starts a node in an existing data directory (to test restarts).
+    pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(dir.path());
+        config.registration = RegistrationMode::Open;
+        config.password_cost = PasswordCost::TESTING;
+        adjust(&mut config);
+        let node = tokio::time::timeout(WAIT, Node::start(config))
+            .await
+            .expect("node start timed out")
+            .expect("node failed to start");
+        let url = node.client_url();
+        Self {
+            node: Some(node),
+            dir,
+            url,
+            http: http_client(),
+        }
+    }
+
+    /// The node's server name.
+    pub fn server_name(&self) -> String {
+        self.node
+            .as_ref()
+            .expect("running")
+            .server_name()
+            .to_owned()
+    }
+
+    /// The running node.
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("running")
+    }
+
+    /// Stops the node and hands back its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(node) = self.node.take() {
+            node.shutdown().await.expect("clean shutdown");
+        }
+        self.dir
+    }
+
+    /// Registers a user through the API (`m.login.dummy`), returning a logged-in client.
+    pub async fn register(&self, name: &str) -> User {
+        let (status, body) = self
+            .request(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(json!({ "username": name, "password": "correct horse", "auth": { "type": "m.login.dummy" } })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "register {name}: {body}");
+        User::from_login(self, &body)
+    }
+
+    /// Logs in with a password.
+    pub async fn login(&self, name: &str, password: &str) -> User {
+        let (status, body) = self
+            .request(
+                Method::POST,
+                "/_matrix/client/v3/login",
+                None,
+                Some(json!({
+                    "type": "m.login.password",
+                    "identifier": { "type": "m.id.user", "user": name },
+                    "password": password,
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {name}: {body}");
+        User::from_login(self, &body)
+    }
+
+    /// A raw request: path from the server root, optional token and JSON body.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        send(
+            &self.http,
+            &self.url,
+            method,
+            path,
+            token,
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// A raw request with a body of arbitrary bytes.
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        send(&self.http, &self.url, method, path, token, Some(body)).await
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
+}
+
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, Value) {
+    let mut req = http.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = tokio::time::timeout(WAIT * 4, req.send())
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("response body");
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, value)
+}
+
+/// A logged-in user of a [`TestNode`].
+#[derive(Clone)]
+pub struct User {
+    /// Full user id.
+    pub user_id: String,
+    /// Device id.
+    pub device_id: String,
+    /// Access token.
+    pub token: String,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl User {
+    fn from_login(node: &TestNode, body: &Value) -> Self {
+        Self {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            token: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            base: node.url.clone(),
+            http: node.http.clone(),
+        }
+    }
+
+    /// An authenticated request; `path` is relative to `/_matrix/client/v3` unless it starts
+    /// with `/_matrix`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let path = if path.starts_with("/_matrix") {
+            path.to_owned()
+        } else {
+            format!("/_matrix/client/v3{path}")
+        };
+        send(
+            &self.http,
+            &self.base,
+            method,
+            &path,
+            Some(&self.token),
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// POST.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// PUT.
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    /// GET that must succeed.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (s, b) = self.get(path).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {b}");
+        b
+    }
+
+    /// POST that must succeed.
+    pub async fn post_ok(&self, path: &str, body: Value) -> Value {
+        let (s, b) = self.post(path, body).await;
+        assert_eq!(s, StatusCode::OK, "POST {path}: {b}");
+        b
+    }
+
+    /// PUT that must succeed.
+    pub async fn put_ok(&self, path: &str, body: Value) -> Value {
+        let (s, b) = self.put(path, body).await;
+        assert_eq!(s, StatusCode::OK, "PUT {path}: {b}");
+        b
+    }
+
+    /// Creates a room and returns its id.
+    pub async fn create_room(&self, body: Value) -> String {
+        let b = self.post_ok("/createRoom", body).await;
+        b["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Joins a room (by id or alias) and returns the room id.
+    pub async fn join(&self, room: &str) -> String {
+        let b = self
+            .post_ok(&format!("/join/{}", enc(room)), json!({}))
+            .await;
+        b["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// Invites a user.
+    pub async fn invite(&self, room: &str, user: &str) {
+        self.post_ok(
+            &format!("/rooms/{}/invite", enc(room)),
+            json!({ "user_id": user }),
+        )
+        .await;
+    }
+
+    /// Sends an `m.room.message` text and returns the event id.
+    pub async fn send_text(&self, room: &str, body: &str) -> String {
+        let txn = format!("t{}", next_txn());
+        let b = self
+            .put_ok(
+                &format!("/rooms/{}/send/m.room.message/{txn}", enc(room)),
+                json!({ "msgtype": "m.text", "body": body }),
+            )
+            .await;
+        b["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// One `/sync` call.
+    pub async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> Value {
+        let mut path = format!("/sync?timeout={timeout_ms}");
+        if let Some(s) = since {
+            path.push_str(&format!("&since={}", enc(s)));
+        }
+        self.get_ok(&path).await
+    }
+
+    /// Syncs (long-polling) until `pred` holds for a response; returns that response.
+    /// Panics after [`WAIT`].
+    pub async fn sync_until(
+        &self,
+        since: Option<&str>,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut since = since.map(str::to_owned);
+        loop {
+            let resp = self.sync(since.as_deref(), 1000).await;
+            if pred(&resp) {
+                return resp;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sync condition not met within {WAIT:?}"
+            );
+            since = resp["next_batch"].as_str().map(str::to_owned);
+        }
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn next_txn() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The timeline events of a room in a sync response.
+pub fn timeline<'a>(sync: &'a Value, room: &str) -> Vec<&'a Value> {
+    sync["rooms"]["join"][room]["timeline"]["events"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+/// Whether a sync response's timeline for `room` holds an event with this id.
+pub fn has_event(sync: &Value, room: &str, event_id: &str) -> bool {
+    timeline(sync, room)
+        .iter()
+        .any(|e| e["event_id"] == event_id)
+}
+
+/// Asserts that a response is the Matrix error `errcode` with HTTP status `status`, and
+/// that its body carries both `errcode` and a string `error`. Returns the body.
+#[track_caller]
+pub fn assert_error(resp: &(StatusCode, Value), status: u16, errcode: &str) -> Value {
+    let (s, body) = resp;
+    assert_ne!(s.as_u16(), 500, "server error: {body}");
+    assert_eq!(
+        s.as_u16(),
+        status,
+        "expected {status} {errcode}, got {s}: {body}"
+    );
+    assert_eq!(body["errcode"], errcode, "wrong errcode: {body}");
+    assert!(
+        body["error"].is_string(),
+        "error body without an \"error\" string: {body}"
+    );
+    body.clone()
+}
+
+/// Asserts that a response has HTTP status `status` (and is not a server error). Returns
+/// the body.
+#[track_caller]
+pub fn assert_status(resp: &(StatusCode, Value), status: u16) -> Value {
+    let (s, body) = resp;
+    assert_ne!(s.as_u16(), 500, "server error: {body}");
+    assert_eq!(s.as_u16(), status, "expected {status}, got {s}: {body}");
+    if !s.is_success() {
+        assert!(
+            body["errcode"].is_string(),
+            "error body without \"errcode\": {body}"
+        );
+        assert!(
+            body["error"].is_string(),
+            "error body without \"error\": {body}"
+        );
+    }
+    body.clone()
+}

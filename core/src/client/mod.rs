@@ -177,7 +177,8 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Query<T> {
     }
 }
 
-async fn unrecognized() -> MatrixError {
+async fn unrecognized(method: axum::http::Method, uri: axum::http::Uri) -> MatrixError {
+    tracing::info!(%method, path = uri.path(), "unrecognized endpoint");
     MatrixError::unrecognized()
 }
 

@@ -41,10 +41,13 @@ console.trace = sink;
 console.warn = sink;
 const realError = console.error.bind(console);
 console.error = (...args) => {
+    if (DEBUG) return realError(...args);
     // Known harmless noise: the RTC session manager sees room state before
-    // the room object exists. Anything else the SDK reports goes to stderr.
-    if (!DEBUG && String(args[0]).startsWith("[MatrixRTCSessionManager]")) return;
-    realError(...args);
+    // the room object exists. Anything else the SDK reports goes to stderr,
+    // one compact line per call (errors without their stacks).
+    if (String(args[0]).startsWith("[MatrixRTCSessionManager]")) return;
+    const text = args.map((a) => (a instanceof Error ? `${a.name}: ${a.message}` : String(a))).join(" ");
+    process.stderr.write(`[sdk] ${text}\n`);
 };
 
 function say(line) {

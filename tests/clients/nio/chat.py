@@ -168,12 +168,13 @@ class Peer:
             )
         say(f"{self.label} logged in again as {resp.user_id} (device {resp.device_id})")
 
-    async def sync_once(self, timeout_ms: int) -> SyncResponse:
+    async def sync_once(self, timeout_ms: int, limit: float | None = None) -> SyncResponse:
         what = f"{self.label} /sync (timeout={timeout_ms}ms)"
         # The server gets timeout_ms to answer; allow some slack on top.
-        resp = await bounded(
-            self.client.sync(timeout=timeout_ms), what, limit=timeout_ms / 1000 + 10
-        )
+        bound = timeout_ms / 1000 + 10
+        if limit is not None:
+            bound = min(bound, limit)
+        resp = await bounded(self.client.sync(timeout=timeout_ms), what, limit=bound)
         expect(resp, SyncResponse, what)
         self.syncs += 1
         for room_id, info in resp.rooms.invite.items():
@@ -204,7 +205,12 @@ class Peer:
                 raise CheckFailed(f"{self.label} did not see {what} within {WAIT:.0f}s{extra}")
             if now >= DEADLINE:
                 raise CheckFailed(f"overall budget of {BUDGET:.0f}s used up while {self.label} waited for {what}")
-            await self.sync_once(POLL_MS)
+            # Long-poll, but let the server answer before this wait runs out.
+            poll_ms = max(0, min(POLL_MS, int((limit - now) * 1000) - 1000))
+            try:
+                await self.sync_once(poll_ms, limit=limit - now)
+            except CheckFailed as exc:
+                raise CheckFailed(f"{self.label} waiting for {what}: {exc}") from None
 
     def messages(self, room_id: str, sender: str | None = None) -> list:
         return [

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs the third-party clients the interop tests
+# drive (matrix-nio in a venv, matrix-js-sdk with npm), then runs every Rust test.
+# Extra arguments go to `cargo test` (e.g. `tests/run.sh -p neurite-tests`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+python_line="$(bash tests/clients/install.sh | tail -n 1)"
+export NEURITE_PYTHON="${python_line#NEURITE_PYTHON=}"
+
+cargo test --workspace --locked "$@"
