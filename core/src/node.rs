@@ -86,6 +86,7 @@ impl Node {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.services.notifier.close();
         // Long-polling syncs end with the notifier; give in-flight requests a bounded time.
         if let Some(server) = self.server.take() {
             match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {

@@ -6,12 +6,14 @@ use tokio::sync::watch;
 #[derive(Debug)]
 pub struct Notifier {
     tx: watch::Sender<u64>,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Notifier {
     fn default() -> Self {
         Self {
             tx: watch::channel(0).0,
+            closing: Default::default(),
         }
     }
 }
@@ -20,6 +22,18 @@ impl Notifier {
     /// Tells every waiting sync that something changed.
     pub fn notify(&self) {
         self.tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Ends every long-poll now: the node is shutting down.
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.notify();
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A receiver that sees changes made after this call.

@@ -117,7 +117,7 @@ impl SyncService {
                 })
                 .await?;
             let waiting = since.is_some() && empty && !req.full_state;
-            if !waiting || tokio::time::Instant::now() >= deadline {
+            if !waiting || tokio::time::Instant::now() >= deadline || self.notifier.is_closing() {
                 let mut body = body;
                 body["next_batch"] = json!(format!("s{now_pos}_{typing_serial}"));
                 return Ok(body);
