@@ -267,11 +267,12 @@ impl Builder<'_> {
             if in_timeline.contains(id.as_str())
                 || known.get(&(ty.clone(), key.clone())) == Some(id)
             {
-                // Members the timeline needs are resent under lazy loading even if known.
+                // Members the timeline needs are resent under lazy loading even if known (the
+                // own member only when the client gets the room whole).
                 if !(lazy
                     && ty == "m.room.member"
                     && wanted_members.contains(key.as_str())
-                    && since.is_none())
+                    && (since.is_none() || key != self.user))
                 {
                     continue;
                 }
@@ -293,11 +294,9 @@ impl Builder<'_> {
     fn joined_room(&self, m: &MembershipRow) -> Result<Option<Value>> {
         let room_id = m.room_id.as_str();
         // A room joined after `since` is new to the client: send it whole.
-        let since = if self.full_state {
-            None
-        } else {
-            self.since.filter(|s| m.stream <= *s)
-        };
+        let since = self.since.filter(|s| m.stream <= *s);
+        // `full_state` sends all state, but the timeline still starts at `since`.
+        let state_since = if self.full_state { None } else { since };
         let after = since.unwrap_or(0);
         let (timeline, limited) = self.timeline(room_id, after, self.now_pos)?;
         let receipts = user_data::receipts_since(self.conn, room_id, after)?;
@@ -318,7 +317,7 @@ impl Builder<'_> {
             }
         }
         let state_changed = since.is_some() && limited;
-        if since.is_some()
+        if state_since.is_some()
             && timeline.is_empty()
             && receipts.is_empty()
             && typing.is_none()
@@ -327,8 +326,11 @@ impl Builder<'_> {
         {
             return Ok(None);
         }
-        let state = if since.is_none() || limited {
-            self.state_for(room_id, &timeline, since, self.now_pos)?
+        // Under lazy loading the client may never have been sent the members of this
+        // timeline's senders, so they are worked out even when nothing else changed.
+        let state = if state_since.is_none() || limited || self.filter.room.state.lazy_load_members
+        {
+            self.state_for(room_id, &timeline, state_since, self.now_pos)?
         } else {
             Vec::new()
         };
@@ -421,8 +423,20 @@ impl Builder<'_> {
     fn left_room(&self, m: &MembershipRow) -> Result<Value> {
         let since = if self.full_state { None } else { self.since };
         let after = since.unwrap_or(0);
-        let (timeline, limited) = self.timeline(&m.room_id, after, m.stream)?;
-        let state = self.state_for(&m.room_id, &timeline, since, m.stream)?;
+        let saw_room = crate::rooms::timeline::visible_upto(self.conn, &m.room_id, self.user, self.now_pos)?
+            .is_some();
+        let (timeline, limited) = if saw_room {
+            self.timeline(&m.room_id, after, m.stream)?
+        } else {
+            // Someone who only ever had an invite sees their own leave and nothing else.
+            let own = ev_store::get_event(self.conn, &m.event_id)?;
+            (own.into_iter().collect(), false)
+        };
+        let state = if saw_room {
+            self.state_for(&m.room_id, &timeline, since, m.stream)?
+        } else {
+            Vec::new()
+        };
         let prev_batch = timeline
             .first()
             .and_then(|e| e.stream)

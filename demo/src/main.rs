@@ -108,11 +108,12 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), String> {
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    let line = json!({
-        "event": "listening",
-        "server_name": node.server_name(),
-        "client_url": node.client_url(),
-    });
+    // Fields in a fixed order, as documented: event, server_name, client_url.
+    let line = format!(
+        r#"{{"event":"listening","server_name":{},"client_url":{}}}"#,
+        json!(node.server_name()),
+        json!(node.client_url()),
+    );
     println!("{line}");
     shutdown_signal().await;
     tracing::info!("shutting down");

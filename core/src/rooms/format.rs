@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     error::Result,
-    storage::{events as ev_store, events::StoredEvent, state as state_store},
+    storage::{events as ev_store, events::StoredEvent},
 };
 
 /// Who is looking at an event: the sender's own device sees its transaction id.
@@ -55,9 +55,8 @@ pub fn client_event(
         let because = client_event(conn, &redaction, None, now)?;
         unsigned.insert("redacted_because".into(), because);
     }
-    if let (Some(key), Some(before)) = (&ev.state_key, ev.state_before)
-        && let Some(prev_id) = state_store::state_group_entry(conn, before, &ev.event_type, key)?
-        && let Some(prev_json) = ev_store::get_event_json(conn, &prev_id)?
+    if let Some(prev_id) = &ev.prev_state
+        && let Some(prev_json) = ev_store::get_event_json(conn, prev_id)?
     {
         let prev: Value = serde_json::from_str(&prev_json)?;
         if let Some(content) = prev.get("content") {

@@ -330,9 +330,11 @@ pub fn persist_event(
     let json = serde_json::to_string(obj)?;
     let state_before = ctx.state_group;
     let mut state_after = state_before;
+    let mut prev_state = None;
     if let Some(key) = &pdu.data.state_key {
         let ty = pdu.data.kind.to_string();
         let changes: StateMap = BTreeMap::from([((ty.clone(), key.clone()), event_id.to_owned())]);
+        prev_state = ctx.state.get(&(ty.clone(), key.clone())).cloned();
         let group = state_store::create_state_group(txn, &room_id, state_before, &changes)?;
         state_store::set_current_state(txn, &room_id, &ty, key, event_id)?;
         ev_store::set_room_state_group(txn, &room_id, group)?;
@@ -364,6 +366,7 @@ pub fn persist_event(
             json: &json,
             state_before,
             state_after,
+            prev_state: prev_state.as_deref(),
             relates_to: relates_to.as_deref(),
             rel_type: rel_type.as_deref(),
             txn_device: txn_id.map(|t| t.device_id.as_str()),

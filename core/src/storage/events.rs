@@ -31,6 +31,8 @@ pub struct StoredEvent {
     pub rejected: bool,
     /// The redaction that redacted this event.
     pub redacted_by: Option<String>,
+    /// For state events: the event this one replaced in the room state.
+    pub prev_state: Option<String>,
     /// Device of the sender that sent it with a transaction id.
     pub txn_device: Option<String>,
     /// The client's transaction id.
@@ -38,7 +40,7 @@ pub struct StoredEvent {
 }
 
 const EVENT_COLUMNS: &str = "event_id, room_id, stream, type, state_key, sender, origin_server_ts, \
-     json, state_before, state_after, rejected, redacted_by, txn_device, txn_id";
+     json, state_before, state_after, rejected, redacted_by, txn_device, txn_id, prev_state";
 
 fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
@@ -56,6 +58,7 @@ fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
         redacted_by: r.get(11)?,
         txn_device: r.get(12)?,
         txn_id: r.get(13)?,
+        prev_state: r.get(14)?,
     })
 }
 
@@ -84,6 +87,8 @@ pub struct NewEvent<'a> {
     pub state_before: Option<i64>,
     /// State group after.
     pub state_after: Option<i64>,
+    /// The state event this one replaces.
+    pub prev_state: Option<&'a str>,
     /// Relation target, from `content.m.relates_to.event_id`.
     pub relates_to: Option<&'a str>,
     /// Relation type.
@@ -100,8 +105,9 @@ pub struct NewEvent<'a> {
 pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (event_id, room_id, stream, type, state_key, sender, origin_server_ts,
-            depth, json, state_before, state_after, relates_to, rel_type, txn_device, txn_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            depth, json, state_before, state_after, relates_to, rel_type, txn_device, txn_id,
+            prev_state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         ev.event_id,
@@ -119,6 +125,7 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
         ev.rel_type,
         ev.txn_device,
         ev.txn_id,
+        ev.prev_state,
     ])?;
     let mut edge = conn.prepare_cached(
         "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
@@ -147,18 +154,22 @@ pub fn get_event_json(conn: &Connection, event_id: &str) -> Result<Option<String
         .optional()?)
 }
 
-/// The event a client's transaction id produced, if any.
+/// The event a client's transaction id produced, if any. Transaction ids are scoped to the
+/// device and the endpoint, so the room and event type are part of the key.
 pub fn event_for_txn(
     conn: &Connection,
     sender: &str,
     device: &str,
     txn_id: &str,
+    room_id: &str,
+    event_type: &str,
 ) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached(
-            "SELECT event_id FROM events WHERE sender = ?1 AND txn_device = ?2 AND txn_id = ?3",
+            "SELECT event_id FROM events WHERE sender = ?1 AND txn_device = ?2 AND txn_id = ?3
+             AND room_id = ?4 AND type = ?5",
         )?
-        .query_row(params![sender, device, txn_id], |r| r.get(0))
+        .query_row(params![sender, device, txn_id, room_id, event_type], |r| r.get(0))
         .optional()?)
 }
 

@@ -51,6 +51,7 @@ CREATE TABLE events (
     json            TEXT NOT NULL,
     state_before    INTEGER,
     state_after     INTEGER,
+    prev_state      TEXT,
     outlier         INTEGER NOT NULL DEFAULT 0,
     rejected        INTEGER NOT NULL DEFAULT 0,
     redacted_by     TEXT,
