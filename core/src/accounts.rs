@@ -103,6 +103,10 @@ impl Accounts {
             if id.server_name() != self.server_name {
                 return Err(MatrixError::forbidden("User is not local to this server").into());
             }
+            // Localparts are stored lowercased, so `@Alice:server` names `@alice:server`.
+            if id.localpart().bytes().any(|b| b.is_ascii_uppercase()) {
+                return self.user_id(&id.localpart().to_lowercase());
+            }
             Ok(id)
         } else {
             self.user_id(&user.to_lowercase())

@@ -423,8 +423,9 @@ impl Builder<'_> {
     fn left_room(&self, m: &MembershipRow) -> Result<Value> {
         let since = if self.full_state { None } else { self.since };
         let after = since.unwrap_or(0);
-        let saw_room = crate::rooms::timeline::visible_upto(self.conn, &m.room_id, self.user, self.now_pos)?
-            .is_some();
+        let saw_room =
+            crate::rooms::timeline::visible_upto(self.conn, &m.room_id, self.user, self.now_pos)?
+                .is_some();
         let (timeline, limited) = if saw_room {
             self.timeline(&m.room_id, after, m.stream)?
         } else {

@@ -403,3 +403,161 @@ pub fn assert_status(resp: &(StatusCode, Value), status: u16) -> Value {
     }
     body.clone()
 }
+
+// ---- Helpers for the room and message tests (tests/tests/rooms.rs, tests/tests/messages.rs). ----
+
+/// A fresh transaction id, unique within this test process.
+pub fn fresh_txn() -> String {
+    format!("h{}", next_txn())
+}
+
+/// The `next_batch` token of a sync response.
+pub fn next_batch(sync: &Value) -> String {
+    sync["next_batch"].as_str().expect("next_batch").to_owned()
+}
+
+/// The ids of the events in a list of client events (a `chunk`, a timeline).
+pub fn event_ids(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Builds a query string from pairs, percent-encoding every value.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+impl User {
+    /// Sends a message-like event with a fresh transaction id; returns the event id.
+    pub async fn send_event(&self, room: &str, ty: &str, content: Value) -> String {
+        self.send_event_with_txn(room, ty, &fresh_txn(), content)
+            .await
+    }
+
+    /// Sends a message-like event with the given transaction id; returns the event id.
+    pub async fn send_event_with_txn(
+        &self,
+        room: &str,
+        ty: &str,
+        txn: &str,
+        content: Value,
+    ) -> String {
+        let b = self
+            .put_ok(
+                &format!("/rooms/{}/send/{}/{}", enc(room), enc(ty), enc(txn)),
+                content,
+            )
+            .await;
+        b["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Sets a state event; returns the event id.
+    pub async fn send_state(&self, room: &str, ty: &str, key: &str, content: Value) -> String {
+        let b = self
+            .put_ok(
+                &format!("/rooms/{}/state/{}/{}", enc(room), enc(ty), enc(key)),
+                content,
+            )
+            .await;
+        b["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// The content of a current state event (must exist).
+    pub async fn state_content(&self, room: &str, ty: &str, key: &str) -> Value {
+        self.get_ok(&format!(
+            "/rooms/{}/state/{}/{}",
+            enc(room),
+            enc(ty),
+            enc(key)
+        ))
+        .await
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room: &str) {
+        self.post_ok(&format!("/rooms/{}/leave", enc(room)), json!({}))
+            .await;
+    }
+
+    /// `GET /rooms/{room}/messages` with the given query pairs; must succeed.
+    pub async fn messages(&self, room: &str, pairs: &[(&str, &str)]) -> Value {
+        self.get_ok(&format!("/rooms/{}/messages{}", enc(room), query(pairs)))
+            .await
+    }
+
+    /// One `/sync` call with an inline JSON filter.
+    pub async fn sync_filtered(
+        &self,
+        filter: &Value,
+        since: Option<&str>,
+        timeout_ms: u64,
+    ) -> Value {
+        let filter = filter.to_string();
+        let mut pairs = vec![("filter", filter.as_str())];
+        let timeout = timeout_ms.to_string();
+        pairs.push(("timeout", timeout.as_str()));
+        if let Some(s) = since {
+            pairs.push(("since", s));
+        }
+        self.get_ok(&format!("/sync{}", query(&pairs))).await
+    }
+
+    /// Like [`User::sync_until`], with an inline JSON filter. Panics after [`WAIT`].
+    pub async fn sync_filtered_until(
+        &self,
+        filter: &Value,
+        since: Option<&str>,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut since = since.map(str::to_owned);
+        loop {
+            let resp = self.sync_filtered(filter, since.as_deref(), 1000).await;
+            if pred(&resp) {
+                return resp;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sync condition not met within {WAIT:?}"
+            );
+            since = resp["next_batch"].as_str().map(str::to_owned);
+        }
+    }
+}
+
+/// Logs in as an existing user on a chosen device id.
+pub async fn login_on_device(node: &TestNode, name: &str, password: &str, device_id: &str) -> User {
+    let (status, body) = node
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({
+                "type": "m.login.password",
+                "identifier": { "type": "m.id.user", "user": name },
+                "password": password,
+                "device_id": device_id,
+            })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "login {name} on {device_id}: {body}"
+    );
+    User::from_login(node, &body)
+}

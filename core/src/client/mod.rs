@@ -288,6 +288,10 @@ fn client_routes() -> Router<AppState> {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
     let v1 = Router::new()
+        .route(
+            "/register/m.login.registration_token/validity",
+            get(account::registration_token_validity),
+        )
         .route("/rooms/{room}/relations/{event}", get(events::relations))
         .route(
             "/rooms/{room}/relations/{event}/{rel}",
