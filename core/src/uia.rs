@@ -57,10 +57,8 @@ impl Uia {
             .with_field("params", json!({}))
             .with_field("session", json!(session));
         if error.is_some() {
+            // A failed attempt: nothing of the flow is complete.
             err = err.with_field("completed", json!([]));
-        } else {
-            // A plain challenge carries no errcode in the spec's examples; clients ignore it.
-            err.errcode = "M_FORBIDDEN";
         }
         err
     }

@@ -40,10 +40,8 @@ pub async fn register(
     Json(body): Json<RegisterBody>,
 ) -> ApiResult<Json<Value>> {
     if q.kind.as_deref() == Some("guest") {
-        return Err(MatrixError::new(
-            StatusCode::FORBIDDEN,
-            "M_GUEST_ACCESS_FORBIDDEN",
-            "Guest access is not available on this server",
+        return Err(MatrixError::forbidden(
+            "Guest accounts are not available on this server",
         ));
     }
     let stage = match &state.config.registration {

@@ -221,6 +221,11 @@ pub async fn joined_members(
     Auth(session): Auth,
     Path(room): Path<String>,
 ) -> ApiResult<Json<Value>> {
+    // Unlike /members, only current members may list who is joined (not former members).
+    state
+        .rooms
+        .require_joined(&room, session.user_id.as_str())
+        .await?;
     let members = state
         .rooms
         .members(session.user_id.as_str(), &room, Some("join".into()), None)

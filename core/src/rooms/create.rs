@@ -262,7 +262,7 @@ impl Rooms {
                         EventTemplate::state(
                             "m.room.topic",
                             "",
-                            json!({ "topic": topic, "m.topic": [{ "mimetype": "text/plain", "body": topic }] }),
+                            json!({ "topic": topic, "m.topic": { "m.text": [{ "mimetype": "text/plain", "body": topic }] } }),
                         ),
                     )?;
                 }

@@ -255,6 +255,14 @@ impl Rooms {
                 if let Some(reason) = reason {
                     content.insert("reason".into(), json!(reason));
                 }
+                // Joining again with nothing changed is a no-op, not a new member event.
+                if action == MembershipAction::Join
+                    && current == "join"
+                    && content_of(txn, ctx.state_event("m.room.member", target.as_str()))?
+                        == Some(Value::Object(content.clone()))
+                {
+                    return Ok(());
+                }
                 let tpl =
                     EventTemplate::state("m.room.member", target.as_str(), Value::Object(content));
                 graph::append(txn, &mut ctx, &identity, &sender, &tpl, None)?;

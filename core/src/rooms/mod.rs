@@ -58,14 +58,23 @@ impl Rooms {
             .db
             .write(move |txn| {
                 if let Some(t) = &txn_id
-                    && let Some(existing) =
-                        ev_store::event_for_txn(txn, sender.as_str(), &t.device_id, &t.txn_id)?
+                    && let Some(existing) = ev_store::event_for_txn(
+                        txn,
+                        sender.as_str(),
+                        &t.device_id,
+                        &t.txn_id,
+                        &room_id,
+                        &tpl.event_type,
+                    )?
                 {
                     let id = ruma::EventId::parse(existing)
                         .map_err(|e| crate::error::Error::Event(e.to_string()))?;
                     return Ok((id, false));
                 }
                 let mut ctx = graph::RoomCtx::load(txn, &room_id)?;
+                if let Some(current) = unchanged_state(txn, &ctx, &sender, &tpl)? {
+                    return Ok((current, false));
+                }
                 if tpl.event_type == "m.room.redaction" {
                     check_redaction_allowed(txn, &ctx, &sender, &tpl)?;
                 }
@@ -119,6 +128,34 @@ impl Rooms {
             _ => Err(MatrixError::forbidden("You are not joined to this room").into()),
         }
     }
+}
+
+/// Setting state to exactly what it already is (same sender, same content) sends nothing:
+/// the current event's id is the answer, so repeating a state request is idempotent.
+fn unchanged_state(
+    conn: &rusqlite::Connection,
+    ctx: &graph::RoomCtx,
+    sender: &UserId,
+    tpl: &EventTemplate,
+) -> Result<Option<OwnedEventId>> {
+    let Some(key) = &tpl.state_key else {
+        return Ok(None);
+    };
+    let Some(id) = ctx.state_event(&tpl.event_type, key) else {
+        return Ok(None);
+    };
+    let Some(json) = ev_store::get_event_json(conn, id)? else {
+        return Ok(None);
+    };
+    let current: Value = serde_json::from_str(&json)?;
+    if current.get("sender").and_then(Value::as_str) != Some(sender.as_str())
+        || current.get("content") != Some(&tpl.content)
+    {
+        return Ok(None);
+    }
+    ruma::EventId::parse(id.as_str())
+        .map(Some)
+        .map_err(|e| crate::error::Error::Event(e.to_string()))
 }
 
 /// A redaction by someone other than the original sender needs the redact power level.

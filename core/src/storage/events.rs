@@ -169,7 +169,9 @@ pub fn event_for_txn(
             "SELECT event_id FROM events WHERE sender = ?1 AND txn_device = ?2 AND txn_id = ?3
              AND room_id = ?4 AND type = ?5",
         )?
-        .query_row(params![sender, device, txn_id, room_id, event_type], |r| r.get(0))
+        .query_row(params![sender, device, txn_id, room_id, event_type], |r| {
+            r.get(0)
+        })
         .optional()?)
 }
 

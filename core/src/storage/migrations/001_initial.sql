@@ -62,7 +62,8 @@ CREATE TABLE events (
 ) STRICT;
 CREATE INDEX events_room_stream ON events(room_id, stream);
 CREATE INDEX events_relates ON events(relates_to, rel_type);
-CREATE UNIQUE INDEX events_txn ON events(sender, txn_device, txn_id) WHERE txn_id IS NOT NULL;
+-- A transaction id is scoped to its device and endpoint (room and event type).
+CREATE UNIQUE INDEX events_txn ON events(sender, txn_device, txn_id, room_id, type) WHERE txn_id IS NOT NULL;
 
 CREATE TABLE event_edges (
     event_id        TEXT NOT NULL,
