@@ -212,6 +212,10 @@ impl Builder<'_> {
 
     /// Timeline events of a room in `(after, upto]`, newest `limit` matching the filter.
     fn timeline(&self, room_id: &str, after: i64, upto: i64) -> Result<(Vec<StoredEvent>, bool)> {
+        // History visibility `joined`/`invited` hides what came before the membership.
+        let floor =
+            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
+                .map_or(0, |v| v.floor);
         let (events, more) = crate::rooms::timeline::paginate(
             self.conn,
             room_id,
@@ -220,7 +224,7 @@ impl Builder<'_> {
             crate::rooms::timeline::Direction::Backward,
             self.timeline_limit(),
             &self.filter.room.timeline,
-            upto,
+            crate::rooms::timeline::Visible { floor, upto },
         )?;
         let mut events = events;
         events.reverse();

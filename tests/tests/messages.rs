@@ -1039,3 +1039,65 @@ async fn event_endpoint_returns_client_format_and_404_for_unknown() {
         .await;
     assert_error(&resp, 404, "M_NOT_FOUND");
 }
+
+/// History visibility `joined`: a new member reads nothing from before their join, in
+/// /messages, /event, /context or their first sync of the room; `shared` shows it all.
+#[tokio::test]
+async fn joined_history_visibility_hides_events_before_the_join() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{
+                "type": "m.room.history_visibility",
+                "content": { "history_visibility": "joined" },
+            }],
+        }))
+        .await;
+    let before = alice.send_text(&room, "before bob").await;
+    bob.join(&room).await;
+    let after = alice.send_text(&room, "after bob").await;
+
+    let page = bob.messages(&room, &[("dir", "b"), ("limit", "50")]).await;
+    let ids = event_ids(&page["chunk"]);
+    assert!(
+        ids.contains(&after),
+        "bob must see what came after his join"
+    );
+    assert!(
+        !ids.contains(&before),
+        "bob must not see what came before his join: {ids:?}"
+    );
+    assert!(
+        page.get("end").is_none(),
+        "nothing older is visible to bob: {page}"
+    );
+
+    let (status, _) = bob
+        .get(&format!("/rooms/{}/event/{}", enc(&room), enc(&before)))
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = bob
+        .get(&format!("/rooms/{}/context/{}", enc(&room), enc(&before)))
+        .await;
+    assert_eq!(status, 404);
+
+    let sync = bob.sync(None, 0).await;
+    let ids: Vec<&str> = timeline(&sync, &room)
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert!(ids.contains(&after.as_str()));
+    assert!(
+        !ids.contains(&before.as_str()),
+        "initial sync leaked pre-join history: {ids:?}"
+    );
+
+    // The creator, joined throughout, still reads everything.
+    let page = alice
+        .messages(&room, &[("dir", "b"), ("limit", "50")])
+        .await;
+    assert!(event_ids(&page["chunk"]).contains(&before));
+}

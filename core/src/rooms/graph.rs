@@ -397,13 +397,6 @@ fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
             .map(str::to_owned);
         return (Some(target.to_owned()), ty);
     }
-    if let Some(target) = rel
-        .get("m.in_reply_to")
-        .and_then(|r| r.get("event_id"))
-        .and_then(Value::as_str)
-    {
-        return (Some(target.to_owned()), Some("m.in_reply_to".to_owned()));
-    }
     (None, None)
 }
 

@@ -42,41 +42,115 @@ pub enum Direction {
     Forward,
 }
 
-/// The newest position a user may read in a room, or `None` if they may read nothing.
+/// The part of a room's stream a user may read: events with `floor < stream <= upto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visible {
+    /// Events at or below this position are hidden.
+    pub floor: i64,
+    /// Events above this position are hidden.
+    pub upto: i64,
+}
+
+/// What of a room a user may read, or `None` if nothing.
 ///
-/// Members read everything up to now (history visibility `shared`); someone who left reads up
-/// to their leave; anyone may read a `world_readable` room.
+/// Members read up to now and someone who left reads up to their leave. How far back they
+/// read follows the room's current `m.room.history_visibility`: `shared` (and
+/// `world_readable`) shows all history, `invited` from the invite that led to their current
+/// membership, `joined` from the join. Anyone may read a `world_readable` room.
+pub fn visible_range(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    now_pos: i64,
+) -> Result<Option<Visible>> {
+    let visibility = history_visibility(conn, room_id)?;
+    let membership = ev_store::membership(conn, room_id, user_id)?;
+    let upto = match membership
+        .as_ref()
+        .map(|m| (m.membership.as_str(), m.stream))
+    {
+        Some(("join", _)) => Some(now_pos),
+        // Someone who was only ever invited never saw the room.
+        Some(("leave" | "ban", stream)) if was_ever_joined(conn, room_id, user_id, stream)? => {
+            Some(stream)
+        }
+        _ => None,
+    };
+    let Some(upto) = upto else {
+        return Ok((visibility == "world_readable").then_some(Visible {
+            floor: 0,
+            upto: now_pos,
+        }));
+    };
+    let floor = match visibility.as_str() {
+        "joined" | "invited" => {
+            membership_run_start(conn, room_id, user_id, upto, visibility == "invited")?
+        }
+        _ => 0,
+    };
+    Ok(Some(Visible { floor, upto }))
+}
+
+/// The newest position a user may read in a room, or `None` if they may read nothing.
 pub fn visible_upto(
     conn: &Connection,
     room_id: &str,
     user_id: &str,
     now_pos: i64,
 ) -> Result<Option<i64>> {
-    if let Some(m) = ev_store::membership(conn, room_id, user_id)? {
-        match m.membership.as_str() {
-            "join" => return Ok(Some(now_pos)),
-            "leave" | "ban" => {
-                // Someone who was only ever invited never saw the room.
-                if was_ever_joined(conn, room_id, user_id, m.stream)? {
-                    return Ok(Some(m.stream));
-                }
-            }
-            _ => {}
-        }
-    }
+    Ok(visible_range(conn, room_id, user_id, now_pos)?.map(|v| v.upto))
+}
+
+fn history_visibility(conn: &Connection, room_id: &str) -> Result<String> {
     if let Some(id) =
         state_store::current_state_event(conn, room_id, "m.room.history_visibility", "")?
         && let Some(json) = ev_store::get_event_json(conn, &id)?
     {
         let v: Value = serde_json::from_str(&json)?;
-        if v.pointer("/content/history_visibility")
+        if let Some(h) = v
+            .pointer("/content/history_visibility")
             .and_then(Value::as_str)
-            == Some("world_readable")
         {
-            return Ok(Some(now_pos));
+            return Ok(h.to_owned());
         }
     }
-    Ok(None)
+    Ok("shared".to_owned())
+}
+
+/// The position just before the user's membership run (joins, optionally with the invite
+/// before them) that ends at `upto`.
+fn membership_run_start(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    upto: i64,
+    with_invite: bool,
+) -> Result<i64> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT stream, json FROM events WHERE room_id = ?1 AND type = 'm.room.member' AND state_key = ?2
+             AND stream <= ?3 AND rejected = 0 ORDER BY stream DESC",
+        )?
+        .query_map(rusqlite::params![room_id, user_id, upto], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut start = upto;
+    for (stream, json) in rows {
+        let membership = serde_json::from_str::<Value>(&json)?
+            .pointer("/content/membership")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let in_run = membership == "join" || (with_invite && membership == "invite");
+        if !in_run && stream != upto {
+            break;
+        }
+        if in_run {
+            start = stream;
+        }
+    }
+    Ok((start - 1).max(0))
 }
 
 fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -> Result<bool> {
@@ -99,8 +173,13 @@ fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -
     }))
 }
 
-fn require_visible(conn: &Connection, room_id: &str, user_id: &str, now_pos: i64) -> Result<i64> {
-    visible_upto(conn, room_id, user_id, now_pos)?
+fn require_visible(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    now_pos: i64,
+) -> Result<Visible> {
+    visible_range(conn, room_id, user_id, now_pos)?
         .ok_or_else(|| MatrixError::forbidden("You are not allowed to view this room").into())
 }
 
@@ -114,13 +193,17 @@ pub fn paginate(
     dir: Direction,
     limit: usize,
     filter: &RoomEventFilter,
-    upto: i64,
+    range: Visible,
 ) -> Result<(Vec<StoredEvent>, Option<i64>)> {
+    let upto = range.upto;
+    if limit == 0 {
+        return Ok((Vec::new(), None));
+    }
     let mut out = Vec::new();
     let batch = limit.max(1) * 2;
     match dir {
         Direction::Backward => {
-            let floor = to.unwrap_or(0);
+            let floor = to.unwrap_or(0).max(range.floor);
             let mut cursor = from.min(upto);
             while out.len() < limit && cursor > floor {
                 let page =
@@ -139,12 +222,13 @@ pub fn paginate(
                     }
                 }
             }
-            let more = cursor > floor && ev_store::room_has_events_upto(conn, room_id, cursor)?;
+            let more = cursor > floor
+                && ev_store::count_room_events_between(conn, room_id, floor, cursor)? > 0;
             Ok((out, more.then_some(cursor)))
         }
         Direction::Forward => {
             let ceiling = to.unwrap_or(upto).min(upto);
-            let mut cursor = from;
+            let mut cursor = from.max(range.floor);
             while out.len() < limit && cursor < ceiling {
                 let page =
                     ev_store::room_events_between(conn, room_id, cursor, ceiling, batch, false)?;
@@ -230,7 +314,8 @@ impl Rooms {
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
                 let from = position(q.from.as_deref(), "from")?;
                 let to = position(q.to.as_deref(), "to")?;
                 let from = from.unwrap_or(match q.dir {
@@ -238,7 +323,7 @@ impl Rooms {
                     Direction::Forward => 0,
                 });
                 let (events, next) =
-                    paginate(conn, &room_id, from, to, q.dir, q.limit, &q.filter, upto)?;
+                    paginate(conn, &room_id, from, to, q.dir, q.limit, &q.filter, range)?;
                 let viewer = Viewer {
                     user_id: &user,
                     device_id: Some(&device),
@@ -282,8 +367,9 @@ impl Rooms {
                 if ev.room_id != room_id || ev.rejected {
                     return Err(not_found().into());
                 }
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
-                if ev.stream.is_none_or(|s| s > upto) {
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
+                if ev.stream.is_none_or(|s| s > upto || s <= range.floor) {
                     return Err(not_found().into());
                 }
                 client_event(
@@ -320,8 +406,12 @@ impl Rooms {
             .read(move |conn| {
                 let not_found = || MatrixError::not_found("Event not found");
                 let ev = ev_store::get_event(conn, &event_id)?.ok_or_else(not_found)?;
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
-                let Some(pos) = ev.stream.filter(|p| *p <= upto && ev.room_id == room_id) else {
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
+                let Some(pos) = ev
+                    .stream
+                    .filter(|p| *p <= upto && *p > range.floor && ev.room_id == room_id)
+                else {
                     return Err(not_found().into());
                 };
                 let before_n = limit / 2;
@@ -334,7 +424,7 @@ impl Rooms {
                     Direction::Backward,
                     before_n,
                     &filter,
-                    upto,
+                    range,
                 )?;
                 let (after, _) = paginate(
                     conn,
@@ -344,7 +434,7 @@ impl Rooms {
                     Direction::Forward,
                     after_n,
                     &filter,
-                    upto,
+                    range,
                 )?;
                 let viewer = Viewer {
                     user_id: &user,
@@ -367,7 +457,12 @@ impl Rooms {
                 let state = if filter.lazy_load_members {
                     lazy_members(conn, &room_id, &all, &[], viewer, now)?
                 } else {
-                    let state = state_store::current_state(conn, &room_id)?;
+                    // The state at the last event returned.
+                    let last = after.last().unwrap_or(&ev);
+                    let state = match last.state_after {
+                        Some(g) => state_store::load_state_group(conn, g)?,
+                        None => state_store::current_state(conn, &room_id)?,
+                    };
                     let mut out = Vec::new();
                     for id in state.values() {
                         if let Some(e) = ev_store::get_event(conn, id)? {
@@ -411,15 +506,16 @@ impl Rooms {
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
                 let parent = ev_store::get_event(conn, &event_id)?
                     .filter(|e| e.room_id == room_id)
                     .ok_or_else(|| MatrixError::not_found("Event not found"))?;
                 let _ = parent;
                 let from = position(from.as_deref(), "from")?;
                 let (after, before, newest_first) = match dir {
-                    Direction::Backward => (0, from.unwrap_or(upto).min(upto), true),
-                    Direction::Forward => (from.unwrap_or(0), upto, false),
+                    Direction::Backward => (range.floor, from.unwrap_or(upto).min(upto), true),
+                    Direction::Forward => (from.unwrap_or(0).max(range.floor), upto, false),
                 };
                 let mut events = ev_store::relations(
                     conn,
@@ -461,7 +557,8 @@ impl Rooms {
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
                 let state = state_at(conn, &room_id, upto, now_pos)?;
                 let now = now_ms();
                 let mut out = Vec::new();
@@ -492,7 +589,8 @@ impl Rooms {
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
                 let state = state_at(conn, &room_id, upto, now_pos)?;
                 let not_found = || MatrixError::not_found("State event not found");
                 let id = state.get(&(ty, key)).ok_or_else(not_found)?;
@@ -515,7 +613,8 @@ impl Rooms {
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {
-                let upto = require_visible(conn, &room_id, &user, now_pos)?;
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let upto = range.upto;
                 let state = state_at(conn, &room_id, upto, now_pos)?;
                 let now = now_ms();
                 let mut out = Vec::new();
