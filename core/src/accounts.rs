@@ -10,7 +10,7 @@ use crate::{
     config::PasswordCost,
     error::{Error, MatrixError, Result},
     notifier::Notifier,
-    storage::{Db, accounts as store, now_ms},
+    storage::{Db, accounts as store, keys, now_ms},
 };
 
 /// The user and device behind an access token.
@@ -39,7 +39,6 @@ pub struct Accounts {
     db: Db,
     server_name: ruma::OwnedServerName,
     cost: PasswordCost,
-    #[allow(dead_code)]
     notifier: Arc<Notifier>,
 }
 
@@ -257,11 +256,9 @@ impl Accounts {
         }))
     }
 
-    /// Logs a device out (deletes the device and its tokens).
+    /// Logs a device out (deletes the device, its tokens and its keys).
     pub async fn logout(&self, session: &Session) -> Result<()> {
-        let (uid, did) = (session.user_id.to_string(), session.device_id.clone());
-        self.db
-            .write(move |txn| store::delete_device(txn, &uid, &did))
+        self.delete_devices(&session.user_id, vec![session.device_id.clone()])
             .await
     }
 
@@ -269,8 +266,15 @@ impl Accounts {
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
         let uid = user_id.to_string();
         self.db
-            .write(move |txn| store::delete_devices_except(txn, &uid, None))
-            .await
+            .write(move |txn| {
+                store::delete_devices_except(txn, &uid, None)?;
+                keys::prune_orphan_signatures(txn, &uid)?;
+                let pos = txn.next_pos();
+                keys::mark_device_list_changed(txn, &uid, pos)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
     }
 
     /// Sets a new password; optionally logs out every other device.
@@ -287,10 +291,17 @@ impl Accounts {
                 store::set_password_hash(txn, &uid, &hash)?;
                 if logout_others {
                     store::delete_devices_except(txn, &uid, Some(&did))?;
+                    keys::prune_orphan_signatures(txn, &uid)?;
+                    let pos = txn.next_pos();
+                    keys::mark_device_list_changed(txn, &uid, pos)?;
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        if logout_others {
+            self.notifier.notify();
+        }
+        Ok(())
     }
 
     /// Whether the user exists on this server.
@@ -307,5 +318,60 @@ impl Accounts {
     pub async fn devices(&self, user_id: &UserId) -> Result<Vec<store::DeviceRow>> {
         let uid = user_id.to_string();
         self.db.read(move |c| store::list_devices(c, &uid)).await
+    }
+
+    /// One of the user's devices; `404 M_NOT_FOUND` if they have no such device.
+    pub async fn device(&self, user_id: &UserId, device_id: &str) -> Result<store::DeviceRow> {
+        let (uid, did) = (user_id.to_string(), device_id.to_owned());
+        self.db
+            .read(move |c| store::get_device(c, &uid, &did))
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Unknown device").into())
+    }
+
+    /// Sets (or clears) the display name of one of the user's devices; `404 M_NOT_FOUND` if
+    /// they have no such device. Other users see the name with the device's keys.
+    pub async fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &str,
+        name: Option<String>,
+    ) -> Result<()> {
+        let (uid, did) = (user_id.to_string(), device_id.to_owned());
+        let found = self
+            .db
+            .write(move |txn| {
+                if !store::set_device_display_name(txn, &uid, &did, name.as_deref())? {
+                    return Ok(false);
+                }
+                let pos = txn.next_pos();
+                keys::mark_device_list_changed(txn, &uid, pos)?;
+                Ok(true)
+            })
+            .await?;
+        if !found {
+            return Err(MatrixError::not_found("Unknown device").into());
+        }
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Deletes devices of the user: logs them out and drops their keys and to-device inboxes
+    /// (the key tables follow the device row), and marks the user's device list changed.
+    /// Devices the user does not have are ignored.
+    pub async fn delete_devices(&self, user_id: &UserId, device_ids: Vec<String>) -> Result<()> {
+        let uid = user_id.to_string();
+        self.db
+            .write(move |txn| {
+                for did in &device_ids {
+                    store::delete_device(txn, &uid, did)?;
+                }
+                keys::prune_orphan_signatures(txn, &uid)?;
+                let pos = txn.next_pos();
+                keys::mark_device_list_changed(txn, &uid, pos)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
     }
 }

@@ -72,10 +72,25 @@ pub struct Config {
     pub password_cost: PasswordCost,
     /// Largest request body accepted by the client API, in bytes.
     pub max_request_bytes: usize,
+    /// Largest media upload accepted, in bytes (`m.upload.size` in the media config).
+    pub max_upload_bytes: u64,
+    /// Peer-to-peer listen addresses (empty: no peer-to-peer networking).
+    pub p2p_listen: Vec<libp2p::Multiaddr>,
+    /// Peers to dial at start, as full multiaddrs ending in `/p2p/<peer id>`.
+    pub static_peers: Vec<libp2p::Multiaddr>,
+    /// Whether to discover peers on the local network with mDNS.
+    pub mdns_enabled: bool,
+}
+
+/// TCP on every IPv4 interface, any free port.
+pub fn default_p2p_listen() -> libp2p::Multiaddr {
+    libp2p::Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+        .with(libp2p::multiaddr::Protocol::Tcp(0))
 }
 
 impl Config {
-    /// A configuration with defaults: `127.0.0.1:0`, registration disabled.
+    /// A configuration with defaults: client API on `127.0.0.1:0`, registration disabled,
+    /// peer-to-peer on all interfaces (any port), mDNS off.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
@@ -83,6 +98,10 @@ impl Config {
             registration: RegistrationMode::Disabled,
             password_cost: PasswordCost::DEFAULT,
             max_request_bytes: 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
+            p2p_listen: vec![default_p2p_listen()],
+            static_peers: Vec::new(),
+            mdns_enabled: false,
         }
     }
 }

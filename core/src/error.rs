@@ -141,6 +141,9 @@ pub enum Error {
     /// The node's key file is unusable.
     #[error("signing key: {0}")]
     Key(String),
+    /// The peer-to-peer network failed.
+    #[error("network: {0}")]
+    Network(String),
     /// Building or signing an event failed.
     #[error("event: {0}")]
     Event(String),

@@ -81,6 +81,42 @@ impl Identity {
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing_key.verifying_key()
     }
+
+    /// The same key as a libp2p identity: the node's `PeerId` derives from it.
+    pub fn libp2p_keypair(&self) -> Result<libp2p::identity::Keypair> {
+        libp2p::identity::Keypair::ed25519_from_bytes(self.signing_key.to_bytes())
+            .map_err(|e| Error::Key(e.to_string()))
+    }
+
+    /// This node's libp2p peer id.
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        peer_id_for_key(&self.verifying_key())
+    }
+}
+
+fn peer_id_for_key(key: &VerifyingKey) -> libp2p::PeerId {
+    // An ed25519 public key always decodes; `expect` documents an invariant, not input.
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
+        .map(libp2p::identity::PublicKey::from)
+        .expect("a valid ed25519 verifying key is a valid libp2p ed25519 key");
+    public.to_peer_id()
+}
+
+/// The libp2p peer id of the node with this server name, or `None` if it is not a Neurite name.
+pub fn peer_id_for_server_name(name: &str) -> Option<libp2p::PeerId> {
+    key_for_server_name(name).map(|k| peer_id_for_key(&k))
+}
+
+/// The server name of a peer, if its peer id inlines an ed25519 key (as every Neurite node's does).
+pub fn server_name_for_peer(peer: &libp2p::PeerId) -> Option<String> {
+    let multihash = peer.as_ref();
+    if multihash.code() != 0 {
+        return None;
+    }
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    let ed = public.try_into_ed25519().ok()?;
+    let key = VerifyingKey::from_bytes(&ed.to_bytes()).ok()?;
+    Some(server_name_for_key(&key))
 }
 
 /// The server name that encodes `key`: lowercase unpadded base32.
@@ -133,6 +169,21 @@ mod tests {
         );
         assert_eq!(key_for_server_name(name).unwrap(), id.verifying_key());
         assert!(key_for_server_name("example.org").is_none());
+    }
+
+    #[test]
+    fn peer_id_and_server_name_are_two_views_of_one_key() {
+        let id = Identity::from_seed(&[9u8; 32]).unwrap();
+        let from_keypair = id.libp2p_keypair().unwrap().public().to_peer_id();
+        assert_eq!(from_keypair, id.peer_id());
+        assert_eq!(
+            peer_id_for_server_name(id.server_name().as_str()),
+            Some(id.peer_id())
+        );
+        assert_eq!(
+            server_name_for_peer(&id.peer_id()).as_deref(),
+            Some(id.server_name().as_str())
+        );
     }
 
     #[test]

@@ -5,17 +5,22 @@
 //! `ruma::state_res`, so that federation can reuse the same code paths.
 //!
 //! Layout: [`storage`] holds all SQL; [`rooms`] the event graph, membership and timelines;
-//! [`accounts`], [`sync`], [`typing`], [`user_data`] the other services; [`client`] the
-//! HTTP handlers; [`node`] starts and stops it all.
+//! [`accounts`], [`sync`], [`typing`], [`user_data`], [`media`], [`e2ee`] (keys, to-device
+//! messages, key backup) the other services; [`client`] the HTTP handlers; [`node`] starts and
+//! stops it all.
 
 pub mod accounts;
 pub mod client;
 pub mod config;
+pub mod e2ee;
 pub mod error;
+pub mod federation;
 pub mod filter;
 pub mod identity;
+pub mod media;
 pub mod node;
 pub mod notifier;
+pub mod p2p;
 pub mod rooms;
 pub mod services;
 pub mod storage;

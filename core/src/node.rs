@@ -2,12 +2,17 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     accounts::Login,
     config::Config,
     error::{Error, Result},
+    p2p::{P2p, P2pConfig},
     services::Services,
 };
 
@@ -17,6 +22,8 @@ pub struct Node {
     client_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    p2p: Option<P2p>,
+    p2p_stop: watch::Sender<bool>,
 }
 
 impl Node {
@@ -24,7 +31,34 @@ impl Node {
     pub async fn start(config: Config) -> Result<Self> {
         let addr = config.client_addr;
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
-        let listener = TcpListener::bind(addr).await?;
+        let (p2p_stop, p2p_stopped) = watch::channel(false);
+        let p2p = if services.config.p2p_listen.is_empty()
+            && services.config.static_peers.is_empty()
+        {
+            None
+        } else {
+            let p2p_config = P2pConfig {
+                listen: services.config.p2p_listen.clone(),
+                static_peers: services.config.static_peers.clone(),
+                mdns: services.config.mdns_enabled,
+            };
+            let p2p = P2p::start(&services.identity, p2p_config, p2p_stopped.clone()).await?;
+            crate::federation::transport::serve(&p2p, crate::federation::router(services.clone()))?;
+            let client = crate::federation::transport::FederationClient::new(
+                services.identity.clone(),
+                p2p.clone(),
+            );
+            services.set_federation(client.clone());
+            crate::federation::outbox::spawn(services.clone(), client, p2p.clone(), p2p_stopped);
+            Some(p2p)
+        };
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = p2p_stop.send(true);
+                return Err(e.into());
+            }
+        };
         let client_addr = listener.local_addr()?;
         services.set_client_url(format!("http://{client_addr}"));
         let app = crate::client::router(services.clone());
@@ -45,6 +79,8 @@ impl Node {
             client_addr,
             stop: Some(stop),
             server: Some(server),
+            p2p,
+            p2p_stop,
         })
     }
 
@@ -61,6 +97,24 @@ impl Node {
     /// The base URL of the client API.
     pub fn client_url(&self) -> String {
         format!("http://{}", self.client_addr)
+    }
+
+    /// The node's libp2p peer id.
+    pub fn peer_id(&self) -> String {
+        self.services.identity.peer_id().to_string()
+    }
+
+    /// Peer-to-peer listen addresses, each ending in `/p2p/<peer id>`.
+    pub fn p2p_addrs(&self) -> Vec<String> {
+        self.p2p
+            .as_ref()
+            .map(|p| p.listen_addrs().iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The peer-to-peer transport, if running.
+    pub fn p2p(&self) -> Option<&P2p> {
+        self.p2p.as_ref()
     }
 
     /// The node's services (for embedding code and tests).
@@ -87,6 +141,7 @@ impl Node {
             let _ = stop.send(());
         }
         self.services.notifier.close();
+        let _ = self.p2p_stop.send(true);
         // Long-polling syncs end with the notifier; give in-flight requests a bounded time.
         if let Some(server) = self.server.take() {
             match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
@@ -103,6 +158,7 @@ impl Drop for Node {
         if let Some(server) = self.server.take() {
             server.abort();
         }
+        let _ = self.p2p_stop.send(true);
     }
 }
 

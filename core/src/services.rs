@@ -5,8 +5,10 @@ use std::sync::{Arc, OnceLock};
 use crate::{
     accounts::Accounts,
     config::Config,
+    e2ee::E2ee,
     error::Result,
     identity::Identity,
+    media::Media,
     notifier::Notifier,
     rooms::Rooms,
     storage::{DB_FILE, Db},
@@ -38,7 +40,12 @@ pub struct Services {
     pub user_data: UserData,
     /// User-interactive auth sessions.
     pub uia: Uia,
+    /// End-to-end encryption: keys, to-device messages, key backup.
+    pub e2ee: E2ee,
+    /// The media repository.
+    pub media: Media,
     client_url: OnceLock<String>,
+    federation: OnceLock<crate::federation::transport::FederationClient>,
 }
 
 impl Services {
@@ -58,6 +65,18 @@ impl Services {
         let typing = Typing::new(notifier.clone());
         let sync = SyncService::new(db.clone(), notifier.clone(), typing.clone());
         let user_data = UserData::new(db.clone(), notifier.clone(), rooms.clone());
+        let e2ee = E2ee::new(
+            db.clone(),
+            notifier.clone(),
+            identity.server_name().to_owned(),
+        );
+        let media = Media::open(
+            db.clone(),
+            &config.data_dir,
+            identity.server_name().as_str(),
+            config.max_upload_bytes,
+            notifier.clone(),
+        )?;
         Ok(Arc::new(Self {
             config,
             identity,
@@ -69,7 +88,10 @@ impl Services {
             typing,
             user_data,
             uia: Uia::default(),
+            e2ee,
+            media,
             client_url: OnceLock::new(),
+            federation: OnceLock::new(),
         }))
     }
 
@@ -80,5 +102,14 @@ impl Services {
 
     pub(crate) fn set_client_url(&self, url: String) {
         let _ = self.client_url.set(url);
+    }
+
+    /// The federation client, while peer-to-peer networking runs.
+    pub fn federation(&self) -> Option<&crate::federation::transport::FederationClient> {
+        self.federation.get()
+    }
+
+    pub(crate) fn set_federation(&self, client: crate::federation::transport::FederationClient) {
+        let _ = self.federation.set(client);
     }
 }

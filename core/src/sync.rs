@@ -1,7 +1,9 @@
 //! `/sync` (v3): initial and incremental responses, and long-polling.
 //!
 //! `next_batch` is `s{stream}_{typing}`: everything stored at a stream position up to
-//! `stream` has been delivered, and typing changes up to serial `typing`.
+//! `stream` has been delivered, and typing changes up to serial `typing`. A third part
+//! `_d{pos}` appears when to-device messages above `pos` are still waiting (see
+//! [`crate::e2ee::sync`]).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -9,6 +11,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use crate::{
+    e2ee,
     error::{MatrixError, Result},
     filter::Filter,
     notifier::Notifier,
@@ -21,7 +24,7 @@ use crate::{
         events::{self as ev_store, MembershipRow, StoredEvent},
         now_ms,
         state::{self as state_store, StateMap},
-        user_data,
+        to_device, user_data,
     },
     typing::Typing,
 };
@@ -65,13 +68,24 @@ pub struct SyncService {
 struct Since {
     pos: i64,
     typing: Option<u64>,
+    /// To-device messages were delivered up to here (`_d{pos}`), when short of `pos`.
+    to_device: Option<i64>,
 }
 
 fn parse_since(token: &str) -> Result<Since> {
     let bad = || MatrixError::invalid_param("Invalid since token");
     let pos = parse_token(token).ok_or_else(bad)?;
     let typing = token.split('_').nth(1).and_then(|t| t.parse().ok());
-    Ok(Since { pos, typing })
+    let to_device = token
+        .split('_')
+        .nth(2)
+        .and_then(|t| t.strip_prefix('d'))
+        .and_then(|t| t.parse().ok());
+    Ok(Since {
+        pos,
+        typing,
+        to_device,
+    })
 }
 
 impl SyncService {
@@ -89,6 +103,7 @@ impl SyncService {
         let since = req.since.as_deref().map(parse_since).transpose()?;
         let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
         let mut changes = self.notifier.subscribe();
+        let mut acknowledged = false;
         loop {
             let now_pos = self.db.current_pos();
             let typing_serial = self.typing.serial();
@@ -97,8 +112,9 @@ impl SyncService {
                 (user_id.to_owned(), device_id.to_owned(), req.filter.clone());
             let since_pos = since.as_ref().map(|s| s.pos);
             let since_typing = since.as_ref().and_then(|s| s.typing);
+            let since_to_device = since.as_ref().and_then(|s| s.to_device);
             let full_state = req.full_state;
-            let (body, empty) = self
+            let (body, empty, acked_upto, to_device_upto) = self
                 .db
                 .read(move |conn| {
                     let b = Builder {
@@ -113,13 +129,36 @@ impl SyncService {
                         typing: &typing,
                         now: now_ms(),
                     };
-                    b.build()
+                    let (mut body, empty) = b.build()?;
+                    let e2ee = e2ee::sync::SyncSection::build(
+                        conn,
+                        &user,
+                        &device,
+                        since_pos,
+                        since_to_device,
+                        now_pos,
+                    )?;
+                    let empty = empty && !e2ee.has_news();
+                    let (acked, upto) = (e2ee.acknowledged_upto, e2ee.to_device_upto);
+                    e2ee.write_into(&mut body);
+                    Ok((body, empty, acked, upto))
                 })
                 .await?;
+            if let (Some(upto), false) = (acked_upto, acknowledged) {
+                // The client holds a token past these to-device messages: they arrived.
+                acknowledged = true;
+                let (user, device) = (user_id.to_owned(), device_id.to_owned());
+                self.db
+                    .write(move |txn| to_device::delete_upto(txn, &user, &device, upto))
+                    .await?;
+            }
             let waiting = since.is_some() && empty && !req.full_state;
             if !waiting || tokio::time::Instant::now() >= deadline || self.notifier.is_closing() {
                 let mut body = body;
-                body["next_batch"] = json!(format!("s{now_pos}_{typing_serial}"));
+                body["next_batch"] = json!(match to_device_upto {
+                    Some(d) => format!("s{now_pos}_{typing_serial}_d{d}"),
+                    None => format!("s{now_pos}_{typing_serial}"),
+                });
                 return Ok(body);
             }
             tokio::select! {
@@ -194,9 +233,7 @@ impl Builder<'_> {
                 "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
                 "account_data": { "events": global },
                 "presence": { "events": [] },
-                "to_device": { "events": [] },
-                "device_lists": { "changed": [], "left": [] },
-                "device_one_time_keys_count": {},
+                // to_device, device_lists and the key counts: e2ee::sync::SyncSection.
             }),
             empty,
         ))
@@ -398,6 +435,19 @@ impl Builder<'_> {
 
     fn invited_room(&self, m: &MembershipRow) -> Result<Value> {
         let mut events = Vec::new();
+        // An invite from another server brings the room's stripped state with it.
+        if let Some(json) =
+            crate::storage::federation::invite_state(self.conn, &m.room_id, self.user)?
+        {
+            events = serde_json::from_str::<Vec<Value>>(&json).unwrap_or_default();
+            if let Some(invite) = ev_store::get_event(self.conn, &m.event_id)? {
+                let mut own = stripped_state(&invite)?;
+                own["event_id"] = json!(invite.event_id);
+                own["origin_server_ts"] = json!(invite.origin_server_ts);
+                events.push(own);
+            }
+            return Ok(json!({ "invite_state": { "events": events } }));
+        }
         for ty in INVITE_STATE {
             if let Some(id) = state_store::current_state_event(self.conn, &m.room_id, ty, "")?
                 && let Some(ev) = ev_store::get_event(self.conn, &id)?

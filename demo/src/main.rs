@@ -3,7 +3,7 @@
 use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use neurite_core::{Config, Node, PasswordCost, RegistrationMode};
+use neurite_core::{Config, Node, PasswordCost, RegistrationMode, p2p::Multiaddr};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -22,7 +22,8 @@ enum Command {
     /// Run a node until SIGINT or SIGTERM.
     ///
     /// Once listening, prints one JSON line on stdout:
-    /// {"event":"listening","server_name":…,"client_url":…}. Logs go to stderr (RUST_LOG).
+    /// {"event":"listening","server_name":…,"client_url":…,"peer_id":…,"p2p_addrs":[…]}.
+    /// Logs go to stderr (RUST_LOG).
     Run {
         /// Directory for the database, the node key and media (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -33,7 +34,13 @@ enum Command {
         /// Who may create accounts through the API: disabled, open, or token:SECRET.
         #[arg(long, value_name = "MODE", default_value = "disabled")]
         registration: RegistrationMode,
-        /// Accepted for forward compatibility: peer discovery is not built yet, so no mDNS runs.
+        /// Peer-to-peer listen address (repeatable). Default: TCP on every interface, any port.
+        #[arg(long = "p2p-listen", value_name = "MULTIADDR")]
+        p2p_listen: Vec<Multiaddr>,
+        /// A peer to connect to, as a multiaddr ending in /p2p/<peer id> (repeatable).
+        #[arg(long = "peer", value_name = "MULTIADDR")]
+        peers: Vec<Multiaddr>,
+        /// Do not discover peers on the local network with mDNS (on by default).
         #[arg(long)]
         no_mdns: bool,
         /// Cheap password hashing, for tests and benchmarks only.
@@ -79,12 +86,19 @@ fn main() -> ExitCode {
                 data_dir,
                 client_addr,
                 registration,
-                no_mdns: _,
+                p2p_listen,
+                peers,
+                no_mdns,
                 insecure_fast_passwords,
             } => {
                 let mut config = Config::new(data_dir);
                 config.client_addr = client_addr;
                 config.registration = registration;
+                if !p2p_listen.is_empty() {
+                    config.p2p_listen = p2p_listen;
+                }
+                config.static_peers = peers;
+                config.mdns_enabled = !no_mdns;
                 if insecure_fast_passwords {
                     config.password_cost = PasswordCost::TESTING;
                 }
@@ -108,11 +122,13 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), String> {
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    // Fields in a fixed order, as documented: event, server_name, client_url.
+    // Fields in a fixed order, as documented.
     let line = format!(
-        r#"{{"event":"listening","server_name":{},"client_url":{}}}"#,
+        r#"{{"event":"listening","server_name":{},"client_url":{},"peer_id":{},"p2p_addrs":{}}}"#,
         json!(node.server_name()),
         json!(node.client_url()),
+        json!(node.peer_id()),
+        json!(node.p2p_addrs()),
     );
     println!("{line}");
     shutdown_signal().await;

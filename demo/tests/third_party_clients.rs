@@ -1,5 +1,5 @@
 //! Unmodified third-party Matrix clients (matrix-nio, matrix-js-sdk) chat through a real
-//! `neurite run --registration open` process.
+//! `neurite run --registration open` process; matrix-nio also end-to-end encrypted.
 //!
 //! The clients are installed by `tests/clients/install.sh`, which `tests/run.sh` runs first;
 //! it exports NEURITE_PYTHON (the venv's python with matrix-nio).
@@ -70,6 +70,14 @@ fn matrix_nio_registers_invites_joins_and_chats() {
         "NEURITE_PYTHON is not set: run the tests with tests/run.sh, which installs matrix-nio and sets it",
     );
     run_client(&python, "tests/clients/nio/chat.py");
+}
+
+#[test]
+fn matrix_nio_exchanges_end_to_end_encrypted_messages() {
+    let python = std::env::var("NEURITE_PYTHON").expect(
+        "NEURITE_PYTHON is not set: run the tests with tests/run.sh, which installs matrix-nio and sets it",
+    );
+    run_client(&python, "tests/clients/nio/e2ee_chat.py");
 }
 
 #[test]

@@ -39,7 +39,7 @@ venv_ok() {
     [ -x "$venv/bin/python" ] &&
         [ -f "$stamp_file" ] &&
         [ "$(cat "$stamp_file")" = "$want_stamp" ] &&
-        "$venv/bin/python" -c 'import nio' >/dev/null 2>&1
+        "$venv/bin/python" -c 'import nio, nio.crypto, sys; sys.exit(not nio.crypto.ENCRYPTION_ENABLED)' >/dev/null 2>&1
 }
 
 create_venv() {
@@ -65,11 +65,13 @@ create_venv() {
 if venv_ok; then
     log "matrix-nio venv up to date ($venv)"
 else
-    log "creating venv $venv and installing $(grep -m1 '^matrix-nio==' "$requirements")"
+    log "creating venv $venv and installing $(grep -m1 '^matrix-nio' "$requirements")"
     create_venv
     "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q \
         -r "$requirements" >&2 || die "pip install failed"
     "$venv/bin/python" -c 'import nio' || die "matrix-nio does not import after install"
+    "$venv/bin/python" -c 'import nio.crypto, sys; sys.exit(not nio.crypto.ENCRYPTION_ENABLED)' ||
+        die "matrix-nio has no encryption support after install (vodozemac missing?)"
     echo "$want_stamp" >"$stamp_file"
 fi
 

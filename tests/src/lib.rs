@@ -40,6 +40,9 @@ impl TestNode {
         let mut config = Config::new(dir.path());
         config.registration = RegistrationMode::Open;
         config.password_cost = PasswordCost::TESTING;
+        // Peer-to-peer on loopback only; tests never use mDNS.
+        config.p2p_listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
+        config.mdns_enabled = false;
         adjust(&mut config);
         let node = tokio::time::timeout(WAIT, Node::start(config))
             .await
@@ -560,4 +563,295 @@ pub async fn login_on_device(node: &TestNode, name: &str, password: &str, device
         "login {name} on {device_id}: {body}"
     );
     User::from_login(node, &body)
+}
+
+// ---- Helpers for the end-to-end encryption and device tests (tests/tests/e2ee.rs, devices.rs). ----
+
+/// An ed25519 key that signs key objects the way Matrix clients do: over the canonical JSON
+/// of the object without `signatures` and `unsigned`, unpadded base64.
+pub struct TestSigningKey {
+    key: ed25519_dalek::SigningKey,
+}
+
+impl TestSigningKey {
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random seed");
+        Self {
+            key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// The public key, unpadded base64.
+    pub fn public(&self) -> String {
+        data_encoding::BASE64_NOPAD.encode(self.key.verifying_key().as_bytes())
+    }
+
+    /// The signature of `object`, unpadded base64.
+    pub fn sign_json(&self, object: &Value) -> String {
+        use ed25519_dalek::Signer;
+        let mut object = object.clone();
+        if let Some(map) = object.as_object_mut() {
+            map.remove("signatures");
+            map.remove("unsigned");
+        }
+        let canonical = ruma::CanonicalJsonValue::try_from(object)
+            .expect("canonical JSON")
+            .to_string();
+        data_encoding::BASE64_NOPAD.encode(&self.key.sign(canonical.as_bytes()).to_bytes())
+    }
+
+    /// Signs `object` and adds the signature as `signatures[user][key_id]`.
+    pub fn add_signature(&self, object: &mut Value, user: &str, key_id: &str) {
+        let sig = self.sign_json(object);
+        if !object["signatures"].is_object() {
+            object["signatures"] = json!({});
+        }
+        if !object["signatures"][user].is_object() {
+            object["signatures"][user] = json!({});
+        }
+        object["signatures"][user][key_id] = json!(sig);
+    }
+}
+
+/// Device keys for `user`'s device with `key` as its ed25519 identity key, self-signed.
+pub fn signed_device_keys(user: &User, key: &TestSigningKey) -> Value {
+    let mut curve = [0u8; 32];
+    getrandom::fill(&mut curve).expect("random key");
+    let mut keys = json!({
+        "user_id": user.user_id,
+        "device_id": user.device_id,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("ed25519:{}", user.device_id): key.public(),
+            format!("curve25519:{}", user.device_id): data_encoding::BASE64_NOPAD.encode(&curve),
+        },
+    });
+    key.add_signature(
+        &mut keys,
+        &user.user_id,
+        &format!("ed25519:{}", user.device_id),
+    );
+    keys
+}
+
+/// `count` signed `signed_curve25519` one-time keys named `signed_curve25519:{prefix}{i}`.
+pub fn signed_one_time_keys(
+    user: &User,
+    key: &TestSigningKey,
+    prefix: &str,
+    count: usize,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for i in 0..count {
+        let mut public = [0u8; 32];
+        getrandom::fill(&mut public).expect("random key");
+        let mut otk = json!({ "key": data_encoding::BASE64_NOPAD.encode(&public) });
+        key.add_signature(
+            &mut otk,
+            &user.user_id,
+            &format!("ed25519:{}", user.device_id),
+        );
+        out.insert(format!("signed_curve25519:{prefix}{i}"), otk);
+    }
+    Value::Object(out)
+}
+
+/// The to-device events of a sync response.
+pub fn to_device_events(sync: &Value) -> Vec<Value> {
+    sync["to_device"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether a sync response lists `user` in `device_lists.<field>` (`changed` or `left`).
+pub fn device_list_has(sync: &Value, field: &str, user: &str) -> bool {
+    sync["device_lists"][field]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|u| u == user))
+}
+
+impl User {
+    /// `POST /keys/upload` that must succeed; returns `one_time_key_counts`.
+    pub async fn upload_keys(&self, body: Value) -> Value {
+        self.post_ok("/keys/upload", body).await["one_time_key_counts"].clone()
+    }
+
+    /// `PUT /sendToDevice/{type}/{txn}` with a fresh transaction id; must succeed.
+    pub async fn send_to_device(&self, ty: &str, messages: Value) {
+        self.put_ok(
+            &format!("/sendToDevice/{}/{}", enc(ty), fresh_txn()),
+            json!({ "messages": messages }),
+        )
+        .await;
+    }
+}
+
+// ---- Helpers for the media tests (tests/tests/media.rs). ----
+
+/// A response read as raw bytes, with its headers (media is not JSON).
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// A response header as a string (empty if absent).
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The body as JSON (for error responses).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "response is not JSON: {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Status and JSON body, in the shape [`assert_error`] takes.
+    pub fn as_error(&self) -> (StatusCode, Value) {
+        (self.status, self.json())
+    }
+}
+
+async fn send_raw(
+    http: &reqwest::Client,
+    url: String,
+    method: Method,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> RawResponse {
+    let mut req = http.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = tokio::time::timeout(WAIT * 4, req.send())
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.expect("response body").to_vec();
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl TestNode {
+    /// A raw request with extra headers, answered as raw bytes. `path` is from the server root.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> RawResponse {
+        send_raw(
+            &self.http,
+            format!("{}{path}", self.url),
+            method,
+            token,
+            headers,
+            body,
+        )
+        .await
+    }
+}
+
+impl User {
+    /// `POST /_matrix/media/v3/upload` with an optional file name and content type.
+    pub async fn upload(
+        &self,
+        bytes: &[u8],
+        filename: Option<&str>,
+        content_type: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let path = match filename {
+            Some(f) => format!("/_matrix/media/v3/upload{}", query(&[("filename", f)])),
+            None => "/_matrix/media/v3/upload".to_owned(),
+        };
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|ct| vec![("content-type", ct)])
+            .unwrap_or_default();
+        let resp = self
+            .raw(Method::POST, &path, &headers, Some(bytes.to_vec()))
+            .await;
+        let body = if resp.body.is_empty() {
+            Value::Null
+        } else {
+            resp.json()
+        };
+        (resp.status, body)
+    }
+
+    /// Uploads and returns the `mxc://` URI; the upload must succeed.
+    pub async fn upload_ok(
+        &self,
+        bytes: &[u8],
+        filename: Option<&str>,
+        content_type: Option<&str>,
+    ) -> String {
+        let (status, body) = self.upload(bytes, filename, content_type).await;
+        assert_eq!(status, StatusCode::OK, "upload: {body}");
+        let uri = body["content_uri"]
+            .as_str()
+            .expect("content_uri")
+            .to_owned();
+        assert!(uri.starts_with("mxc://"), "not an mxc URI: {uri}");
+        uri
+    }
+
+    /// An authenticated raw request (path from the server root), answered as raw bytes.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> RawResponse {
+        send_raw(
+            &self.http,
+            format!("{}{path}", self.base),
+            method,
+            Some(&self.token),
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// An authenticated GET answered as raw bytes.
+    pub async fn get_raw(&self, path: &str) -> RawResponse {
+        self.raw(Method::GET, path, &[], None).await
+    }
+}
+
+/// Splits `mxc://server/media` into `(server, media)`.
+pub fn split_mxc(uri: &str) -> (String, String) {
+    let rest = uri.strip_prefix("mxc://").expect("mxc:// URI");
+    let (server, media) = rest.split_once('/').expect("mxc://server/media");
+    (server.to_owned(), media.to_owned())
 }

@@ -5,8 +5,8 @@
 //!   rooms", "Newly joined room is included in an incremental sync", "Newly joined room has
 //!   correct timeline in incremental sync". The two presence sub-tests ("Newly joined room
 //!   includes presence in incremental sync", "Get presence for newly joined members in
-//!   incremental sync") and "Device list tracking" are written but `#[ignore]`d: Neurite has
-//!   no presence and no end-to-end device lists yet. Skipped because they need a federation
+//!   incremental sync") are written but `#[ignore]`d: Neurite has no presence yet. "Device
+//!   list tracking" runs (device lists: tests/tests/e2ee.rs). Skipped because they need a federation
 //!   peer: "sync should succeed even if the sync token points to a redaction of an unknown
 //!   event".
 //! - `TestSyncFilter` (sync_filter_test.go): "Can create filter", "Can download filter".
@@ -448,7 +448,6 @@ async fn presence_of_newly_joined_member_in_incremental_sync() {
 /// "Device list tracking": "User is correctly listed when they leave, even when lazy loading
 /// is enabled".
 #[tokio::test]
-#[ignore = "Neurite does not track end-to-end device lists"]
 async fn leaving_user_listed_in_device_lists_left_with_lazy_loading() {
     let node = TestNode::start().await;
     let alice = node.register("alice").await;

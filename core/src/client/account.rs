@@ -1,4 +1,4 @@
-//! Registration, login, logout, whoami, password change, devices.
+//! Registration, login, logout, whoami, password change (devices: `devices.rs`).
 
 use axum::{extract::State, http::StatusCode};
 use serde::Deserialize;
@@ -283,20 +283,4 @@ pub async fn change_password(
         .await?;
     state.uia.finish(sid);
     Ok(Json(json!({})))
-}
-
-/// `GET /devices`.
-pub async fn devices(State(state): State<AppState>, Auth(session): Auth) -> ApiResult<Json<Value>> {
-    let devices = state.accounts.devices(&session.user_id).await?;
-    let list: Vec<Value> = devices
-        .into_iter()
-        .map(|d| {
-            json!({
-                "device_id": d.device_id,
-                "display_name": d.display_name,
-                "last_seen_ts": d.last_seen_ts,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "devices": list })))
 }

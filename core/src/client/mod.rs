@@ -4,7 +4,11 @@
 //! sends that cannot be parsed becomes a Matrix error, never a panic or a 500.
 
 mod account;
+mod backup;
+mod devices;
 mod events;
+mod keys;
+mod media;
 mod rooms;
 mod sync;
 mod user;
@@ -75,7 +79,21 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Percent-encodes one path segment.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -210,7 +228,14 @@ fn client_routes() -> Router<AppState> {
         .route("/logout/all", post(account::logout_all))
         .route("/account/whoami", get(account::whoami))
         .route("/account/password", post(account::change_password))
-        .route("/devices", get(account::devices))
+        .route("/devices", get(devices::devices))
+        .route(
+            "/devices/{device}",
+            get(devices::get_device)
+                .put(devices::put_device)
+                .delete(devices::delete_device),
+        )
+        .route("/delete_devices", post(devices::delete_devices))
         .route("/createRoom", post(rooms::create_room))
         .route("/joined_rooms", get(rooms::joined_rooms))
         .route("/join/{room}", post(rooms::join))
@@ -287,6 +312,71 @@ fn client_routes() -> Router<AppState> {
         .route("/pushrules/", get(user::push_rules))
         .route("/pushrules", get(user::push_rules))
         .route("/voip/turnServer", get(user::turn_server))
+        .route("/keys/upload", post(keys::upload))
+        .route("/keys/query", post(keys::query))
+        .route("/keys/claim", post(keys::claim))
+        .route("/keys/changes", get(keys::changes))
+        .route(
+            "/keys/device_signing/upload",
+            post(keys::device_signing_upload),
+        )
+        .route("/keys/signatures/upload", post(keys::signatures_upload))
+        .route("/sendToDevice/{ty}/{txn}", put(keys::send_to_device))
+        .route(
+            "/room_keys/version",
+            get(backup::latest_version).post(backup::create_version),
+        )
+        .route(
+            "/room_keys/version/{version}",
+            get(backup::get_version)
+                .put(backup::put_version)
+                .delete(backup::delete_version),
+        )
+        .route(
+            "/room_keys/keys",
+            get(backup::get_all_keys)
+                .put(backup::put_all_keys)
+                .delete(backup::delete_all_keys),
+        )
+        .route(
+            "/room_keys/keys/{room}",
+            get(backup::get_room_keys)
+                .put(backup::put_room_keys)
+                .delete(backup::delete_room_keys),
+        )
+        .route(
+            "/room_keys/keys/{room}/{session}",
+            get(backup::get_session_key)
+                .put(backup::put_session_key)
+                .delete(backup::delete_session_key),
+        )
+}
+
+/// Endpoints under `/_matrix/media`: uploads, and the deprecated unauthenticated downloads.
+/// Upload handlers read the raw body, which `DefaultBodyLimit` does not cover; the media
+/// service enforces `Config::max_upload_bytes` itself.
+fn media_routes() -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/v1/create", post(media::create))
+        .route("/v3/upload/{server}/{media}", put(media::upload_pending));
+    for version in ["v3", "r0"] {
+        router = router
+            .route(&format!("/{version}/upload"), post(media::upload))
+            .route(&format!("/{version}/config"), get(media::config))
+            .route(
+                &format!("/{version}/download/{{server}}/{{media}}"),
+                get(media::legacy_download),
+            )
+            .route(
+                &format!("/{version}/download/{{server}}/{{media}}/{{file}}"),
+                get(media::legacy_download_named),
+            )
+            .route(
+                &format!("/{version}/thumbnail/{{server}}/{{media}}"),
+                get(media::legacy_thumbnail),
+            );
+    }
+    router
 }
 
 /// The whole client API router.
@@ -305,13 +395,21 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
-        );
+        )
+        .route("/media/config", get(media::config))
+        .route("/media/download/{server}/{media}", get(media::download))
+        .route(
+            "/media/download/{server}/{media}/{file}",
+            get(media::download_named),
+        )
+        .route("/media/thumbnail/{server}/{media}", get(media::thumbnail));
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
         .nest("/_matrix/client/v3", client_routes())
         .nest("/_matrix/client/r0", client_routes())
         .nest("/_matrix/client/v1", v1)
+        .nest("/_matrix/media", media_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

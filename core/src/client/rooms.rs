@@ -40,10 +40,35 @@ pub async fn join(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
+    uri: axum::http::Uri,
     Json(body): Json<JoinBody>,
 ) -> ApiResult<Json<Value>> {
     if !(room.starts_with('!') || room.starts_with('#')) {
         return Err(MatrixError::invalid_param("Expected a room id or alias"));
+    }
+    if room.starts_with('!') && ruma::RoomId::parse(room.as_str()).is_err() {
+        return Err(MatrixError::invalid_param("Invalid room id"));
+    }
+    if room.starts_with('!') && !crate::federation::rooms::is_resident(&state, &room).await? {
+        // A room that lives elsewhere: join through the servers we were told of.
+        let mut via: Vec<String> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == "server_name" || *k == "via")
+            .map(|(_, v)| super::percent_decode(v))
+            .collect();
+        via.extend(
+            crate::federation::rooms::join_candidates(&state, &room, session.user_id.as_str())
+                .await?,
+        );
+        if let Some((_, server)) = room.split_once(':') {
+            via.push(server.to_owned());
+        }
+        via.dedup();
+        crate::federation::rooms::join_remote(&state, &session.user_id, &room, &via).await?;
+        return Ok(Json(json!({ "room_id": room })));
     }
     let room_id = state.rooms.resolve_room(&room).await?;
     state
@@ -65,12 +90,13 @@ pub async fn join_by_id(
     state: State<AppState>,
     auth: Auth,
     Path(room): Path<String>,
+    uri: axum::http::Uri,
     body: Json<JoinBody>,
 ) -> ApiResult<Json<Value>> {
     if !room.starts_with('!') {
         return Err(MatrixError::invalid_param("Expected a room id"));
     }
-    join(state, auth, Path(room), body).await
+    join(state, auth, Path(room), uri, body).await
 }
 
 #[derive(Deserialize)]
@@ -105,6 +131,11 @@ pub async fn invite(
     Path(room): Path<String>,
     Json(body): Json<TargetBody>,
 ) -> ApiResult<Json<Value>> {
+    let target = parse_user(&body.user_id)?;
+    if target.server_name() != state.identity.server_name() {
+        crate::federation::rooms::invite_user(&state, &session.user_id, &room, &target).await?;
+        return Ok(Json(json!({})));
+    }
     act_on(
         &state,
         &session.user_id,

@@ -170,6 +170,18 @@ pub fn build_event(
     tpl: &EventTemplate,
     origin_server_ts: i64,
 ) -> Result<(Pdu, CanonicalJsonObject)> {
+    let obj = event_template(ctx, identity, sender, tpl, origin_server_ts)?;
+    sign_event(obj, identity, &ctx.rules)
+}
+
+/// The unsigned PDU for a template: prev and auth events chosen from `ctx`.
+pub fn event_template(
+    ctx: &RoomCtx,
+    identity: &Identity,
+    sender: &UserId,
+    tpl: &EventTemplate,
+    origin_server_ts: i64,
+) -> Result<CanonicalJsonObject> {
     let kind = TimelineEventType::from(tpl.event_type.as_str());
     let mut content = tpl.content.clone();
     if tpl.event_type == "m.room.redaction" && ctx.rules.redaction.content_field_redacts {
@@ -252,11 +264,23 @@ pub fn build_event(
             CanonicalJsonValue::String(identity.server_name().to_string()),
         );
     }
+    Ok(obj)
+}
+
+/// Adds the content hash and this node's signature; computes the event id.
+pub fn sign_event(
+    mut obj: CanonicalJsonObject,
+    identity: &Identity,
+    rules: &RoomVersionRules,
+) -> Result<(Pdu, CanonicalJsonObject)> {
+    obj.remove("hashes");
+    obj.remove("signatures");
+    obj.remove("unsigned");
     hash_and_sign_event(
         identity.server_name().as_str(),
         identity.key_pair(),
         &mut obj,
-        &ctx.rules.redaction,
+        &rules.redaction,
     )
     .map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
@@ -266,7 +290,7 @@ pub fn build_event(
         )),
         other => Error::Event(other.to_string()),
     })?;
-    let hash = reference_hash(&obj, &ctx.rules).map_err(|e| match e {
+    let hash = reference_hash(&obj, rules).map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "M_TOO_LARGE",
@@ -383,7 +407,7 @@ pub fn persist_event(
     })
 }
 
-fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
+pub(crate) fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
     let Ok(content) = serde_json::from_str::<Value>(pdu.data.content.get()) else {
         return (None, None);
     };
@@ -411,5 +435,17 @@ pub fn append(
 ) -> Result<Appended> {
     let (pdu, obj) = build_event(ctx, identity, sender, tpl, crate::storage::now_ms())?;
     check_auth(txn, ctx, &pdu)?;
-    persist_event(txn, ctx, &pdu, &obj, txn_id)
+    let appended = persist_event(txn, ctx, &pdu, &obj, txn_id)?;
+    // Every other server in the room gets the event through its outbox queue.
+    if let Some(room_id) = &ctx.room_id {
+        crate::storage::federation::enqueue_for_room(
+            txn,
+            room_id,
+            appended.event_id.as_str(),
+            identity.server_name().as_str(),
+            None,
+            crate::storage::now_ms(),
+        )?;
+    }
+    Ok(appended)
 }

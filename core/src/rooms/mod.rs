@@ -9,6 +9,7 @@ pub mod format;
 pub mod graph;
 pub mod membership;
 pub mod pdu;
+pub mod remote;
 pub mod timeline;
 
 use std::sync::Arc;
@@ -192,11 +193,21 @@ fn apply_redaction(
     target: &str,
     redaction_id: &str,
 ) -> Result<()> {
+    apply_redaction_with_rules(conn, &ctx.rules, target, redaction_id)
+}
+
+/// Replaces the redacted event's stored JSON with its redacted form (under `rules`).
+pub(crate) fn apply_redaction_with_rules(
+    conn: &rusqlite::Connection,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    target: &str,
+    redaction_id: &str,
+) -> Result<()> {
     let Some(json) = ev_store::get_event_json(conn, target)? else {
         return Ok(());
     };
     let obj: ruma::CanonicalJsonObject = serde_json::from_str(&json)?;
-    let redacted = ruma::canonical_json::redact(obj, &ctx.rules.redaction, None)
+    let redacted = ruma::canonical_json::redact(obj, &rules.redaction, None)
         .map_err(|e| crate::error::Error::Event(e.to_string()))?;
     ev_store::mark_redacted(
         conn,

@@ -197,3 +197,34 @@ pub fn set_avatar_url(conn: &Connection, user_id: &str, url: Option<&str>) -> Re
     )?;
     Ok(())
 }
+
+/// One device of a user.
+pub fn get_device(conn: &Connection, user_id: &str, device_id: &str) -> Result<Option<DeviceRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT device_id, display_name, last_seen_ts FROM devices
+             WHERE user_id = ?1 AND device_id = ?2",
+        )?
+        .query_row(params![user_id, device_id], |r| {
+            Ok(DeviceRow {
+                device_id: r.get(0)?,
+                display_name: r.get(1)?,
+                last_seen_ts: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Sets (or clears) a device's display name; false if there is no such device.
+pub fn set_device_display_name(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    name: Option<&str>,
+) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
+        params![user_id, device_id, name],
+    )?;
+    Ok(n == 1)
+}

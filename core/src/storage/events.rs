@@ -188,7 +188,7 @@ pub fn room_events_between(
     let order = if newest_first { "DESC" } else { "ASC" };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events
-         WHERE room_id = ?1 AND stream > ?2 AND stream <= ?3 AND rejected = 0
+         WHERE room_id = ?1 AND stream > ?2 AND stream <= ?3 AND rejected = 0 AND outlier = 0
          ORDER BY stream {order} LIMIT ?4"
     ))?;
     let rows = stmt.query_map(params![room_id, after, upto, limit as i64], event_from_row)?;
@@ -208,7 +208,7 @@ pub fn count_room_events_between(
 ) -> Result<i64> {
     Ok(conn
         .prepare_cached(
-            "SELECT count(*) FROM events WHERE room_id = ?1 AND stream > ?2 AND stream <= ?3 AND rejected = 0",
+            "SELECT count(*) FROM events WHERE room_id = ?1 AND stream > ?2 AND stream <= ?3 AND rejected = 0 AND outlier = 0",
         )?
         .query_row(params![room_id, after, upto], |r| r.get(0))?)
 }

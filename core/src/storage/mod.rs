@@ -8,7 +8,11 @@
 pub mod accounts;
 pub mod aliases;
 pub mod events;
+pub mod federation;
+pub mod keys;
+pub mod media;
 pub mod state;
+pub mod to_device;
 pub mod user_data;
 
 use std::{
@@ -28,7 +32,12 @@ use crate::error::{Error, Result};
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "neurite.db";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/001_initial.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/001_initial.sql")),
+    M::up(include_str!("migrations/002_e2ee.sql")),
+    M::up(include_str!("migrations/003_media.sql")),
+    M::up(include_str!("migrations/004_federation.sql")),
+];
 
 /// How many idle reader connections are kept open.
 const MAX_IDLE_READERS: usize = 4;

@@ -28,7 +28,13 @@ impl NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_neurite"))
             .args(["run", "--data-dir"])
             .arg(data_dir)
-            .args(["--client-addr", "127.0.0.1:0", "--no-mdns"])
+            .args([
+                "--client-addr",
+                "127.0.0.1:0",
+                "--no-mdns",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,0 +1,190 @@
+//! The server-server API, carried over libp2p streams (see [`transport`]).
+//!
+//! Handlers here follow the client API's pattern: an extractor checks the request (signature,
+//! destination, origin = authenticated peer), the handler calls one service and answers.
+
+pub mod auth;
+pub mod outbox;
+pub mod rooms;
+pub mod transport;
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Request, State},
+    http::StatusCode,
+    routing::{get, post, put},
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::{
+    client::{AppState, Query},
+    error::MatrixError,
+    identity::{KEY_ID, peer_id_for_server_name},
+};
+use transport::AuthenticatedPeer;
+
+/// Largest federation request body accepted.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// A verified federation request: its origin server and its JSON body.
+pub struct Signed<T> {
+    /// The server that signed the request (and is the peer on the other end).
+    pub origin: String,
+    /// The body.
+    pub body: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = req
+            .extensions()
+            .get::<AuthenticatedPeer>()
+            .copied()
+            .ok_or_else(|| {
+                MatrixError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "M_UNAUTHORIZED",
+                    "Not a peer-to-peer request",
+                )
+            })?;
+        let method = req.method().as_str().to_owned();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES)
+            .await
+            .map_err(|_| {
+                MatrixError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "M_TOO_LARGE",
+                    "Request body too large",
+                )
+            })?;
+        let content: Option<Value> = if bytes.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(&bytes).map_err(|e| MatrixError::not_json(e.to_string()))?)
+        };
+        let local = state.identity.server_name().as_str();
+        let origin =
+            auth::verify_request(header.as_deref(), local, &method, &uri, content.as_ref())
+                .map_err(|failure| {
+                    MatrixError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "M_UNAUTHORIZED",
+                        format!("Request signature refused: {failure:?}"),
+                    )
+                })?;
+        if peer_id_for_server_name(&origin) != Some(peer.0) {
+            return Err(MatrixError::forbidden(
+                "The request's origin is not the peer that sent it",
+            ));
+        }
+        let body = serde_json::from_value(content.unwrap_or_else(|| json!({})))
+            .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))?;
+        Ok(Signed { origin, body })
+    }
+}
+
+/// `GET /_matrix/federation/v1/version`.
+async fn version() -> Json<Value> {
+    Json(json!({ "server": { "name": "Neurite", "version": env!("CARGO_PKG_VERSION") } }))
+}
+
+/// `GET /_matrix/key/v2/server`: the node's one key, which its name already encodes.
+async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, MatrixError> {
+    let name = state.identity.server_name().as_str();
+    let key = ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(
+        state.identity.verifying_key().to_bytes(),
+    );
+    let valid_until = crate::storage::now_ms() + 7 * 24 * 3600 * 1000;
+    let body = json!({
+        "server_name": name,
+        "valid_until_ts": valid_until,
+        "verify_keys": { KEY_ID: { "key": key.encode() } },
+        "old_verify_keys": {},
+    });
+    let mut obj: ruma::CanonicalJsonObject =
+        serde_json::from_value(body).map_err(|_| MatrixError::internal())?;
+    ruma::signatures::sign_json(name, state.identity.key_pair(), &mut obj)
+        .map_err(|_| MatrixError::internal())?;
+    Ok(Json(
+        serde_json::to_value(obj).map_err(|_| MatrixError::internal())?,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct ProfileQuery {
+    user_id: String,
+    field: Option<String>,
+}
+
+/// `GET /_matrix/federation/v1/query/profile`.
+async fn query_profile(
+    State(state): State<AppState>,
+    Query(q): Query<ProfileQuery>,
+    signed: Signed<Value>,
+) -> Result<Json<Value>, MatrixError> {
+    let _ = signed.origin;
+    let (name, avatar) = state.user_data.profile(&q.user_id).await?;
+    let mut body = serde_json::Map::new();
+    if q.field.as_deref() != Some("avatar_url")
+        && let Some(n) = name
+    {
+        body.insert("displayname".into(), json!(n));
+    }
+    if q.field.as_deref() != Some("displayname")
+        && let Some(a) = avatar
+    {
+        body.insert("avatar_url".into(), json!(a));
+    }
+    Ok(Json(Value::Object(body)))
+}
+
+async fn unrecognized() -> MatrixError {
+    MatrixError::unrecognized()
+}
+
+/// The server-server API router (served only on federation streams).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/_matrix/federation/v1/version", get(version))
+        .route("/_matrix/key/v2/server", get(server_keys))
+        .route("/_matrix/federation/v1/query/profile", get(query_profile))
+        .route(
+            "/_matrix/federation/v1/make_join/{room}/{user}",
+            get(rooms::make_join),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{room}/{event}",
+            put(rooms::send_join),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{room}/{event}",
+            put(rooms::invite),
+        )
+        .route(
+            "/_matrix/federation/v1/send/{txn}",
+            put(rooms::send_transaction),
+        )
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{room}",
+            post(rooms::get_missing_events),
+        )
+        .route(
+            "/_matrix/federation/v1/event/{event}",
+            get(rooms::get_event),
+        )
+        .fallback(unrecognized)
+        .with_state(state)
+}

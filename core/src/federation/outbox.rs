@@ -1,0 +1,163 @@
+//! The outbox: delivers queued events to every destination, one transaction in flight per
+//! destination, with exponential backoff that resets the moment the peer connects.
+//!
+//! The queue lives in SQLite, so nothing is lost when either side restarts. The worker sleeps
+//! until something is queued, a peer connects, or a backoff expires: no periodic work.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use super::transport::FederationClient;
+use crate::{
+    identity::server_name_for_peer,
+    p2p::{P2p, PeerEvent},
+    services::Services,
+    storage::{federation as fed_store, now_ms},
+};
+
+/// Most PDUs in one transaction (the spec's limit).
+const MAX_PDUS: usize = 50;
+/// First retry delay after a failure.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(180);
+
+#[derive(Default)]
+struct Backoff {
+    delay: Duration,
+    until: Option<Instant>,
+}
+
+/// Starts the outbox worker; it stops when `stop` fires.
+pub fn spawn(
+    services: Arc<Services>,
+    client: FederationClient,
+    p2p: P2p,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::spawn(async move {
+        let mut changes = services.notifier.subscribe();
+        let mut peers = p2p.subscribe();
+        let (done_tx, mut done_rx) = mpsc::channel::<(String, bool)>(16);
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut backoff: HashMap<String, Backoff> = HashMap::new();
+        loop {
+            let pending = {
+                let db = services.db.clone();
+                db.read(fed_store::pending_destinations)
+                    .await
+                    .unwrap_or_default()
+            };
+            let now = Instant::now();
+            for dest in pending {
+                if in_flight.contains(&dest)
+                    || backoff
+                        .get(&dest)
+                        .and_then(|b| b.until)
+                        .is_some_and(|u| u > now)
+                {
+                    continue;
+                }
+                in_flight.insert(dest.clone());
+                let (services, client, done) = (services.clone(), client.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    let ok = deliver(&services, &client, &dest).await;
+                    let _ = done.send((dest, ok)).await;
+                });
+            }
+            let next_retry = backoff
+                .values()
+                .filter_map(|b| b.until)
+                .filter(|u| *u > now)
+                .min();
+            tokio::select! {
+                _ = stop.changed() => break,
+                r = changes.changed() => if r.is_err() { break },
+                Some((dest, ok)) = done_rx.recv() => {
+                    in_flight.remove(&dest);
+                    let b = backoff.entry(dest).or_default();
+                    if ok {
+                        *b = Backoff::default();
+                    } else {
+                        b.delay = (b.delay * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                        b.until = Some(Instant::now() + b.delay);
+                    }
+                }
+                event = peers.recv() => {
+                    if let Ok(PeerEvent::Connected(peer)) = event
+                        && let Some(server) = server_name_for_peer(&peer)
+                    {
+                        backoff.remove(&server);
+                    }
+                }
+                _ = sleep_until(next_retry) => {}
+            }
+        }
+    });
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends everything queued for one destination, a transaction at a time. Returns false on
+/// the first failure.
+async fn deliver(services: &Services, client: &FederationClient, dest: &str) -> bool {
+    loop {
+        let d = dest.to_owned();
+        let batch = match services
+            .db
+            .read(move |c| fed_store::next_batch(c, &d, MAX_PDUS))
+            .await
+        {
+            Ok(b) => b,
+            Err(_) => return false,
+        };
+        let Some(last) = batch.last().map(|(id, _, _)| *id) else {
+            return true;
+        };
+        let pdus: Vec<Value> = batch
+            .iter()
+            .filter_map(|(_, _, json)| serde_json::from_str(json).ok())
+            .collect();
+        let origin = services.identity.server_name().to_string();
+        let txn_id = format!("{}_{last}", now_ms());
+        let body =
+            json!({ "origin": origin, "origin_server_ts": now_ms(), "pdus": pdus, "edus": [] });
+        let path = format!("/_matrix/federation/v1/send/{txn_id}");
+        match client.request(dest, Method::PUT, &path, Some(body)).await {
+            Ok(resp) if resp.status == StatusCode::OK => {
+                let d = dest.to_owned();
+                if services
+                    .db
+                    .write(move |txn| fed_store::delete_upto(txn, &d, last))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            Ok(resp) => {
+                tracing::info!(%dest, status = %resp.status, "transaction refused; will retry");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(%dest, error = %e, "destination unreachable; will retry");
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,846 @@
+//! Rooms across servers: joining (`make_join`/`send_join`), inviting (`invite` v2),
+//! transactions of PDUs (`send`), and fetching events (`event`, `get_missing_events`).
+
+use std::collections::HashSet;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{Method, StatusCode},
+};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, UserId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Signed, transport::FederationClient};
+use crate::{
+    client::{AppState, Path},
+    error::{Error, MatrixError, Result},
+    rooms::{
+        EventTemplate,
+        graph::{self, RoomCtx, version_rules},
+        remote::{self, Accepted},
+    },
+    storage::{
+        accounts, events as ev_store, federation as fed_store, now_ms, state as state_store,
+    },
+};
+
+fn server_of(user: &str) -> Option<&str> {
+    user.split_once(':').map(|(_, s)| s)
+}
+
+fn obj_of(v: &Value) -> std::result::Result<CanonicalJsonObject, MatrixError> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| MatrixError::bad_json(format!("Invalid PDU: {e}")))
+}
+
+fn str_field<'a>(obj: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
+    match obj.get(key) {
+        Some(CanonicalJsonValue::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether `server` has a joined member in the room.
+fn server_in_room(conn: &rusqlite::Connection, room_id: &str, server: &str) -> Result<bool> {
+    Ok(fed_store::servers_in_room(conn, room_id)?
+        .iter()
+        .any(|s| s == server))
+}
+
+/// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.
+pub(super) async fn make_join(
+    State(state): State<AppState>,
+    Path((room_id, user_id)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    if server_of(&user_id) != Some(signed.origin.as_str()) {
+        return Err(MatrixError::forbidden(
+            "You may only make joins for your own users",
+        ));
+    }
+    let user = UserId::parse(user_id.as_str())
+        .map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
+    // `ver` repeats once per room version the joining server supports.
+    let versions: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("ver="))
+        .map(str::to_owned)
+        .collect();
+    let identity = state.identity.clone();
+    let template = state
+        .db
+        .read(move |conn| {
+            let ctx = RoomCtx::load(conn, &room_id)?;
+            if !versions.is_empty() && !versions.iter().any(|v| v == ctx.version.as_str()) {
+                return Err(MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_INCOMPATIBLE_ROOM_VERSION",
+                    "Your server does not support this room's version",
+                )
+                .with_field("room_version", json!(ctx.version.as_str()))
+                .into());
+            }
+            let tpl = EventTemplate::state(
+                "m.room.member",
+                user.as_str(),
+                json!({ "membership": "join" }),
+            );
+            let obj = graph::event_template(&ctx, &identity, &user, &tpl, now_ms())?;
+            // Refuse early if the join would not be allowed now.
+            let (pdu, _) = graph::sign_event(obj.clone(), &identity, &ctx.rules)?;
+            graph::check_auth(conn, &ctx, &pdu)?;
+            Ok((ctx.version.to_string(), obj))
+        })
+        .await?;
+    let mut event = template.1;
+    event.remove("origin");
+    Ok(Json(json!({ "room_version": template.0, "event": event })))
+}
+
+/// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
+pub(super) async fn send_join(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let obj = obj_of(&signed.body)?;
+    let sender = str_field(&obj, "sender").unwrap_or_default().to_owned();
+    if server_of(&sender) != Some(signed.origin.as_str())
+        || str_field(&obj, "type") != Some("m.room.member")
+        || str_field(&obj, "state_key") != Some(sender.as_str())
+    {
+        return Err(MatrixError::bad_json("Not a join of one of your own users"));
+    }
+    let membership = match obj.get("content") {
+        Some(CanonicalJsonValue::Object(c)) => c.get("membership").cloned(),
+        _ => None,
+    };
+    if membership != Some(CanonicalJsonValue::String("join".into())) {
+        return Err(MatrixError::bad_json("Not a join event"));
+    }
+    let origin = signed.origin.clone();
+    let local = state.identity.server_name().to_string();
+    let response = state
+        .db
+        .write(move |txn| {
+            let room = ev_store::get_room(txn, &room_id)?
+                .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
+            let (_, rules) = version_rules(&room.room_version)?;
+            let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
+            if id.as_str() != event_id {
+                return Err(MatrixError::bad_json("Event id does not match the event").into());
+            }
+            // The state the joining server needs: the room's state before the join.
+            let state_before = state_store::current_state(txn, &room_id)?;
+            match remote::accept_pdu(txn, &room_id, id.clone(), &obj, &rules)? {
+                Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
+                Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
+                    return Err(MatrixError::forbidden(format!("Join not allowed: {why}")).into());
+                }
+                Err(missing) => {
+                    return Err(MatrixError::bad_json(format!(
+                        "Unknown prev events: {:?}",
+                        missing.0
+                    ))
+                    .into());
+                }
+            }
+            fed_store::enqueue_for_room(
+                txn,
+                &room_id,
+                id.as_str(),
+                &local,
+                Some(&origin),
+                now_ms(),
+            )?;
+            let mut state_pdus = Vec::new();
+            for ev_id in state_before.values() {
+                if let Some(json) = ev_store::get_event_json(txn, ev_id)? {
+                    state_pdus.push(serde_json::from_str::<Value>(&json)?);
+                }
+            }
+            let chain =
+                auth_chain_pdus(txn, state_before.values().cloned().chain([id.to_string()]))?;
+            let servers = fed_store::servers_in_room(txn, &room_id)?;
+            Ok(json!({
+                "origin": local,
+                "state": state_pdus,
+                "auth_chain": chain,
+                "event": signed.body,
+                "members_omitted": false,
+                "servers_in_room": servers,
+            }))
+        })
+        .await?;
+    state.notifier.notify();
+    Ok(Json(response))
+}
+
+fn auth_chain_pdus(
+    conn: &rusqlite::Connection,
+    start: impl Iterator<Item = String>,
+) -> Result<Vec<Value>> {
+    let mut seen = HashSet::new();
+    let mut todo: Vec<String> = Vec::new();
+    for id in start {
+        if let Some(pdu) = graph::load_pdu(conn, &id)? {
+            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some(json) = ev_store::get_event_json(conn, &id)? {
+            let pdu = graph::load_pdu(conn, &id)?;
+            if let Some(p) = pdu {
+                todo.extend(p.data.auth_events.iter().map(|e| e.to_string()));
+            }
+            out.push(serde_json::from_str::<Value>(&json)?);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+pub(super) struct InviteBody {
+    room_version: String,
+    event: Value,
+    #[serde(default)]
+    invite_room_state: Vec<Value>,
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`.
+pub(super) async fn invite(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    signed: Signed<InviteBody>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let body = signed.body;
+    let (_, rules) = version_rules(&body.room_version).map_err(|_| {
+        MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            "Unsupported room version",
+        )
+        .with_field("room_version", json!(body.room_version))
+    })?;
+    let obj = obj_of(&body.event)?;
+    let sender = str_field(&obj, "sender").unwrap_or_default().to_owned();
+    let target = str_field(&obj, "state_key").unwrap_or_default().to_owned();
+    if server_of(&sender) != Some(signed.origin.as_str())
+        || str_field(&obj, "type") != Some("m.room.member")
+    {
+        return Err(MatrixError::forbidden(
+            "Invites must come from the inviter's own server",
+        ));
+    }
+    if server_of(&target) != Some(state.identity.server_name().as_str()) {
+        return Err(MatrixError::forbidden("The invitee is not on this server"));
+    }
+    let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
+    if id.as_str() != event_id {
+        return Err(MatrixError::bad_json("Event id does not match the event"));
+    }
+    let (signed_obj, _) = {
+        let mut o = obj.clone();
+        ruma::signatures::sign_event(
+            state.identity.server_name().as_str(),
+            state.identity.key_pair(),
+            &mut o,
+            &rules.redaction,
+        )
+        .map_err(|e| MatrixError::bad_json(e.to_string()))?;
+        (o, ())
+    };
+    let json = serde_json::to_string(&signed_obj).map_err(|_| MatrixError::internal())?;
+    let invite_state =
+        serde_json::to_string(&body.invite_room_state).map_err(|_| MatrixError::internal())?;
+    let (rid, tgt) = (room_id.clone(), target.clone());
+    let ts = match obj.get("origin_server_ts") {
+        Some(CanonicalJsonValue::Integer(i)) => i64::from(*i),
+        _ => now_ms(),
+    };
+    state
+        .db
+        .write(move |txn| {
+            if accounts::get_user(txn, &tgt)?.is_none() {
+                return Err(MatrixError::not_found("No such user").into());
+            }
+            if ev_store::get_event(txn, id.as_str())?.is_none() {
+                let pos = txn.next_pos();
+                txn.execute(
+                    "INSERT INTO events (event_id, room_id, stream, type, state_key, sender, origin_server_ts,
+                        depth, json, outlier) VALUES (?1, ?2, ?3, 'm.room.member', ?4, ?5, ?6, 0, ?7, 1)",
+                    rusqlite::params![id.as_str(), rid, pos, tgt, sender, ts, json],
+                )?;
+                ev_store::set_membership(txn, &rid, &tgt, "invite", id.as_str(), pos)?;
+            }
+            fed_store::set_invite_state(txn, &rid, &tgt, &invite_state)?;
+            Ok(())
+        })
+        .await?;
+    state.notifier.notify();
+    Ok(Json(json!({ "event": signed_obj })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Transaction {
+    #[serde(default)]
+    pdus: Vec<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    edus: Vec<Value>,
+}
+
+/// `PUT /_matrix/federation/v1/send/{txnId}`.
+pub(super) async fn send_transaction(
+    State(state): State<AppState>,
+    Path(_txn_id): Path<String>,
+    signed: Signed<Transaction>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let mut results = Map::new();
+    let client = state.federation().cloned();
+    for pdu in signed.body.pdus.into_iter().take(50) {
+        let outcome = receive_pdu(&state, client.as_ref(), &signed.origin, pdu, 0).await;
+        let (id, result) = match outcome {
+            Ok((id, Accepted::Stored(_) | Accepted::Known)) => (id, json!({})),
+            Ok((id, Accepted::Rejected(why) | Accepted::SoftFailed(why))) => {
+                (id, json!({ "error": why }))
+            }
+            Err((id, e)) => (id, json!({ "error": e })),
+        };
+        if !id.is_empty() {
+            results.insert(id, result);
+        }
+    }
+    state.notifier.notify();
+    Ok(Json(json!({ "pdus": results })))
+}
+
+/// Checks and stores one PDU, fetching missing prev events from `origin` first.
+async fn receive_pdu(
+    state: &AppState,
+    client: Option<&FederationClient>,
+    origin: &str,
+    pdu: Value,
+    depth: usize,
+) -> std::result::Result<(String, Accepted), (String, String)> {
+    let obj = obj_of(&pdu).map_err(|e| (String::new(), e.message))?;
+    let Some(room_id) = str_field(&obj, "room_id").map(str::to_owned) else {
+        return Err((String::new(), "PDU without a room id".into()));
+    };
+    let rid = room_id.clone();
+    let room = state
+        .db
+        .read(move |c| ev_store::get_room(c, &rid))
+        .await
+        .map_err(|e| (String::new(), e.to_string()))?;
+    let Some(room) = room else {
+        return Err((String::new(), "This server is not in that room".into()));
+    };
+    let (_, rules) = version_rules(&room.room_version).map_err(|e| (String::new(), e.message))?;
+    let (event_id, obj) = remote::verify_pdu(obj, &rules).map_err(|e| (String::new(), e))?;
+    let id = event_id.to_string();
+    for _attempt in 0..2 {
+        let (rid, eid, o, r) = (
+            room_id.clone(),
+            event_id.clone(),
+            obj.clone(),
+            rules.clone(),
+        );
+        let outcome = state
+            .db
+            .write(move |txn| remote::accept_pdu(txn, &rid, eid, &o, &r))
+            .await
+            .map_err(|e| (id.clone(), e.to_string()))?;
+        match outcome {
+            Ok(accepted) => return Ok((id, accepted)),
+            Err(missing) => {
+                let Some(client) = client else { break };
+                if depth > 8 {
+                    break;
+                }
+                fetch_missing(state, client, origin, &room_id, &missing.0, depth).await;
+            }
+        }
+    }
+    Err((id, "prev events could not be fetched".into()))
+}
+
+/// Asks `origin` for the events between what we have and `missing`, and stores them.
+async fn fetch_missing(
+    state: &AppState,
+    client: &FederationClient,
+    origin: &str,
+    room_id: &str,
+    missing: &[String],
+    depth: usize,
+) {
+    let rid = room_id.to_owned();
+    let earliest = state
+        .db
+        .read(move |c| ev_store::forward_extremities(c, &rid))
+        .await
+        .unwrap_or_default();
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        crate::client::percent_encode(room_id)
+    );
+    let body = json!({ "earliest_events": earliest, "latest_events": missing, "limit": 50 });
+    let Ok(resp) = client
+        .request(origin, Method::POST, &path, Some(body))
+        .await
+    else {
+        return;
+    };
+    let events = resp.body["events"].as_array().cloned().unwrap_or_default();
+    for ev in events {
+        let _ = Box::pin(receive_pdu(state, Some(client), origin, ev, depth + 1)).await;
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct MissingBody {
+    #[serde(default)]
+    earliest_events: Vec<String>,
+    latest_events: Vec<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`.
+pub(super) async fn get_missing_events(
+    State(state): State<AppState>,
+    Path(room_id): Path<String>,
+    signed: Signed<MissingBody>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let origin = signed.origin;
+    let body = signed.body;
+    let events = state
+        .db
+        .read(move |conn| {
+            if !server_in_room(conn, &room_id, &origin)? {
+                return Err(MatrixError::forbidden("Your server is not in this room").into());
+            }
+            let limit = body.limit.unwrap_or(10).min(100);
+            let stop: HashSet<String> = body.earliest_events.into_iter().collect();
+            let mut seen = HashSet::new();
+            let mut todo = body.latest_events;
+            let mut out = Vec::new();
+            while let Some(id) = todo.pop() {
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                let Some(pdu) = graph::load_pdu(conn, &id)? else {
+                    continue;
+                };
+                for p in &pdu.data.prev_events {
+                    if !stop.contains(p.as_str()) {
+                        todo.insert(0, p.to_string());
+                    }
+                }
+                if !seen.contains(&id) || out.len() < limit {
+                    if let Some(ev) = ev_store::get_event(conn, &id)?
+                        && ev.room_id == room_id
+                        && !stop.contains(&id)
+                        && !body_contains_latest(&id, &seen)
+                    {
+                        out.push((
+                            ev.stream.unwrap_or(0),
+                            serde_json::from_str::<Value>(&ev.json)?,
+                        ));
+                    }
+                }
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            out.sort_by_key(|(s, _)| *s);
+            Ok(out.into_iter().map(|(_, v)| v).collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(json!({ "events": events })))
+}
+
+fn body_contains_latest(_id: &str, _seen: &HashSet<String>) -> bool {
+    false
+}
+
+/// `GET /_matrix/federation/v1/event/{eventId}`.
+pub(super) async fn get_event(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let origin = signed.origin;
+    let local = state.identity.server_name().to_string();
+    let pdu = state
+        .db
+        .read(move |conn| {
+            let ev = ev_store::get_event(conn, &event_id)?
+                .ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+            if !server_in_room(conn, &ev.room_id, &origin)? {
+                return Err(MatrixError::forbidden("Your server is not in this room").into());
+            }
+            Ok(serde_json::from_str::<Value>(&ev.json)?)
+        })
+        .await?;
+    Ok(Json(
+        json!({ "origin": local, "origin_server_ts": now_ms(), "pdus": [pdu] }),
+    ))
+}
+
+// ----- The local side: joining and inviting across servers -----
+
+/// Joins a local user to a room that lives on other servers, trying each of `via`.
+pub async fn join_remote(
+    state: &AppState,
+    user: &UserId,
+    room_id: &str,
+    via: &[String],
+) -> Result<()> {
+    let client = state.federation().cloned().ok_or_else(|| {
+        MatrixError::not_found("Room not found, and peer-to-peer networking is off")
+    })?;
+    let mut last_error = String::from("no server to join through");
+    for server in via {
+        if server == state.identity.server_name().as_str() {
+            continue;
+        }
+        match join_through(state, &client, user, room_id, server).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::info!(%server, error = %e, "remote join failed");
+                last_error = e.to_string();
+            }
+        }
+    }
+    Err(MatrixError::not_found(format!("Could not join the room: {last_error}")).into())
+}
+
+async fn join_through(
+    state: &AppState,
+    client: &FederationClient,
+    user: &UserId,
+    room_id: &str,
+    server: &str,
+) -> Result<()> {
+    let versions: String = graph::SUPPORTED_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}&"))
+        .collect();
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/{}?{}",
+        crate::client::percent_encode(room_id),
+        crate::client::percent_encode(user.as_str()),
+        versions.trim_end_matches('&'),
+    );
+    let resp = client.request(server, Method::GET, &path, None).await?;
+    if resp.status != StatusCode::OK {
+        return Err(Error::Network(format!(
+            "make_join: {} {}",
+            resp.status, resp.body
+        )));
+    }
+    let version = resp.body["room_version"].as_str().unwrap_or("").to_owned();
+    let (_, rules) = version_rules(&version)?;
+    let template = obj_of(&resp.body["event"])?;
+    // Rebuild everything that says who joins and how; keep only the graph position.
+    let uid = user.to_string();
+    let profile = state
+        .db
+        .read(move |c| accounts::get_profile(c, &uid))
+        .await?;
+    let mut content = CanonicalJsonObject::new();
+    content.insert(
+        "membership".into(),
+        CanonicalJsonValue::String("join".into()),
+    );
+    if let Some((name, avatar)) = profile {
+        if let Some(n) = name {
+            content.insert("displayname".into(), CanonicalJsonValue::String(n));
+        }
+        if let Some(a) = avatar {
+            content.insert("avatar_url".into(), CanonicalJsonValue::String(a));
+        }
+    }
+    let mut event = CanonicalJsonObject::new();
+    for key in ["room_id", "prev_events", "auth_events", "depth"] {
+        if let Some(v) = template.get(key) {
+            event.insert(key.into(), v.clone());
+        }
+    }
+    if str_field(&event, "room_id") != Some(room_id) {
+        return Err(Error::Network("make_join answered for another room".into()));
+    }
+    event.insert(
+        "type".into(),
+        CanonicalJsonValue::String("m.room.member".into()),
+    );
+    event.insert(
+        "sender".into(),
+        CanonicalJsonValue::String(user.to_string()),
+    );
+    event.insert(
+        "state_key".into(),
+        CanonicalJsonValue::String(user.to_string()),
+    );
+    event.insert("content".into(), CanonicalJsonValue::Object(content));
+    event.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(
+            now_ms()
+                .try_into()
+                .map_err(|_| Error::Event("time".into()))?,
+        ),
+    );
+    if !rules.authorization.use_room_create_sender {
+        event.insert(
+            "origin".into(),
+            CanonicalJsonValue::String(state.identity.server_name().to_string()),
+        );
+    }
+    let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
+    let path = format!(
+        "/_matrix/federation/v2/send_join/{}/{}",
+        crate::client::percent_encode(room_id),
+        crate::client::percent_encode(pdu.event_id.as_str()),
+    );
+    let body = serde_json::to_value(&signed)?;
+    let resp = client
+        .request(server, Method::PUT, &path, Some(body))
+        .await?;
+    if resp.status != StatusCode::OK {
+        return Err(Error::Network(format!(
+            "send_join: {} {}",
+            resp.status, resp.body
+        )));
+    }
+    let state_pdus = resp.body["state"].as_array().cloned().unwrap_or_default();
+    let chain = resp.body["auth_chain"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let room = room_id.to_owned();
+    let join_id = pdu.event_id.clone();
+    let joined = state
+        .db
+        .write(move |txn| {
+            // Store the auth chain and state, oldest dependencies first where we can.
+            let mut state_map = state_store::StateMap::new();
+            for ev in chain.iter().chain(state_pdus.iter()) {
+                let obj = obj_of(ev)?;
+                remote::store_outlier(txn, &room, obj, &rules)?;
+            }
+            for ev in &state_pdus {
+                let obj = obj_of(ev)?;
+                let (id, obj) = remote::verify_pdu(obj, &rules).map_err(Error::Event)?;
+                if let (Some(ty), Some(key)) =
+                    (str_field(&obj, "type"), str_field(&obj, "state_key"))
+                {
+                    state_map.insert((ty.to_owned(), key.to_owned()), id.to_string());
+                }
+            }
+            if ev_store::get_room(txn, &room)?.is_none() {
+                ev_store::insert_room(txn, &room, &version, "")?;
+            }
+            let group = state_store::create_state_group(txn, &room, None, &state_map)?;
+            // The state before our join is the resident server's answer (each event's signatures
+            // were checked above); our join is then checked against it like any event.
+            for ((ty, key), id) in &state_map {
+                state_store::set_current_state(txn, &room, ty, key, id)?;
+            }
+            ev_store::set_room_state_group(txn, &room, group)?;
+            // Memberships of everyone already in the room.
+            let pos = txn.next_pos();
+            for ((ty, key), id) in &state_map {
+                if ty == "m.room.member"
+                    && let Some(json) = ev_store::get_event_json(txn, id)?
+                {
+                    let v: Value = serde_json::from_str(&json)?;
+                    let m = v
+                        .pointer("/content/membership")
+                        .and_then(Value::as_str)
+                        .unwrap_or("leave");
+                    ev_store::set_membership(txn, &room, key, m, id, pos)?;
+                }
+            }
+            let mut ctx = RoomCtx::load(txn, &room)?;
+            ctx.depth = i64::try_from(u64::from(pdu.data.depth)).unwrap_or(i64::MAX);
+            graph::check_auth(txn, &ctx, &pdu)?;
+            graph::persist_event(txn, &mut ctx, &pdu, &signed, None)?;
+            txn.execute(
+                "DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id != ?2",
+                rusqlite::params![room, join_id.as_str()],
+            )?;
+            Ok(())
+        })
+        .await;
+    joined?;
+    state.notifier.notify();
+    Ok(())
+}
+
+/// Sends an invite for a user of another server, signed by both servers; returns the event to
+/// store.
+pub async fn invite_remote(
+    state: &AppState,
+    room_id: &str,
+    version: &str,
+    event: &CanonicalJsonObject,
+    event_id: &EventId,
+    invite_state: Vec<Value>,
+) -> Result<CanonicalJsonObject> {
+    let client = state
+        .federation()
+        .cloned()
+        .ok_or_else(|| MatrixError::forbidden("Peer-to-peer networking is off"))?;
+    let target = str_field(event, "state_key").unwrap_or_default().to_owned();
+    let server = server_of(&target)
+        .ok_or_else(|| MatrixError::invalid_param("Invalid user id"))?
+        .to_owned();
+    let path = format!(
+        "/_matrix/federation/v2/invite/{}/{}",
+        crate::client::percent_encode(room_id),
+        crate::client::percent_encode(event_id.as_str()),
+    );
+    let body =
+        json!({ "room_version": version, "event": event, "invite_room_state": invite_state });
+    let resp = client
+        .request(&server, Method::PUT, &path, Some(body))
+        .await
+        .map_err(|e| {
+            MatrixError::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                format!("The invitee's server is unreachable: {e}"),
+            )
+        })?;
+    if resp.status != StatusCode::OK {
+        return Err(MatrixError::forbidden(format!(
+            "The invitee's server refused the invite: {}",
+            resp.body
+        ))
+        .into());
+    }
+    let signed = obj_of(&resp.body["event"])?;
+    let (_, rules) = version_rules(version)?;
+    let (returned_id, _) =
+        remote::verify_pdu(signed.clone(), &rules).map_err(MatrixError::forbidden)?;
+    if returned_id.as_str() != event_id.as_str() {
+        return Err(MatrixError::forbidden("The invitee's server changed the invite").into());
+    }
+    Ok(signed)
+}
+
+/// Invites a user of another server: the invite is built and checked here, signed by the
+/// invitee's server, then added to the room and sent to the other servers in it.
+pub async fn invite_user(
+    state: &AppState,
+    sender: &UserId,
+    room_id: &str,
+    target: &UserId,
+) -> Result<()> {
+    let identity = state.identity.clone();
+    let (s, t, r) = (sender.to_owned(), target.to_owned(), room_id.to_owned());
+    let (obj, event_id, version, invite_state) = state
+        .db
+        .read(move |conn| {
+            let ctx = RoomCtx::load(conn, &r)?;
+            if let Some(m) = ev_store::membership(conn, &r, t.as_str())?
+                && (m.membership == "join" || m.membership == "ban")
+            {
+                return Err(MatrixError::forbidden("User is already in the room or banned").into());
+            }
+            let tpl = EventTemplate::state(
+                "m.room.member",
+                t.as_str(),
+                json!({ "membership": "invite" }),
+            );
+            let (pdu, obj) = graph::build_event(&ctx, &identity, &s, &tpl, now_ms())?;
+            graph::check_auth(conn, &ctx, &pdu)?;
+            let mut stripped = Vec::new();
+            for ty in [
+                "m.room.create",
+                "m.room.join_rules",
+                "m.room.name",
+                "m.room.avatar",
+                "m.room.canonical_alias",
+                "m.room.encryption",
+                "m.room.topic",
+            ] {
+                if let Some(id) = ctx.state_event(ty, "")
+                    && let Some(ev) = ev_store::get_event(conn, id)?
+                {
+                    stripped.push(crate::rooms::format::stripped_state(&ev)?);
+                }
+            }
+            if let Some(id) = ctx.state_event("m.room.member", s.as_str())
+                && let Some(ev) = ev_store::get_event(conn, id)?
+            {
+                stripped.push(crate::rooms::format::stripped_state(&ev)?);
+            }
+            Ok((obj, pdu.event_id, ctx.version.to_string(), stripped))
+        })
+        .await?;
+    let signed = invite_remote(state, room_id, &version, &obj, &event_id, invite_state).await?;
+    let (_, rules) = version_rules(&version)?;
+    let (r, local) = (room_id.to_owned(), state.identity.server_name().to_string());
+    state
+        .db
+        .write(move |txn| {
+            match remote::accept_pdu(txn, &r, event_id.clone(), &signed, &rules)? {
+                Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
+                Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
+                    return Err(MatrixError::forbidden(format!("Invite not allowed: {why}")).into());
+                }
+                Err(_) => return Err(Error::Event("invite lost its place in the room".into())),
+            }
+            fed_store::enqueue_for_room(txn, &r, event_id.as_str(), &local, None, now_ms())?;
+            Ok(())
+        })
+        .await?;
+    state.notifier.notify();
+    Ok(())
+}
+
+/// Whether this server takes part in the room now (some local user is joined), so local
+/// membership changes can be made here without asking another server.
+pub async fn is_resident(state: &AppState, room_id: &str) -> Result<bool> {
+    let (r, local) = (room_id.to_owned(), state.identity.server_name().to_string());
+    state
+        .db
+        .read(move |c| {
+            Ok(ev_store::get_room(c, &r)?.is_some()
+                && (fed_store::servers_in_room(c, &r)?.contains(&local)
+                    || fed_store::servers_in_room(c, &r)?.is_empty()))
+        })
+        .await
+}
+
+/// Servers that may let `user` join: the inviter's, then those already in the room.
+pub async fn join_candidates(state: &AppState, room_id: &str, user: &str) -> Result<Vec<String>> {
+    let (r, u) = (room_id.to_owned(), user.to_owned());
+    state
+        .db
+        .read(move |c| {
+            let mut out = Vec::new();
+            if let Some(m) = ev_store::membership(c, &r, &u)?
+                && m.membership == "invite"
+                && let Some(ev) = ev_store::get_event(c, &m.event_id)?
+                && let Some(server) = server_of(&ev.sender)
+            {
+                out.push(server.to_owned());
+            }
+            out.extend(fed_store::servers_in_room(c, &r)?);
+            Ok(out)
+        })
+        .await
+}

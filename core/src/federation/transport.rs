@@ -1,0 +1,162 @@
+//! Federation HTTP over libp2p streams: each request opens a `/neurite/federation/1` stream to
+//! the destination's peer id and speaks HTTP/1.1 on it, served by the same axum/hyper stack as
+//! the client API.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderValue, Method, Request, StatusCode, header},
+};
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use libp2p::PeerId;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tower::ServiceExt;
+
+use super::auth::sign_request;
+use crate::{
+    error::{Error, Result},
+    identity::{Identity, peer_id_for_server_name},
+    p2p::{FEDERATION_PROTOCOL, P2p},
+};
+
+/// The Noise-authenticated peer a federation request arrived from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthenticatedPeer(pub PeerId);
+
+/// Largest federation response body read.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest a federation request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts federation streams and serves each with `router`, until the swarm stops.
+pub fn serve(p2p: &P2p, router: Router) -> Result<()> {
+    let mut incoming = p2p
+        .control()
+        .accept(FEDERATION_PROTOCOL)
+        .map_err(|e| Error::Network(e.to_string()))?;
+    tokio::spawn(async move {
+        while let Some((peer, stream)) = incoming.next().await {
+            let router = router.clone();
+            tokio::spawn(async move {
+                let io = TokioIo::new(stream.compat());
+                let service =
+                    hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(AuthenticatedPeer(peer));
+                        router.clone().oneshot(req.map(Body::new))
+                    });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "federation stream ended with an error");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// A federation response.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// JSON body (`Null` if empty or not JSON).
+    pub body: serde_json::Value,
+}
+
+/// Sends signed federation requests to other Neurite nodes.
+#[derive(Clone)]
+pub struct FederationClient {
+    identity: Arc<Identity>,
+    p2p: P2p,
+}
+
+impl FederationClient {
+    /// Creates the client.
+    pub fn new(identity: Arc<Identity>, p2p: P2p) -> Self {
+        Self { identity, p2p }
+    }
+
+    /// Sends a request to `destination` (a server name); `path` includes the query string.
+    pub async fn request(
+        &self,
+        destination: &str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Response> {
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.request_inner(destination, method, path, body),
+        )
+        .await
+        .map_err(|_| Error::Network(format!("request to {destination} timed out")))?
+    }
+
+    async fn request_inner(
+        &self,
+        destination: &str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Response> {
+        let peer = peer_id_for_server_name(destination)
+            .ok_or_else(|| Error::Network(format!("{destination} is not a Neurite server name")))?;
+        let auth = sign_request(
+            &self.identity,
+            method.as_str(),
+            path,
+            destination,
+            body.as_ref(),
+        )
+        .ok_or_else(|| Error::Network("could not sign the request".into()))?;
+        let stream = self
+            .p2p
+            .control()
+            .open_stream(peer, FEDERATION_PROTOCOL)
+            .await
+            .map_err(|e| Error::Network(format!("stream to {destination}: {e}")))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
+                .await
+                .map_err(|e| Error::Network(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let bytes = match &body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, destination)
+            .header(header::AUTHORIZATION, auth);
+        if body.is_some() {
+            req = req.header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        let req = req
+            .body(Full::new(axum::body::Bytes::from(bytes)))
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let status = resp.status();
+        let collected = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| Error::Network(format!("reading response from {destination}: {e}")))?
+            .to_bytes();
+        let body = serde_json::from_slice(&collected).unwrap_or(serde_json::Value::Null);
+        Ok(Response { status, body })
+    }
+}

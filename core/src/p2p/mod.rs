@@ -1,0 +1,385 @@
+//! The peer-to-peer transport: a libp2p swarm (TCP, Noise, Yamux) with identify, ping,
+//! optional mDNS, and a stream protocol that carries federation HTTP.
+//!
+//! The swarm runs in one task. The rest of the node talks to it through [`P2p`]: opening
+//! federation streams, dialling peers, and watching peers come and go.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::StreamExt;
+pub use libp2p::{Multiaddr, PeerId};
+use libp2p::{
+    StreamProtocol, Swarm, identify, mdns, noise, ping,
+    swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
+    tcp, yamux,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::{
+    error::{Error, Result},
+    identity::{Identity, server_name_for_peer},
+};
+
+/// The stream protocol federation requests travel on.
+pub const FEDERATION_PROTOCOL: StreamProtocol = StreamProtocol::new("/neurite/federation/1");
+
+/// A connection with no open streams is closed after this long. Peers reconnect on demand.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How a peer became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Discovery {
+    /// Given as a static peer or added by the app.
+    Static,
+    /// Found by mDNS on the local network.
+    Mdns,
+    /// Connected to us first.
+    Inbound,
+}
+
+/// What the node knows about a peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub peer_id: PeerId,
+    /// The peer's Matrix server name, if it is a Neurite node.
+    pub server_name: Option<String>,
+    /// Known addresses.
+    pub addresses: Vec<Multiaddr>,
+    /// Whether a connection is open.
+    pub connected: bool,
+    /// How it was found.
+    pub discovered: Discovery,
+}
+
+/// A change in connectivity.
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// The first connection to a peer opened.
+    Connected(PeerId),
+    /// The last connection to a peer closed.
+    Disconnected(PeerId),
+}
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (full multiaddrs ending in `/p2p/<peer id>`).
+    pub static_peers: Vec<Multiaddr>,
+    /// Whether to discover peers with mDNS.
+    pub mdns: bool,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    stream: libp2p_stream::Behaviour,
+}
+
+enum Command {
+    Dial(Multiaddr, Discovery, oneshot::Sender<Result<(), String>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+}
+
+/// Handle to the running swarm. Cheap to clone.
+#[derive(Clone)]
+pub struct P2p {
+    peer_id: PeerId,
+    control: libp2p_stream::Control,
+    commands: mpsc::Sender<Command>,
+    listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    events: broadcast::Sender<PeerEvent>,
+}
+
+/// The peer id at the end of a multiaddr (`/p2p/<id>`), if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+impl P2p {
+    /// Builds the swarm, starts listening, dials static peers, and runs it until `stop` fires.
+    pub async fn start(
+        identity: &Identity,
+        config: P2pConfig,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let keypair = identity.libp2p_keypair()?;
+        let peer_id = keypair.public().to_peer_id();
+        let mdns_on = config.mdns;
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| Error::Network(e.to_string()))?
+            .with_behaviour(|key| {
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(
+                        mdns::Config::default(),
+                        key.public().to_peer_id(),
+                    )?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    identify: identify::Behaviour::new(identify::Config::new(
+                        "/neurite/1".to_owned(),
+                        key.public(),
+                    )),
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    mdns: Toggle::from(mdns),
+                    stream: libp2p_stream::Behaviour::new(),
+                })
+            })
+            .map_err(|e| Error::Network(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::Network(format!("listen on {addr}: {e}")))?;
+        }
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, command_rx) = mpsc::channel(32);
+        let (addr_tx, listen_addrs) = watch::channel(Vec::new());
+        let (events, _) = broadcast::channel(64);
+        let mut driver = Driver {
+            swarm,
+            commands: command_rx,
+            listen_addrs: addr_tx,
+            events: events.clone(),
+            peers: HashMap::new(),
+            connected: HashSet::new(),
+        };
+        for addr in &config.static_peers {
+            if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
+                tracing::warn!(error = %e, "static peer not dialled");
+            }
+        }
+        tokio::spawn(driver.run(stop));
+        let p2p = Self {
+            peer_id,
+            control,
+            commands,
+            listen_addrs,
+            events,
+        };
+        p2p.wait_for_listeners(config.listen.len()).await;
+        Ok(p2p)
+    }
+
+    async fn wait_for_listeners(&self, expected: usize) {
+        let mut rx = self.listen_addrs.clone();
+        let wait = rx.wait_for(|addrs| addrs.len() >= expected.min(1));
+        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Addresses this node listens on, each ending in `/p2p/<peer id>`.
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs
+            .borrow()
+            .iter()
+            .map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a))
+            .collect()
+    }
+
+    /// A control for opening federation streams.
+    pub fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
+    /// Dials a peer at a full multiaddr and remembers it as a static peer.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<()> {
+        if peer_of(&addr).is_none() {
+            return Err(Error::Network(format!(
+                "{addr} does not end in /p2p/<peer id>"
+            )));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dial(addr, Discovery::Static, tx))
+            .await
+            .map_err(|_| Error::Network("the network is stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Network("the network is stopped".into()))?
+            .map_err(Error::Network)
+    }
+
+    /// Every peer the node knows of.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Peers(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Connectivity changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
+        self.events.subscribe()
+    }
+}
+
+struct Known {
+    addresses: Vec<Multiaddr>,
+    discovered: Discovery,
+}
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    listen_addrs: watch::Sender<Vec<Multiaddr>>,
+    events: broadcast::Sender<PeerEvent>,
+    peers: HashMap<PeerId, Known>,
+    connected: HashSet<PeerId>,
+}
+
+impl Driver {
+    fn remember(&mut self, peer: PeerId, addr: Multiaddr, how: Discovery) {
+        let known = self.peers.entry(peer).or_insert(Known {
+            addresses: Vec::new(),
+            discovered: how,
+        });
+        if !known.addresses.contains(&addr) {
+            known.addresses.push(addr.clone());
+        }
+        self.swarm.add_peer_address(peer, addr);
+    }
+
+    fn dial(&mut self, addr: Multiaddr, how: Discovery) -> Result<(), String> {
+        if let Some(peer) = peer_of(&addr) {
+            if peer == *self.swarm.local_peer_id() {
+                return Err("that is this node's own address".into());
+            }
+            let bare: Multiaddr = addr
+                .iter()
+                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                .collect();
+            self.remember(peer, bare, how);
+        }
+        self.swarm
+            .dial(addr.clone())
+            .map_err(|e| format!("dial {addr}: {e}"))
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                command = self.commands.recv() => match command {
+                    Some(Command::Dial(addr, how, reply)) => {
+                        let _ = reply.send(self.dial(addr, how));
+                    }
+                    Some(Command::Peers(reply)) => {
+                        let _ = reply.send(self.peer_list());
+                    }
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        tracing::debug!("p2p swarm stopped");
+    }
+
+    fn peer_list(&self) -> Vec<PeerInfo> {
+        let mut list: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(peer, known)| PeerInfo {
+                peer_id: *peer,
+                server_name: server_name_for_peer(peer),
+                addresses: known.addresses.clone(),
+                connected: self.connected.contains(peer),
+                discovered: known.discovered,
+            })
+            .collect();
+        list.sort_by_key(|p| p.peer_id.to_string());
+        list
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "p2p listening");
+                self.listen_addrs.send_modify(|addrs| addrs.push(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs
+                    .send_modify(|addrs| addrs.retain(|a| *a != address));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if !self.peers.contains_key(&peer_id) {
+                    let how = if endpoint.is_dialer() {
+                        Discovery::Static
+                    } else {
+                        Discovery::Inbound
+                    };
+                    self.peers.insert(
+                        peer_id,
+                        Known {
+                            addresses: Vec::new(),
+                            discovered: how,
+                        },
+                    );
+                }
+                if num_established.get() == 1 {
+                    self.connected.insert(peer_id);
+                    tracing::info!(peer = %peer_id, "peer connected");
+                    let _ = self.events.send(PeerEvent::Connected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } if num_established == 0 => {
+                self.connected.remove(&peer_id);
+                tracing::info!(peer = %peer_id, "peer disconnected");
+                let _ = self.events.send(PeerEvent::Disconnected(peer_id));
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.remember(peer, addr, Discovery::Mdns);
+                    if !self.connected.contains(&peer) {
+                        let _ = self.swarm.dial(peer);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                for addr in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, addr);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Federation bookkeeping: the outbox and invites from other servers.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// Queues an event for every server with a joined member in the room, except `local` and
+/// `exclude`.
+pub fn enqueue_for_room(
+    conn: &Connection,
+    room_id: &str,
+    event_id: &str,
+    local: &str,
+    exclude: Option<&str>,
+    now: i64,
+) -> Result<usize> {
+    let servers = servers_in_room(conn, room_id)?;
+    let mut n = 0;
+    for server in servers {
+        if server == local || Some(server.as_str()) == exclude {
+            continue;
+        }
+        enqueue(conn, &server, event_id, now)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Queues one event for one destination.
+pub fn enqueue(conn: &Connection, destination: &str, event_id: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO outbox (destination, event_id, created_ts) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![destination, event_id, now])?;
+    Ok(())
+}
+
+/// Servers with at least one joined member in a room.
+pub fn servers_in_room(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT substr(user_id, instr(user_id, ':') + 1) FROM memberships
+         WHERE room_id = ?1 AND membership = 'join'",
+    )?;
+    let rows = stmt.query_map([room_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Destinations with queued events.
+pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT destination FROM outbox")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The oldest queued items for a destination: `(id, event_id, pdu json)`.
+pub fn next_batch(
+    conn: &Connection,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.id, o.event_id, e.json FROM outbox o JOIN events e ON e.event_id = o.event_id
+         WHERE o.destination = ?1 ORDER BY o.id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![destination, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Removes delivered items (every id up to and including `upto`).
+pub fn delete_upto(conn: &Connection, destination: &str, upto: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM outbox WHERE destination = ?1 AND id <= ?2")?
+        .execute(params![destination, upto])?;
+    Ok(())
+}
+
+/// Stores the stripped state that came with an invite.
+pub fn set_invite_state(conn: &Connection, room_id: &str, user_id: &str, json: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO invite_states (room_id, user_id, json) VALUES (?1, ?2, ?3)
+         ON CONFLICT (room_id, user_id) DO UPDATE SET json = excluded.json",
+        params![room_id, user_id, json],
+    )?;
+    Ok(())
+}
+
+/// The stripped state that came with an invite, if any.
+pub fn invite_state(conn: &Connection, room_id: &str, user_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT json FROM invite_states WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row(params![room_id, user_id], |r| r.get(0))
+        .optional()?)
+}

@@ -1,0 +1,16 @@
+-- Events waiting to be sent to other servers, per destination, in order.
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    destination     TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    created_ts      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX outbox_destination ON outbox(destination, id);
+
+-- The stripped room state that came with an invite from another server.
+CREATE TABLE invite_states (
+    room_id         TEXT NOT NULL,
+    user_id         TEXT NOT NULL,
+    json            TEXT NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) STRICT;
