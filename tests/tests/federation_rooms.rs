@@ -179,3 +179,131 @@ async fn messages_sent_while_a_peer_is_away_arrive_when_it_returns() {
         "in the order they were sent"
     );
 }
+
+/// Builds a PDU for `room` as seen by `host`, from `sender`, signed by `signer`.
+async fn pdu_on(
+    host: &TestNode,
+    room: &str,
+    sender: &str,
+    signer: &neurite_core::identity::Identity,
+) -> (String, serde_json::Value) {
+    use neurite_core::rooms::{EventTemplate, graph};
+    let services = host.node().services().clone();
+    let (room, sender) = (room.to_owned(), ruma::UserId::parse(sender).unwrap());
+    let db = services.db.clone();
+    let seed_obj = db
+        .read(move |conn| {
+            let ctx = graph::RoomCtx::load(conn, &room)?;
+            let tpl = EventTemplate::message(
+                "m.room.message",
+                json!({ "msgtype": "m.text", "body": "forged" }),
+            );
+            let obj =
+                graph::event_template(&ctx, &services.identity, &sender, &tpl, 1_700_000_000_000)?;
+            Ok((obj, ctx.rules))
+        })
+        .await
+        .unwrap();
+    let (pdu, obj) = graph::sign_event(seed_obj.0, signer, &seed_obj.1).unwrap();
+    (pdu.event_id.to_string(), serde_json::to_value(obj).unwrap())
+}
+
+async fn send_pdu(from: &TestNode, to: &TestNode, pdu: serde_json::Value) -> serde_json::Value {
+    let body = json!({ "origin": from.server_name(), "origin_server_ts": 1, "pdus": [pdu] });
+    let resp = from
+        .node()
+        .services()
+        .federation()
+        .unwrap()
+        .request(
+            &to.server_name(),
+            reqwest::Method::PUT,
+            "/_matrix/federation/v1/send/t1",
+            Some(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200, "{:?}", resp.body);
+    resp.body
+}
+
+async fn assert_not_in_timeline(user: &neurite_tests::User, room: &str, event_id: &str) {
+    let page = user
+        .get_ok(&format!(
+            "/rooms/{}/messages?dir=b&limit=100",
+            neurite_tests::enc(room)
+        ))
+        .await;
+    let ids: Vec<&str> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert!(
+        !ids.contains(&event_id),
+        "refused event {event_id} must not reach the timeline"
+    );
+    let (status, _) = user
+        .get(&format!(
+            "/rooms/{}/event/{}",
+            neurite_tests::enc(room),
+            neurite_tests::enc(event_id)
+        ))
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn events_with_bad_signatures_or_failing_auth_are_refused() {
+    let (a, b) = pair().await;
+    let (alice, bob, room) = chat_room(&a, &b).await;
+    let a_identity = a.node().services().identity.clone();
+
+    // Signed by A, then altered: the signature no longer verifies.
+    let (id, mut pdu) = pdu_on(&b, &room, &alice.user_id, &a_identity).await;
+    pdu["origin_server_ts"] = json!(1_700_000_000_001u64);
+    let resp = send_pdu(&a, &b, pdu).await;
+    assert!(
+        resp["pdus"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|r| r["error"].is_string()),
+        "{resp}"
+    );
+    assert_not_in_timeline(&bob, &room, &id).await;
+
+    // Signed by a key that is not the one A's name encodes.
+    let impostor = neurite_core::identity::Identity::from_seed(&[7u8; 32]).unwrap();
+    let (id, pdu) = pdu_on(&b, &room, &alice.user_id, &impostor).await;
+    let resp = send_pdu(&a, &b, pdu).await;
+    assert!(
+        resp["pdus"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|r| r["error"].is_string()),
+        "{resp}"
+    );
+    assert_not_in_timeline(&bob, &room, &id).await;
+
+    // Properly signed by A, but from a user of A who never joined: fails the auth rules.
+    let mallory = format!("@mallory:{}", a.server_name());
+    let (id, pdu) = pdu_on(&b, &room, &mallory, &a_identity).await;
+    let resp = send_pdu(&a, &b, pdu).await;
+    assert!(resp["pdus"][&id]["error"].is_string(), "{resp}");
+    assert_not_in_timeline(&bob, &room, &id).await;
+
+    // The room still works, and its members are unchanged.
+    let ok = alice.send_text(&room, "still here").await;
+    bob.sync_until(None, |s| neurite_tests::has_event(s, &room, &ok))
+        .await;
+    let members = bob
+        .get_ok(&format!(
+            "/rooms/{}/joined_members",
+            neurite_tests::enc(&room)
+        ))
+        .await;
+    assert_eq!(members["joined"].as_object().unwrap().len(), 2, "{members}");
+}

@@ -558,55 +558,14 @@ async fn join_through(
         .db
         .read(move |c| accounts::get_profile(c, &uid))
         .await?;
-    let mut content = CanonicalJsonObject::new();
-    content.insert(
-        "membership".into(),
-        CanonicalJsonValue::String("join".into()),
-    );
-    if let Some((name, avatar)) = profile {
-        if let Some(n) = name {
-            content.insert("displayname".into(), CanonicalJsonValue::String(n));
-        }
-        if let Some(a) = avatar {
-            content.insert("avatar_url".into(), CanonicalJsonValue::String(a));
-        }
-    }
-    let mut event = CanonicalJsonObject::new();
-    for key in ["room_id", "prev_events", "auth_events", "depth"] {
-        if let Some(v) = template.get(key) {
-            event.insert(key.into(), v.clone());
-        }
-    }
-    if str_field(&event, "room_id") != Some(room_id) {
-        return Err(Error::Network("make_join answered for another room".into()));
-    }
-    event.insert(
-        "type".into(),
-        CanonicalJsonValue::String("m.room.member".into()),
-    );
-    event.insert(
-        "sender".into(),
-        CanonicalJsonValue::String(user.to_string()),
-    );
-    event.insert(
-        "state_key".into(),
-        CanonicalJsonValue::String(user.to_string()),
-    );
-    event.insert("content".into(), CanonicalJsonValue::Object(content));
-    event.insert(
-        "origin_server_ts".into(),
-        CanonicalJsonValue::Integer(
-            now_ms()
-                .try_into()
-                .map_err(|_| Error::Event("time".into()))?,
-        ),
-    );
-    if !rules.authorization.use_room_create_sender {
-        event.insert(
-            "origin".into(),
-            CanonicalJsonValue::String(state.identity.server_name().to_string()),
-        );
-    }
+    let event = join_from_template(
+        &template,
+        room_id,
+        user,
+        profile.unwrap_or_default(),
+        state.identity.server_name().as_str(),
+        &rules,
+    )?;
     let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
     let path = format!(
         "/_matrix/federation/v2/send_join/{}/{}",
@@ -843,4 +802,111 @@ pub async fn join_candidates(state: &AppState, room_id: &str, user: &str) -> Res
             Ok(out)
         })
         .await
+}
+
+/// Our join event from a resident server's `make_join` template: only the graph position
+/// (room id, prev and auth events, depth) is taken from the template; who joins, how, and
+/// from where are rebuilt here, so a forged template cannot make us sign something else.
+pub fn join_from_template(
+    template: &CanonicalJsonObject,
+    room_id: &str,
+    user: &UserId,
+    profile: (Option<String>, Option<String>),
+    origin: &str,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<CanonicalJsonObject> {
+    let mut content = CanonicalJsonObject::new();
+    content.insert(
+        "membership".into(),
+        CanonicalJsonValue::String("join".into()),
+    );
+    if let Some(n) = profile.0 {
+        content.insert("displayname".into(), CanonicalJsonValue::String(n));
+    }
+    if let Some(a) = profile.1 {
+        content.insert("avatar_url".into(), CanonicalJsonValue::String(a));
+    }
+    let mut event = CanonicalJsonObject::new();
+    for key in ["room_id", "prev_events", "auth_events", "depth"] {
+        if let Some(v) = template.get(key) {
+            event.insert(key.into(), v.clone());
+        }
+    }
+    if str_field(&event, "room_id") != Some(room_id) {
+        return Err(Error::Network("make_join answered for another room".into()));
+    }
+    event.insert(
+        "type".into(),
+        CanonicalJsonValue::String("m.room.member".into()),
+    );
+    event.insert(
+        "sender".into(),
+        CanonicalJsonValue::String(user.to_string()),
+    );
+    event.insert(
+        "state_key".into(),
+        CanonicalJsonValue::String(user.to_string()),
+    );
+    event.insert("content".into(), CanonicalJsonValue::Object(content));
+    event.insert(
+        "origin_server_ts".into(),
+        CanonicalJsonValue::Integer(
+            now_ms()
+                .try_into()
+                .map_err(|_| Error::Event("time".into()))?,
+        ),
+    );
+    if !rules.authorization.use_room_create_sender {
+        event.insert(
+            "origin".into(),
+            CanonicalJsonValue::String(origin.to_owned()),
+        );
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_join_template_cannot_change_who_joins_or_how() {
+        let rules = ruma::RoomVersionId::V12.rules().unwrap();
+        let forged: CanonicalJsonObject = serde_json::from_value(json!({
+            "room_id": "!room",
+            "type": "m.room.power_levels",
+            "sender": "@mallory:evil",
+            "state_key": "@mallory:evil",
+            "content": { "membership": "ban", "users": { "@mallory:evil": 100 } },
+            "origin": "evil",
+            "prev_events": ["$p"],
+            "auth_events": ["$a"],
+            "depth": 7,
+            "redacts": "$x",
+        }))
+        .unwrap();
+        let user = UserId::parse("@bob:b").unwrap();
+        let event = join_from_template(
+            &forged,
+            "!room",
+            &user,
+            (Some("Bob".into()), None),
+            "b",
+            &rules,
+        )
+        .unwrap();
+        let v = serde_json::to_value(&event).unwrap();
+        assert_eq!(v["type"], "m.room.member");
+        assert_eq!(v["sender"], "@bob:b");
+        assert_eq!(v["state_key"], "@bob:b");
+        assert_eq!(
+            v["content"],
+            json!({ "membership": "join", "displayname": "Bob" })
+        );
+        assert!(v.get("origin").is_none() && v.get("redacts").is_none());
+        assert_eq!(v["prev_events"], json!(["$p"]));
+        assert_eq!(v["depth"], 7);
+        // A template for another room is refused outright.
+        assert!(join_from_template(&forged, "!other", &user, (None, None), "b", &rules).is_err());
+    }
 }
