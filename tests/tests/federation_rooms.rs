@@ -307,3 +307,57 @@ async fn events_with_bad_signatures_or_failing_auth_are_refused() {
         .await;
     assert_eq!(members["joined"].as_object().unwrap().len(), 2, "{members}");
 }
+
+#[tokio::test]
+async fn typing_and_read_receipts_cross_servers() {
+    let (a, b) = pair().await;
+    let (alice, bob, room) = chat_room(&a, &b).await;
+    let enc_room = neurite_tests::enc(&room);
+    alice
+        .put_ok(
+            &format!(
+                "/rooms/{enc_room}/typing/{}",
+                neurite_tests::enc(&alice.user_id)
+            ),
+            json!({ "typing": true, "timeout": 20000 }),
+        )
+        .await;
+    let typing_seen = |s: &serde_json::Value| {
+        s["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|evs| {
+                evs.iter().any(|e| {
+                    e["type"] == "m.typing"
+                        && e["content"]["user_ids"]
+                            .as_array()
+                            .is_some_and(|u| u.iter().any(|x| x == alice.user_id.as_str()))
+                })
+            })
+    };
+    bob.sync_until(None, typing_seen).await;
+
+    let msg = bob.send_text(&room, "read me").await;
+    alice
+        .sync_until(None, |s| neurite_tests::has_event(s, &room, &msg))
+        .await;
+    alice
+        .post_ok(
+            &format!(
+                "/rooms/{enc_room}/receipt/m.read/{}",
+                neurite_tests::enc(&msg)
+            ),
+            json!({}),
+        )
+        .await;
+    bob.sync_until(None, |s| {
+        s["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .is_some_and(|evs| {
+                evs.iter().any(|e| {
+                    e["type"] == "m.receipt"
+                        && e["content"][&msg]["m.read"][&alice.user_id].is_object()
+                })
+            })
+    })
+    .await;
+}

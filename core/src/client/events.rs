@@ -345,6 +345,7 @@ pub async fn typing(
     state.rooms.require_joined(&room, &user).await?;
     let timeout = Duration::from_millis(body.timeout.unwrap_or(30_000));
     state.typing.set(&room, &user, body.typing, timeout);
+    crate::federation::edus::send_typing(&state, &room, &user, body.typing).await?;
     Ok(Json(json!({})))
 }
 
@@ -374,6 +375,10 @@ pub async fn receipt(
             body.thread_id.as_deref(),
         )
         .await?;
+    if ty == "m.read" {
+        crate::federation::edus::send_receipt(&state, &room, session.user_id.as_str(), &event)
+            .await?;
+    }
     Ok(Json(json!({})))
 }
 
@@ -404,6 +409,15 @@ pub async fn read_markers(
                 .user_data
                 .set_read_marker(session.user_id.as_str(), &room, ty, &event, None)
                 .await?;
+            if ty == "m.read" {
+                crate::federation::edus::send_receipt(
+                    &state,
+                    &room,
+                    session.user_id.as_str(),
+                    &event,
+                )
+                .await?;
+            }
         }
     }
     Ok(Json(json!({})))

@@ -4,6 +4,7 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod edus;
 pub mod outbox;
 pub mod rooms;
 pub mod transport;

@@ -27,6 +27,8 @@ use crate::{
 
 /// Most PDUs in one transaction (the spec's limit).
 const MAX_PDUS: usize = 50;
+/// Most EDUs in one transaction (the spec's limit).
+const MAX_EDUS: usize = 100;
 /// First retry delay after a failure.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -118,35 +120,56 @@ async fn sleep_until(at: Option<Instant>) {
 async fn deliver(services: &Services, client: &FederationClient, dest: &str) -> bool {
     loop {
         let d = dest.to_owned();
-        let batch = match services
+        let queued = services
             .db
-            .read(move |c| fed_store::next_batch(c, &d, MAX_PDUS))
-            .await
-        {
-            Ok(b) => b,
-            Err(_) => return false,
+            .read(move |c| {
+                Ok((
+                    fed_store::next_batch(c, &d, MAX_PDUS)?,
+                    fed_store::next_edus(c, &d, MAX_EDUS)?,
+                ))
+            })
+            .await;
+        let Ok((batch, edus)) = queued else {
+            return false;
         };
-        let Some(last) = batch.last().map(|(id, _, _)| *id) else {
+        if batch.is_empty() && edus.is_empty() {
             return true;
-        };
+        }
+        let last = batch.last().map(|(id, _, _)| *id);
+        let last_edu = edus.last().map(|(id, _)| *id);
         let pdus: Vec<Value> = batch
             .iter()
             .filter_map(|(_, _, json)| serde_json::from_str(json).ok())
             .collect();
+        let edu_values: Vec<Value> = edus
+            .iter()
+            .filter_map(|(_, json)| serde_json::from_str(json).ok())
+            .collect();
         let origin = services.identity.server_name().to_string();
-        let txn_id = format!("{}_{last}", now_ms());
-        let body =
-            json!({ "origin": origin, "origin_server_ts": now_ms(), "pdus": pdus, "edus": [] });
+        let txn_id = format!(
+            "{}_{}_{}",
+            now_ms(),
+            last.unwrap_or(0),
+            last_edu.unwrap_or(0)
+        );
+        let body = json!({ "origin": origin, "origin_server_ts": now_ms(), "pdus": pdus, "edus": edu_values });
         let path = format!("/_matrix/federation/v1/send/{txn_id}");
         match client.request(dest, Method::PUT, &path, Some(body)).await {
             Ok(resp) if resp.status == StatusCode::OK => {
                 let d = dest.to_owned();
-                if services
+                let delivered = services
                     .db
-                    .write(move |txn| fed_store::delete_upto(txn, &d, last))
-                    .await
-                    .is_err()
-                {
+                    .write(move |txn| {
+                        if let Some(last) = last {
+                            fed_store::delete_upto(txn, &d, last)?;
+                        }
+                        if let Some(last) = last_edu {
+                            fed_store::delete_edus_upto(txn, &d, last)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if delivered.is_err() {
                     return false;
                 }
             }

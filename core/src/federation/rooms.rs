@@ -295,7 +295,6 @@ pub(super) struct Transaction {
     #[serde(default)]
     pdus: Vec<Value>,
     #[serde(default)]
-    #[allow(dead_code)]
     edus: Vec<Value>,
 }
 
@@ -307,7 +306,8 @@ pub(super) async fn send_transaction(
 ) -> std::result::Result<Json<Value>, MatrixError> {
     let mut results = Map::new();
     let client = state.federation().cloned();
-    for pdu in signed.body.pdus.into_iter().take(50) {
+    let Transaction { pdus, edus } = signed.body;
+    for pdu in pdus.into_iter().take(50) {
         let outcome = receive_pdu(&state, client.as_ref(), &signed.origin, pdu, 0).await;
         let (id, result) = match outcome {
             Ok((id, Accepted::Stored(_) | Accepted::Known)) => (id, json!({})),
@@ -320,6 +320,7 @@ pub(super) async fn send_transaction(
             results.insert(id, result);
         }
     }
+    super::edus::receive(&state, &signed.origin, edus).await;
     state.notifier.notify();
     Ok(Json(json!({ "pdus": results })))
 }

@@ -45,9 +45,45 @@ pub fn servers_in_room(conn: &Connection, room_id: &str) -> Result<Vec<String>> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Destinations with queued events.
+/// Queues an EDU for every other server with a joined member in the room.
+pub fn enqueue_edu_for_room(
+    conn: &Connection,
+    room_id: &str,
+    local: &str,
+    edu: &str,
+) -> Result<()> {
+    for server in servers_in_room(conn, room_id)? {
+        if server != local {
+            conn.prepare_cached("INSERT INTO edu_outbox (destination, json) VALUES (?1, ?2)")?
+                .execute(params![server, edu])?;
+        }
+    }
+    Ok(())
+}
+
+/// The oldest queued EDUs for a destination: `(id, json)`.
+pub fn next_edus(conn: &Connection, destination: &str, limit: usize) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, json FROM edu_outbox WHERE destination = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![destination, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Removes delivered EDUs.
+pub fn delete_edus_upto(conn: &Connection, destination: &str, upto: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM edu_outbox WHERE destination = ?1 AND id <= ?2")?
+        .execute(params![destination, upto])?;
+    Ok(())
+}
+
+/// Destinations with queued events or EDUs.
 pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached("SELECT DISTINCT destination FROM outbox")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT destination FROM outbox UNION SELECT destination FROM edu_outbox",
+    )?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

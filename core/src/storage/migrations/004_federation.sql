@@ -14,3 +14,11 @@ CREATE TABLE invite_states (
     json            TEXT NOT NULL,
     PRIMARY KEY (room_id, user_id)
 ) STRICT;
+
+-- Ephemeral data (typing, receipts) waiting to be sent, per destination.
+CREATE TABLE edu_outbox (
+    id              INTEGER PRIMARY KEY,
+    destination     TEXT NOT NULL,
+    json            TEXT NOT NULL
+) STRICT;
+CREATE INDEX edu_outbox_destination ON edu_outbox(destination, id);
