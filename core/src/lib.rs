@@ -31,4 +31,4 @@ pub mod user_data;
 
 pub use config::{Config, PasswordCost, RegistrationMode};
 pub use error::{Error, MatrixError};
-pub use node::{Node, register_offline};
+pub use node::{Node, known_peers, register_offline};

@@ -41,6 +41,8 @@ impl Node {
                 listen: services.config.p2p_listen.clone(),
                 static_peers: services.config.static_peers.clone(),
                 mdns: services.config.mdns_enabled,
+                remembered: remembered_peers(&services).await,
+                learned: Some(address_book(&services)),
             };
             let p2p = P2p::start(&services.identity, p2p_config, p2p_stopped.clone()).await?;
             crate::federation::transport::serve(&p2p, crate::federation::router(services.clone()))?;
@@ -160,6 +162,67 @@ impl Drop for Node {
         }
         let _ = self.p2p_stop.send(true);
     }
+}
+
+/// Full multiaddrs of the peers in the address book.
+async fn remembered_peers(services: &Arc<Services>) -> Vec<crate::p2p::Multiaddr> {
+    let rows = services
+        .db
+        .read(crate::storage::federation::peers)
+        .await
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for row in rows {
+        let Ok(peer) = row.peer_id.parse::<crate::p2p::PeerId>() else {
+            continue;
+        };
+        for a in row.addresses {
+            if let Ok(addr) = a.parse::<crate::p2p::Multiaddr>() {
+                out.push(addr.with_p2p(peer).unwrap_or_else(|a| a));
+            }
+        }
+    }
+    out
+}
+
+/// A sender whose addresses end up in the address book.
+fn address_book(
+    services: &Arc<Services>,
+) -> tokio::sync::mpsc::UnboundedSender<(
+    crate::p2p::PeerId,
+    crate::p2p::Multiaddr,
+    crate::p2p::Discovery,
+)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+        crate::p2p::PeerId,
+        crate::p2p::Multiaddr,
+        crate::p2p::Discovery,
+    )>();
+    let db = services.db.clone();
+    tokio::spawn(async move {
+        while let Some((peer, addr, how)) = rx.recv().await {
+            let row = crate::storage::federation::PeerRow {
+                peer_id: peer.to_string(),
+                server_name: crate::identity::server_name_for_peer(&peer),
+                addresses: vec![addr.to_string()],
+                discovered: how.as_str().to_owned(),
+                last_seen_ts: crate::storage::now_ms(),
+            };
+            if let Err(e) = db
+                .write(move |txn| crate::storage::federation::upsert_peer(txn, &row))
+                .await
+            {
+                tracing::warn!(error = %e, "could not record a peer");
+            }
+        }
+    });
+    tx
+}
+
+/// The peers in a data directory's address book (`neurite peers`).
+pub async fn known_peers(config: Config) -> Result<Vec<crate::storage::federation::PeerRow>> {
+    let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
+    services.db.read(crate::storage::federation::peers).await
 }
 
 /// Creates an account in a data directory without starting a node (`neurite register`).

@@ -47,6 +47,12 @@ enum Command {
         #[arg(long, hide = true)]
         insecure_fast_passwords: bool,
     },
+    /// List the peers in a node's address book, one JSON line each.
+    Peers {
+        /// The node's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
     /// Create an account in a node's data directory (works while registration is disabled).
     Register {
         /// The node's data directory.
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
                 }
                 run(config).await
             }
+            Command::Peers { data_dir } => peers(data_dir).await,
             Command::Register {
                 data_dir,
                 username,
@@ -156,6 +163,25 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn peers(data_dir: PathBuf) -> Result<(), String> {
+    let peers = neurite_core::known_peers(Config::new(data_dir))
+        .await
+        .map_err(|e| e.to_string())?;
+    for p in peers {
+        println!(
+            "{}",
+            json!({
+                "peer_id": p.peer_id,
+                "server_name": p.server_name,
+                "addresses": p.addresses,
+                "discovered": p.discovered,
+                "last_seen_ts": p.last_seen_ts,
+            })
+        );
+    }
+    Ok(())
 }
 
 async fn register(data_dir: PathBuf, username: String, password_stdin: bool) -> Result<(), String> {

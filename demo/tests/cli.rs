@@ -135,7 +135,30 @@ fn help_documents_every_flag() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--data-dir", "--client-addr", "--registration", "--no-mdns"] {
+    for flag in [
+        "--data-dir",
+        "--client-addr",
+        "--registration",
+        "--no-mdns",
+        "--p2p-listen",
+        "--peer",
+    ] {
         assert!(help.contains(flag), "run --help lacks {flag}: {help}");
     }
+}
+
+#[test]
+fn peers_command_lists_an_empty_address_book() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neurite"))
+        .args(["peers", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "a new node knows no peers");
 }

@@ -129,3 +129,42 @@ mod ruma_obj {
         ruma::signatures::verify_json(map, obj).is_ok()
     }
 }
+
+/// Waits until `node` has an open connection to `peer`.
+async fn connected(node: &TestNode, peer: &str) {
+    let p2p = node.node().p2p().expect("p2p").clone();
+    let mut events = p2p.subscribe();
+    let deadline = tokio::time::Instant::now() + neurite_tests::WAIT;
+    loop {
+        if p2p
+            .peers()
+            .await
+            .iter()
+            .any(|p| p.connected && p.peer_id.to_string() == peer)
+        {
+            return;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "no connection to {peer}");
+        let _ = tokio::time::timeout(left, events.recv()).await;
+    }
+}
+
+#[tokio::test]
+async fn known_peers_are_redialled_after_a_restart() {
+    let (a, b) = pair().await;
+    connected(&a, &b.node().peer_id()).await;
+    // A restarts with no static peers: its address book brings B back.
+    let dir = a.stop().await;
+    let a = TestNode::start_in(dir, |_| {}).await;
+    connected(&a, &b.node().peer_id()).await;
+    let book = neurite_core::known_peers(neurite_core::Config::new(a.dir.path()))
+        .await
+        .unwrap();
+    let entry = book
+        .iter()
+        .find(|p| p.peer_id == b.node().peer_id())
+        .expect("b in a's address book");
+    assert_eq!(entry.server_name.as_deref(), Some(b.server_name().as_str()));
+    assert!(!entry.addresses.is_empty());
+}

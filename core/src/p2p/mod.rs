@@ -73,6 +73,21 @@ pub struct P2pConfig {
     pub static_peers: Vec<Multiaddr>,
     /// Whether to discover peers with mDNS.
     pub mdns: bool,
+    /// Peers remembered from earlier runs, redialled at start.
+    pub remembered: Vec<Multiaddr>,
+    /// Receives every address learnt for a peer, for the address book.
+    pub learned: Option<mpsc::UnboundedSender<(PeerId, Multiaddr, Discovery)>>,
+}
+
+impl Discovery {
+    /// A stable name for storage and display.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discovery::Static => "static",
+            Discovery::Mdns => "mdns",
+            Discovery::Inbound => "inbound",
+        }
+    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -162,7 +177,13 @@ impl P2p {
             events: events.clone(),
             peers: HashMap::new(),
             connected: HashSet::new(),
+            learned: config.learned.clone(),
         };
+        for addr in &config.remembered {
+            if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
+                tracing::debug!(error = %e, "remembered peer not dialled");
+            }
+        }
         for addr in &config.static_peers {
             if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
                 tracing::warn!(error = %e, "static peer not dialled");
@@ -249,6 +270,7 @@ struct Driver {
     events: broadcast::Sender<PeerEvent>,
     peers: HashMap<PeerId, Known>,
     connected: HashSet<PeerId>,
+    learned: Option<mpsc::UnboundedSender<(PeerId, Multiaddr, Discovery)>>,
 }
 
 impl Driver {
@@ -259,6 +281,9 @@ impl Driver {
         });
         if !known.addresses.contains(&addr) {
             known.addresses.push(addr.clone());
+            if let Some(tx) = &self.learned {
+                let _ = tx.send((peer, addr.clone(), known.discovered));
+            }
         }
         self.swarm.add_peer_address(peer, addr);
     }

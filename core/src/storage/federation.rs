@@ -128,3 +128,71 @@ pub fn invite_state(conn: &Connection, room_id: &str, user_id: &str) -> Result<O
         .query_row(params![room_id, user_id], |r| r.get(0))
         .optional()?)
 }
+
+/// A remembered peer.
+#[derive(Debug, Clone)]
+pub struct PeerRow {
+    /// Peer id.
+    pub peer_id: String,
+    /// Its server name, if a Neurite node.
+    pub server_name: Option<String>,
+    /// Known multiaddrs.
+    pub addresses: Vec<String>,
+    /// How it was found: `static`, `mdns` or `inbound`.
+    pub discovered: String,
+    /// When it was last connected or seen.
+    pub last_seen_ts: i64,
+}
+
+/// Records a peer, merging addresses with what is known.
+pub fn upsert_peer(conn: &Connection, row: &PeerRow) -> Result<()> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT addresses FROM peers WHERE peer_id = ?1")?
+        .query_row([&row.peer_id], |r| r.get(0))
+        .optional()?;
+    let mut addresses: Vec<String> = existing
+        .and_then(|a| serde_json::from_str(&a).ok())
+        .unwrap_or_default();
+    for a in &row.addresses {
+        if !addresses.contains(a) {
+            addresses.push(a.clone());
+        }
+    }
+    // Keep the newest few addresses only.
+    if addresses.len() > 8 {
+        addresses.drain(..addresses.len() - 8);
+    }
+    conn.prepare_cached(
+        "INSERT INTO peers (peer_id, server_name, addresses, discovered, last_seen_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (peer_id) DO UPDATE SET addresses = excluded.addresses,
+            last_seen_ts = excluded.last_seen_ts,
+            server_name = coalesce(excluded.server_name, server_name)",
+    )?
+    .execute(params![
+        row.peer_id,
+        row.server_name,
+        serde_json::to_string(&addresses)?,
+        row.discovered,
+        row.last_seen_ts
+    ])?;
+    Ok(())
+}
+
+/// Every remembered peer, most recently seen first.
+pub fn peers(conn: &Connection) -> Result<Vec<PeerRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT peer_id, server_name, addresses, discovered, last_seen_ts FROM peers ORDER BY last_seen_ts DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let addresses: String = r.get(2)?;
+        Ok(PeerRow {
+            peer_id: r.get(0)?,
+            server_name: r.get(1)?,
+            addresses: serde_json::from_str(&addresses).unwrap_or_default(),
+            discovered: r.get(3)?,
+            last_seen_ts: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -22,3 +22,12 @@ CREATE TABLE edu_outbox (
     json            TEXT NOT NULL
 ) STRICT;
 CREATE INDEX edu_outbox_destination ON edu_outbox(destination, id);
+
+-- The address book: peers this node has known, so they are redialled after a restart.
+CREATE TABLE peers (
+    peer_id         TEXT PRIMARY KEY,
+    server_name     TEXT,
+    addresses       TEXT NOT NULL,
+    discovered      TEXT NOT NULL,
+    last_seen_ts    INTEGER NOT NULL
+) STRICT;
