@@ -45,7 +45,8 @@ def main():
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [binary, "run", "--data-dir", data, "--client-addr", f"127.0.0.1:{port}",
-         "--registration", "open", "--insecure-fast-passwords", "--no-mdns"],
+         "--registration", "open", "--insecure-fast-passwords", "--no-mdns",
+         "--p2p-listen", "/ip4/127.0.0.1/tcp/0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
