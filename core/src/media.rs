@@ -633,48 +633,87 @@ fn make_thumbnail(file: File, request: ThumbnailRequest) -> Result<Thumbnail> {
         return Ok(Thumbnail::Original(mime));
     }
     let orientation = decoder.orientation().map_err(image_error)?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
-    image.apply_orientation(orientation);
-    let (w, h) = (image.width(), image.height());
-    let (tw, th) = target_size(w, h, &request);
-    let thumb = if (tw, th) == (w, h) {
-        image
+    let image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
+    // Work on 8-bit RGB, or RGBA when there is transparency: two pixel types instead of every
+    // one the decoders produce keeps the code (and the binary) small. JPEG has no alpha.
+    let mut out = std::io::Cursor::new(Vec::new());
+    let content_type = if image.color().has_alpha() && format != ImageFormat::Jpeg {
+        let thumb = resize(orient(image.into_rgba8(), orientation), &request);
+        let encoder = image::codecs::png::PngEncoder::new(&mut out);
+        encode(encoder, &thumb, image::ExtendedColorType::Rgba8)?;
+        "image/png"
     } else {
-        match request.method {
-            ResizeMethod::Scale => image.thumbnail_exact(tw, th),
-            ResizeMethod::Crop => {
-                // Scale to cover the target, then cut the middle out.
-                let scale = ThumbnailRequest {
-                    width: tw,
-                    height: th,
-                    method: ResizeMethod::Scale,
-                    animated: false,
-                };
-                let (sw, sh) = target_size(w, h, &scale);
-                let scaled = image.thumbnail_exact(sw.max(tw), sh.max(th));
-                let (x, y) = ((scaled.width() - tw) / 2, (scaled.height() - th) / 2);
-                scaled.crop_imm(x, y, tw, th)
-            }
+        let thumb = resize(orient(image.into_rgb8(), orientation), &request);
+        if format == ImageFormat::Jpeg {
+            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
+            encode(encoder, &thumb, image::ExtendedColorType::Rgb8)?;
+            "image/jpeg"
+        } else {
+            let encoder = image::codecs::png::PngEncoder::new(&mut out);
+            encode(encoder, &thumb, image::ExtendedColorType::Rgb8)?;
+            "image/png"
         }
     };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let content_type = if format == ImageFormat::Jpeg {
-        let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80);
-        DynamicImage::ImageRgb8(thumb.to_rgb8())
-            .write_with_encoder(encoder)
-            .map_err(image_error)?;
-        "image/jpeg"
-    } else {
-        let encoder = image::codecs::png::PngEncoder::new(&mut out);
-        let thumb = if thumb.color().has_alpha() {
-            DynamicImage::ImageRgba8(thumb.to_rgba8())
-        } else {
-            DynamicImage::ImageRgb8(thumb.to_rgb8())
-        };
-        thumb.write_with_encoder(encoder).map_err(image_error)?;
-        "image/png"
-    };
     Ok(Thumbnail::Generated(content_type, out.into_inner()))
+}
+
+/// An 8-bit image buffer with `P` pixels.
+type Buffer<P> = image::ImageBuffer<P, Vec<u8>>;
+
+/// Turns an image upright as its EXIF orientation says (phone photos are stored sideways).
+fn orient<P: image::Pixel<Subpixel = u8> + 'static>(
+    image: Buffer<P>,
+    orientation: image::metadata::Orientation,
+) -> Buffer<P> {
+    use image::{imageops, metadata::Orientation};
+    match orientation {
+        Orientation::NoTransforms => image,
+        Orientation::Rotate90 => imageops::rotate90(&image),
+        Orientation::Rotate180 => imageops::rotate180(&image),
+        Orientation::Rotate270 => imageops::rotate270(&image),
+        Orientation::FlipHorizontal => imageops::flip_horizontal(&image),
+        Orientation::FlipVertical => imageops::flip_vertical(&image),
+        Orientation::Rotate90FlipH => imageops::flip_horizontal(&imageops::rotate90(&image)),
+        Orientation::Rotate270FlipH => imageops::flip_horizontal(&imageops::rotate270(&image)),
+    }
+}
+
+/// Resizes an upright image for `request`: scaled to cover it, and for `crop` cut to it.
+fn resize<P: image::Pixel<Subpixel = u8> + 'static>(
+    image: Buffer<P>,
+    request: &ThumbnailRequest,
+) -> Buffer<P> {
+    use image::{GenericImageView, imageops};
+    let (w, h) = image.dimensions();
+    let (tw, th) = target_size(w, h, request);
+    if (tw, th) == (w, h) {
+        return image;
+    }
+    match request.method {
+        ResizeMethod::Scale => imageops::thumbnail(&image, tw, th),
+        ResizeMethod::Crop => {
+            let cover = ThumbnailRequest {
+                width: tw,
+                height: th,
+                method: ResizeMethod::Scale,
+                animated: false,
+            };
+            let (sw, sh) = target_size(w, h, &cover);
+            let scaled = imageops::thumbnail(&image, sw.max(tw), sh.max(th));
+            let (x, y) = ((scaled.width() - tw) / 2, (scaled.height() - th) / 2);
+            scaled.view(x, y, tw, th).to_image()
+        }
+    }
+}
+
+fn encode<P: image::Pixel<Subpixel = u8>>(
+    encoder: impl image::ImageEncoder,
+    image: &Buffer<P>,
+    color: image::ExtendedColorType,
+) -> Result<()> {
+    encoder
+        .write_image(image.as_raw(), image.width(), image.height(), color)
+        .map_err(image_error)
 }
 
 // ---------------------------------------------------------------- streaming
@@ -876,6 +915,23 @@ mod tests {
             thumbnail_of(ImageFormat::Gif, 40, 30, animated),
             Thumbnail::Original("image/gif")
         ));
+    }
+
+    #[test]
+    fn sideways_photos_are_turned_upright() {
+        use image::metadata::Orientation;
+        let wide = image::RgbImage::from_fn(4, 2, |x, _| image::Rgb([x as u8, 0, 0]));
+        assert_eq!(
+            orient(wide.clone(), Orientation::Rotate90).dimensions(),
+            (2, 4)
+        );
+        assert_eq!(
+            orient(wide.clone(), Orientation::Rotate270FlipH).dimensions(),
+            (2, 4)
+        );
+        let flipped = orient(wide.clone(), Orientation::FlipHorizontal);
+        assert_eq!(flipped.get_pixel(0, 0).0[0], 3);
+        assert_eq!(orient(wide.clone(), Orientation::NoTransforms), wide);
     }
 
     #[test]
