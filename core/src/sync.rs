@@ -34,7 +34,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeline length when the filter gives none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// State shown in an invite.
-const INVITE_STATE: &[&str] = &[
+pub(crate) const INVITE_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",

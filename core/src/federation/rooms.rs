@@ -727,15 +727,7 @@ pub async fn invite_user(
             let (pdu, obj) = graph::build_event(&ctx, &identity, &s, &tpl, now_ms())?;
             graph::check_auth(conn, &ctx, &pdu)?;
             let mut stripped = Vec::new();
-            for ty in [
-                "m.room.create",
-                "m.room.join_rules",
-                "m.room.name",
-                "m.room.avatar",
-                "m.room.canonical_alias",
-                "m.room.encryption",
-                "m.room.topic",
-            ] {
+            for ty in crate::sync::INVITE_STATE {
                 if let Some(id) = ctx.state_event(ty, "")
                     && let Some(ev) = ev_store::get_event(conn, id)?
                 {

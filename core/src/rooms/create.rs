@@ -53,16 +53,6 @@ pub struct CreateRoomRequest {
     pub power_level_content_override: Option<Map<String, Value>>,
 }
 
-fn random_localpart(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut bytes = vec![0u8; len];
-    let _ = getrandom::fill(&mut bytes);
-    bytes
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
 impl Rooms {
     /// Creates a room as `creator` and returns its id.
     pub async fn create_room(
@@ -131,7 +121,7 @@ impl Rooms {
                 let trusted = preset == "trusted_private_chat";
                 let v12 = rules.authorization.room_create_event_id_as_room_id;
                 let room_id =
-                    if v12 { None } else { Some(format!("!{}:{}", random_localpart(18), server)) };
+                    if v12 { None } else { Some(format!("!{}:{}", crate::accounts::random_string(18), server)) };
                 let mut ctx = graph::RoomCtx::new_room(version.clone(), rules.clone(), room_id);
 
                 // 1. The create event.
