@@ -361,3 +361,66 @@ async fn typing_and_read_receipts_cross_servers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn declining_a_remote_invite_and_leaving_are_seen_by_both_servers() {
+    let (a, b) = pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let room = alice
+        .create_room(json!({ "name": "Decline me", "preset": "private_chat" }))
+        .await;
+    alice.invite(&room, &bob.user_id).await;
+    let s = bob
+        .sync_until(None, |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+    bob.post_ok(
+        &format!("/rooms/{}/leave", neurite_tests::enc(&room)),
+        json!({}),
+    )
+    .await;
+    // Bob's server shows the room as left; Alice's room records Bob's leave.
+    bob.sync_until(Some(&since), |s| s["rooms"]["leave"][&room].is_object())
+        .await;
+    let enc_room = neurite_tests::enc(&room);
+    let deadline = tokio::time::Instant::now() + neurite_tests::WAIT;
+    loop {
+        let (status, member) = alice
+            .get(&format!(
+                "/rooms/{enc_room}/state/m.room.member/{}",
+                neurite_tests::enc(&bob.user_id)
+            ))
+            .await;
+        if status == 200 && member["membership"] == "leave" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never saw bob decline: {member}"
+        );
+        alice.sync(None, 500).await;
+    }
+
+    // A member who joined and then leaves: the leave reaches the other server.
+    let (alice2, bob2, room2) = (a.register("alice2").await, b.register("bob2").await, ());
+    let _ = room2;
+    let room2 = alice2
+        .create_room(json!({ "preset": "private_chat" }))
+        .await;
+    alice2.invite(&room2, &bob2.user_id).await;
+    bob2.sync_until(None, |s| s["rooms"]["invite"][&room2].is_object())
+        .await;
+    bob2.join(&room2).await;
+    bob2.post_ok(
+        &format!("/rooms/{}/leave", neurite_tests::enc(&room2)),
+        json!({}),
+    )
+    .await;
+    alice2
+        .sync_until(None, |s| {
+            s["rooms"]["join"][&room2]["summary"]["m.joined_member_count"] == 1
+                && s["rooms"]["join"][&room2]["summary"]["m.invited_member_count"] == 0
+        })
+        .await;
+}

@@ -197,6 +197,19 @@ pub async fn leave(
     Path(room): Path<String>,
     Json(body): Json<JoinBody>,
 ) -> ApiResult<Json<Value>> {
+    if room.starts_with('!')
+        && !crate::federation::rooms::is_resident(&state, &room).await?
+        && state
+            .rooms
+            .membership_of(&room, session.user_id.as_str())
+            .await?
+            .as_deref()
+            == Some("invite")
+    {
+        // Declining an invite to a room that lives on other servers.
+        crate::federation::rooms::reject_remote_invite(&state, &session.user_id, &room).await?;
+        return Ok(Json(json!({})));
+    }
     state
         .rooms
         .change_membership(

@@ -175,6 +175,14 @@ pub fn router(state: AppState) -> Router {
             put(rooms::invite),
         )
         .route(
+            "/_matrix/federation/v1/make_leave/{room}/{user}",
+            get(rooms::make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{room}/{event}",
+            put(rooms::send_leave),
+        )
+        .route(
             "/_matrix/federation/v1/send/{txn}",
             put(rooms::send_transaction),
         )

@@ -51,14 +51,35 @@ fn server_in_room(conn: &rusqlite::Connection, room_id: &str, server: &str) -> R
 
 /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.
 pub(super) async fn make_join(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    uri: axum::http::Uri,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    make_membership(state, path, uri, signed, "join").await
+}
+
+/// `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`.
+pub(super) async fn make_leave(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    uri: axum::http::Uri,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    make_membership(state, path, uri, signed, "leave").await
+}
+
+/// A membership event template for another server's user, checked against the room now.
+async fn make_membership(
     State(state): State<AppState>,
     Path((room_id, user_id)): Path<(String, String)>,
     uri: axum::http::Uri,
     signed: Signed<Value>,
+    membership: &'static str,
 ) -> std::result::Result<Json<Value>, MatrixError> {
     if server_of(&user_id) != Some(signed.origin.as_str()) {
         return Err(MatrixError::forbidden(
-            "You may only make joins for your own users",
+            "You may only act for your own users",
         ));
     }
     let user = UserId::parse(user_id.as_str())
@@ -88,10 +109,10 @@ pub(super) async fn make_join(
             let tpl = EventTemplate::state(
                 "m.room.member",
                 user.as_str(),
-                json!({ "membership": "join" }),
+                json!({ "membership": membership }),
             );
             let obj = graph::event_template(&ctx, &identity, &user, &tpl, now_ms())?;
-            // Refuse early if the join would not be allowed now.
+            // Refuse early if the change would not be allowed now.
             let (pdu, _) = graph::sign_event(obj.clone(), &identity, &ctx.rules)?;
             graph::check_auth(conn, &ctx, &pdu)?;
             Ok((ctx.version.to_string(), obj))
@@ -100,6 +121,67 @@ pub(super) async fn make_join(
     let mut event = template.1;
     event.remove("origin");
     Ok(Json(json!({ "room_version": template.0, "event": event })))
+}
+
+/// `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`.
+pub(super) async fn send_leave(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let obj = obj_of(&signed.body)?;
+    let sender = str_field(&obj, "sender").unwrap_or_default().to_owned();
+    let is_leave = matches!(obj.get("content"), Some(CanonicalJsonValue::Object(c))
+        if c.get("membership") == Some(&CanonicalJsonValue::String("leave".into())));
+    if server_of(&sender) != Some(signed.origin.as_str())
+        || str_field(&obj, "type") != Some("m.room.member")
+        || str_field(&obj, "state_key") != Some(sender.as_str())
+        || !is_leave
+    {
+        return Err(MatrixError::bad_json(
+            "Not a leave of one of your own users",
+        ));
+    }
+    let (origin, local) = (
+        signed.origin.clone(),
+        state.identity.server_name().to_string(),
+    );
+    state
+        .db
+        .write(move |txn| {
+            let room = ev_store::get_room(txn, &room_id)?
+                .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
+            let (_, rules) = version_rules(&room.room_version)?;
+            let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
+            if id.as_str() != event_id {
+                return Err(MatrixError::bad_json("Event id does not match the event").into());
+            }
+            match remote::accept_pdu(txn, &room_id, id.clone(), &obj, &rules)? {
+                Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
+                Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
+                    return Err(MatrixError::forbidden(format!("Leave not allowed: {why}")).into());
+                }
+                Err(missing) => {
+                    return Err(MatrixError::bad_json(format!(
+                        "Unknown prev events: {:?}",
+                        missing.0
+                    ))
+                    .into());
+                }
+            }
+            fed_store::enqueue_for_room(
+                txn,
+                &room_id,
+                id.as_str(),
+                &local,
+                Some(&origin),
+                now_ms(),
+            )?;
+            Ok(())
+        })
+        .await?;
+    state.notifier.notify();
+    Ok(Json(json!({})))
 }
 
 /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
@@ -763,6 +845,108 @@ pub async fn invite_user(
     Ok(())
 }
 
+/// Declines an invite to a room this server does not take part in: `make_leave` and
+/// `send_leave` through the inviter's server, then the leave is recorded here.
+pub async fn reject_remote_invite(state: &AppState, user: &UserId, room_id: &str) -> Result<()> {
+    let client = state.federation().cloned();
+    let via = join_candidates(state, room_id, user.as_str()).await?;
+    let mut leave: Option<(String, String, i64)> = None;
+    if let Some(client) = client {
+        for server in &via {
+            match leave_through(state, &client, user, room_id, server).await {
+                Ok(done) => {
+                    leave = Some(done);
+                    break;
+                }
+                Err(e) => tracing::info!(%server, error = %e, "remote leave failed"),
+            }
+        }
+    }
+    // Unreachable inviters cannot hold the user in the invite: record the refusal here anyway,
+    // with our own leave if it was made.
+    let (r, u) = (room_id.to_owned(), user.to_string());
+    state
+        .db
+        .write(move |txn| {
+            let pos = txn.next_pos();
+            let event_id = match leave {
+                Some((id, json, ts)) => {
+                    txn.execute(
+                        "INSERT OR IGNORE INTO events (event_id, room_id, stream, type, state_key, sender,
+                            origin_server_ts, depth, json, outlier) VALUES (?1, ?2, ?3, 'm.room.member', ?4, ?4, ?5, 0, ?6, 1)",
+                        rusqlite::params![id, r, pos, u, ts, json],
+                    )?;
+                    id
+                }
+                None => ev_store::membership(txn, &r, &u)?.map(|m| m.event_id).unwrap_or_default(),
+            };
+            ev_store::set_membership(txn, &r, &u, "leave", &event_id, pos)?;
+            Ok(())
+        })
+        .await?;
+    state.notifier.notify();
+    Ok(())
+}
+
+async fn leave_through(
+    state: &AppState,
+    client: &FederationClient,
+    user: &UserId,
+    room_id: &str,
+    server: &str,
+) -> Result<(String, String, i64)> {
+    let path = format!(
+        "/_matrix/federation/v1/make_leave/{}/{}",
+        crate::client::percent_encode(room_id),
+        crate::client::percent_encode(user.as_str()),
+    );
+    let resp = client.request(server, Method::GET, &path, None).await?;
+    if resp.status != StatusCode::OK {
+        return Err(Error::Network(format!(
+            "make_leave: {} {}",
+            resp.status, resp.body
+        )));
+    }
+    let version = resp.body["room_version"].as_str().unwrap_or("").to_owned();
+    let (_, rules) = version_rules(&version)?;
+    let template = obj_of(&resp.body["event"])?;
+    let event = membership_from_template(
+        &template,
+        room_id,
+        user,
+        "leave",
+        (None, None),
+        state.identity.server_name().as_str(),
+        &rules,
+    )?;
+    let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
+    let path = format!(
+        "/_matrix/federation/v2/send_leave/{}/{}",
+        crate::client::percent_encode(room_id),
+        crate::client::percent_encode(pdu.event_id.as_str()),
+    );
+    let resp = client
+        .request(
+            server,
+            Method::PUT,
+            &path,
+            Some(serde_json::to_value(&signed)?),
+        )
+        .await?;
+    if resp.status != StatusCode::OK {
+        return Err(Error::Network(format!(
+            "send_leave: {} {}",
+            resp.status, resp.body
+        )));
+    }
+    let ts = i64::from(pdu.data.origin_server_ts.get());
+    Ok((
+        pdu.event_id.to_string(),
+        serde_json::to_string(&signed)?,
+        ts,
+    ))
+}
+
 /// Whether this server takes part in the room now (some local user is joined), so local
 /// membership changes can be made here without asking another server.
 pub async fn is_resident(state: &AppState, room_id: &str) -> Result<bool> {
@@ -808,10 +992,23 @@ pub fn join_from_template(
     origin: &str,
     rules: &ruma::room_version_rules::RoomVersionRules,
 ) -> Result<CanonicalJsonObject> {
+    membership_from_template(template, room_id, user, "join", profile, origin, rules)
+}
+
+/// Like [`join_from_template`], for any membership this server's user takes for themselves.
+pub fn membership_from_template(
+    template: &CanonicalJsonObject,
+    room_id: &str,
+    user: &UserId,
+    membership: &str,
+    profile: (Option<String>, Option<String>),
+    origin: &str,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<CanonicalJsonObject> {
     let mut content = CanonicalJsonObject::new();
     content.insert(
         "membership".into(),
-        CanonicalJsonValue::String("join".into()),
+        CanonicalJsonValue::String(membership.into()),
     );
     if let Some(n) = profile.0 {
         content.insert("displayname".into(), CanonicalJsonValue::String(n));
