@@ -403,8 +403,8 @@ async fn declining_a_remote_invite_and_leaving_are_seen_by_both_servers() {
     }
 
     // A member who joined and then leaves: the leave reaches the other server.
-    let (alice2, bob2, room2) = (a.register("alice2").await, b.register("bob2").await, ());
-    let _ = room2;
+    let alice2 = a.register("alice2").await;
+    let bob2 = b.register("bob2").await;
     let room2 = alice2
         .create_room(json!({ "preset": "private_chat" }))
         .await;
