@@ -129,19 +129,7 @@ pub(super) async fn send_leave(
     Path((room_id, event_id)): Path<(String, String)>,
     signed: Signed<Value>,
 ) -> std::result::Result<Json<Value>, MatrixError> {
-    let obj = obj_of(&signed.body)?;
-    let sender = str_field(&obj, "sender").unwrap_or_default().to_owned();
-    let is_leave = matches!(obj.get("content"), Some(CanonicalJsonValue::Object(c))
-        if c.get("membership") == Some(&CanonicalJsonValue::String("leave".into())));
-    if server_of(&sender) != Some(signed.origin.as_str())
-        || str_field(&obj, "type") != Some("m.room.member")
-        || str_field(&obj, "state_key") != Some(sender.as_str())
-        || !is_leave
-    {
-        return Err(MatrixError::bad_json(
-            "Not a leave of one of your own users",
-        ));
-    }
+    let obj = own_membership_event(&signed.body, &signed.origin, "leave")?;
     let (origin, local) = (
         signed.origin.clone(),
         state.identity.server_name().to_string(),
@@ -149,39 +137,66 @@ pub(super) async fn send_leave(
     state
         .db
         .write(move |txn| {
-            let room = ev_store::get_room(txn, &room_id)?
-                .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
-            let (_, rules) = version_rules(&room.room_version)?;
-            let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
-            if id.as_str() != event_id {
-                return Err(MatrixError::bad_json("Event id does not match the event").into());
-            }
-            match remote::accept_pdu(txn, &room_id, id.clone(), &obj, &rules)? {
-                Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
-                Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
-                    return Err(MatrixError::forbidden(format!("Leave not allowed: {why}")).into());
-                }
-                Err(missing) => {
-                    return Err(MatrixError::bad_json(format!(
-                        "Unknown prev events: {:?}",
-                        missing.0
-                    ))
-                    .into());
-                }
-            }
-            fed_store::enqueue_for_room(
-                txn,
-                &room_id,
-                id.as_str(),
-                &local,
-                Some(&origin),
-                now_ms(),
-            )?;
-            Ok(())
+            accept_membership(txn, &room_id, &event_id, obj, &origin, &local).map(|_| ())
         })
         .await?;
     state.notifier.notify();
     Ok(Json(json!({})))
+}
+
+/// The body of a `send_join`/`send_leave`: a member event of one of the origin's own users,
+/// about themselves, with the expected membership.
+fn own_membership_event(
+    body: &Value,
+    origin: &str,
+    membership: &str,
+) -> std::result::Result<CanonicalJsonObject, MatrixError> {
+    let obj = obj_of(body)?;
+    let sender = str_field(&obj, "sender").unwrap_or_default();
+    let has_membership = matches!(obj.get("content"), Some(CanonicalJsonValue::Object(c))
+        if c.get("membership") == Some(&CanonicalJsonValue::String(membership.into())));
+    if server_of(sender) != Some(origin)
+        || str_field(&obj, "type") != Some("m.room.member")
+        || str_field(&obj, "state_key") != Some(sender)
+        || !has_membership
+    {
+        return Err(MatrixError::bad_json(format!(
+            "Not a {membership} of one of your own users"
+        )));
+    }
+    Ok(obj)
+}
+
+/// Checks a membership event sent by `origin` and adds it to the room, then queues it for the
+/// room's other servers.
+fn accept_membership(
+    txn: &mut crate::storage::WriteTxn<'_>,
+    room_id: &str,
+    event_id: &str,
+    obj: CanonicalJsonObject,
+    origin: &str,
+    local: &str,
+) -> Result<ruma::OwnedEventId> {
+    let room =
+        ev_store::get_room(txn, room_id)?.ok_or_else(|| MatrixError::not_found("Unknown room"))?;
+    let (_, rules) = version_rules(&room.room_version)?;
+    let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
+    if id.as_str() != event_id {
+        return Err(MatrixError::bad_json("Event id does not match the event").into());
+    }
+    match remote::accept_pdu(txn, room_id, id.clone(), &obj, &rules)? {
+        Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
+        Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
+            return Err(MatrixError::forbidden(format!("Not allowed: {why}")).into());
+        }
+        Err(missing) => {
+            return Err(
+                MatrixError::bad_json(format!("Unknown prev events: {:?}", missing.0)).into(),
+            );
+        }
+    }
+    fed_store::enqueue_for_room(txn, room_id, id.as_str(), local, Some(origin), now_ms())?;
+    Ok(id)
 }
 
 /// `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`.
@@ -190,56 +205,15 @@ pub(super) async fn send_join(
     Path((room_id, event_id)): Path<(String, String)>,
     signed: Signed<Value>,
 ) -> std::result::Result<Json<Value>, MatrixError> {
-    let obj = obj_of(&signed.body)?;
-    let sender = str_field(&obj, "sender").unwrap_or_default().to_owned();
-    if server_of(&sender) != Some(signed.origin.as_str())
-        || str_field(&obj, "type") != Some("m.room.member")
-        || str_field(&obj, "state_key") != Some(sender.as_str())
-    {
-        return Err(MatrixError::bad_json("Not a join of one of your own users"));
-    }
-    let membership = match obj.get("content") {
-        Some(CanonicalJsonValue::Object(c)) => c.get("membership").cloned(),
-        _ => None,
-    };
-    if membership != Some(CanonicalJsonValue::String("join".into())) {
-        return Err(MatrixError::bad_json("Not a join event"));
-    }
+    let obj = own_membership_event(&signed.body, &signed.origin, "join")?;
     let origin = signed.origin.clone();
     let local = state.identity.server_name().to_string();
     let response = state
         .db
         .write(move |txn| {
-            let room = ev_store::get_room(txn, &room_id)?
-                .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
-            let (_, rules) = version_rules(&room.room_version)?;
-            let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
-            if id.as_str() != event_id {
-                return Err(MatrixError::bad_json("Event id does not match the event").into());
-            }
             // The state the joining server needs: the room's state before the join.
             let state_before = state_store::current_state(txn, &room_id)?;
-            match remote::accept_pdu(txn, &room_id, id.clone(), &obj, &rules)? {
-                Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
-                Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
-                    return Err(MatrixError::forbidden(format!("Join not allowed: {why}")).into());
-                }
-                Err(missing) => {
-                    return Err(MatrixError::bad_json(format!(
-                        "Unknown prev events: {:?}",
-                        missing.0
-                    ))
-                    .into());
-                }
-            }
-            fed_store::enqueue_for_room(
-                txn,
-                &room_id,
-                id.as_str(),
-                &local,
-                Some(&origin),
-                now_ms(),
-            )?;
+            let id = accept_membership(txn, &room_id, &event_id, obj, &origin, &local)?;
             let mut state_pdus = Vec::new();
             for ev_id in state_before.values() {
                 if let Some(json) = ev_store::get_event_json(txn, ev_id)? {
