@@ -928,9 +928,11 @@ pub async fn is_resident(state: &AppState, room_id: &str) -> Result<bool> {
     state
         .db
         .read(move |c| {
-            Ok(ev_store::get_room(c, &r)?.is_some()
-                && (fed_store::servers_in_room(c, &r)?.contains(&local)
-                    || fed_store::servers_in_room(c, &r)?.is_empty()))
+            if ev_store::get_room(c, &r)?.is_none() {
+                return Ok(false);
+            }
+            let servers = fed_store::servers_in_room(c, &r)?;
+            Ok(servers.is_empty() || servers.contains(&local))
         })
         .await
 }
