@@ -335,16 +335,7 @@ impl User {
 
 /// Percent-encodes a path segment.
 pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    neurite_core::client::percent_encode(s)
 }
 
 fn next_txn() -> u64 {
@@ -854,4 +845,12 @@ pub fn split_mxc(uri: &str) -> (String, String) {
     let rest = uri.strip_prefix("mxc://").expect("mxc:// URI");
     let (server, media) = rest.split_once('/').expect("mxc://server/media");
     (server.to_owned(), media.to_owned())
+}
+
+/// Two nodes on loopback; the first dials the second as a static peer. Returns `(a, b)`.
+pub async fn node_pair() -> (TestNode, TestNode) {
+    let b = TestNode::start().await;
+    let b_addr = b.node().p2p_addrs()[0].parse().expect("b's address");
+    let a = TestNode::start_with(|c| c.static_peers = vec![b_addr]).await;
+    (a, b)
 }

@@ -4,16 +4,9 @@
 use neurite_tests::{TestNode, has_event, timeline};
 use serde_json::json;
 
-async fn pair() -> (TestNode, TestNode) {
-    let b = TestNode::start().await;
-    let b_addr = b.node().p2p_addrs()[0].parse().expect("b's address");
-    let a = TestNode::start_with(|c| c.static_peers = vec![b_addr]).await;
-    (a, b)
-}
-
 #[tokio::test]
 async fn invite_join_and_chat_across_two_nodes() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
     let room = alice
@@ -139,7 +132,7 @@ async fn chat_room(
 
 #[tokio::test]
 async fn messages_sent_while_a_peer_is_away_arrive_when_it_returns() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let (alice, _bob, room) = chat_room(&a, &b).await;
     let a_addr = a.node().p2p_addrs()[0].parse().expect("a's address");
     let dir = b.stop().await;
@@ -256,7 +249,7 @@ async fn assert_not_in_timeline(user: &neurite_tests::User, room: &str, event_id
 
 #[tokio::test]
 async fn events_with_bad_signatures_or_failing_auth_are_refused() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let (alice, bob, room) = chat_room(&a, &b).await;
     let a_identity = a.node().services().identity.clone();
 
@@ -310,7 +303,7 @@ async fn events_with_bad_signatures_or_failing_auth_are_refused() {
 
 #[tokio::test]
 async fn typing_and_read_receipts_cross_servers() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let (alice, bob, room) = chat_room(&a, &b).await;
     let enc_room = neurite_tests::enc(&room);
     alice
@@ -364,7 +357,7 @@ async fn typing_and_read_receipts_cross_servers() {
 
 #[tokio::test]
 async fn declining_a_remote_invite_and_leaving_are_seen_by_both_servers() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
     let room = alice

@@ -8,14 +8,6 @@ use neurite_core::{
 use neurite_tests::TestNode;
 use reqwest::Method;
 
-/// Starts `a` and `b`, with `a` dialling `b` as a static peer.
-async fn pair() -> (TestNode, TestNode) {
-    let b = TestNode::start().await;
-    let b_addr = b.node().p2p_addrs()[0].parse().expect("b's address");
-    let a = TestNode::start_with(|c| c.static_peers = vec![b_addr]).await;
-    (a, b)
-}
-
 fn client(node: &TestNode) -> FederationClient {
     node.node()
         .services()
@@ -37,7 +29,7 @@ async fn node_identity_is_one_key_for_matrix_and_libp2p() {
 
 #[tokio::test]
 async fn signed_requests_travel_over_streams_and_keys_match_names() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let alice_b = b.register("alice").await;
     alice_b
         .put_ok(
@@ -92,7 +84,7 @@ async fn signed_requests_travel_over_streams_and_keys_match_names() {
 
 #[tokio::test]
 async fn request_whose_origin_is_not_the_connected_peer_is_refused() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     // A client that signs as a third server but travels over a's connection.
     let impostor = Identity::from_seed(&[42u8; 32]).unwrap();
     let p2p = a.node().p2p().expect("p2p").clone();
@@ -108,7 +100,7 @@ async fn request_whose_origin_is_not_the_connected_peer_is_refused() {
 
 #[tokio::test]
 async fn unknown_federation_endpoint_is_unrecognized() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     let resp = client(&a)
         .request(
             &b.server_name(),
@@ -152,7 +144,7 @@ async fn connected(node: &TestNode, peer: &str) {
 
 #[tokio::test]
 async fn known_peers_are_redialled_after_a_restart() {
-    let (a, b) = pair().await;
+    let (a, b) = neurite_tests::node_pair().await;
     connected(&a, &b.node().peer_id()).await;
     // A restarts with no static peers: its address book brings B back.
     let dir = a.stop().await;
