@@ -611,24 +611,14 @@ fn store_signature(
             // One of the user's devices, signed by their self-signing key.
             let dev_keys = store::device_keys(conn, caller, key_id)?.ok_or_else(not_found)?;
             let dev_keys: Value = serde_json::from_str(&dev_keys)?;
-            let ssk = store::cross_signing_key(conn, caller, "self_signing")?
-                .ok_or_else(|| MatrixError::missing_param("No self-signing key is available"))?;
-            let sig_key_id = format!("ed25519:{}", ssk.public_key);
-            let sig = their_sigs
-                .get(&sig_key_id)
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid_signature("No signature by the self-signing key"))?;
-            signing::verify_signature(&dev_keys, sig, &ssk.public_key)
-                .map_err(|e| invalid_signature(format!("{sig_key_id}: {e}")))?;
-            store::add_signature(
+            record_cross_signature(
                 conn,
                 caller,
+                caller,
                 key_id,
-                &store::SignatureRow {
-                    signer_user: caller.to_owned(),
-                    signer_key_id: sig_key_id,
-                    signature: sig.to_owned(),
-                },
+                &dev_keys,
+                their_sigs,
+                "self_signing",
             )?;
             added += 1;
         }
@@ -638,29 +628,53 @@ fn store_signature(
             .filter(|m| m.public_key == key_id)
             .ok_or_else(not_found)?;
         let master_obj: Value = serde_json::from_str(&master.json)?;
-        let usk = store::cross_signing_key(conn, caller, "user_signing")?
-            .ok_or_else(|| MatrixError::missing_param("No user-signing key is available"))?;
-        let sig_key_id = format!("ed25519:{}", usk.public_key);
-        let sig = their_sigs
-            .get(&sig_key_id)
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid_signature("No signature by the user-signing key"))?;
-        signing::verify_signature(&master_obj, sig, &usk.public_key)
-            .map_err(|e| invalid_signature(format!("{sig_key_id}: {e}")))?;
-        store::add_signature(
+        record_cross_signature(
             conn,
+            caller,
             target_user,
             key_id,
-            &store::SignatureRow {
-                signer_user: caller.to_owned(),
-                signer_key_id: sig_key_id,
-                signature: sig.to_owned(),
-            },
+            &master_obj,
+            their_sigs,
+            "user_signing",
         )?;
         added += 1;
     }
     if added == 0 {
         return Err(invalid_signature("No usable signature").into());
     }
+    Ok(())
+}
+
+/// Checks `caller`'s signature of `signed` (the key `key_id` of `target_user`) made with the
+/// caller's cross-signing key of `kind` (`self_signing` or `user_signing`), and stores it.
+fn record_cross_signature(
+    conn: &rusqlite::Connection,
+    caller: &str,
+    target_user: &str,
+    key_id: &str,
+    signed: &Value,
+    their_sigs: &serde_json::Map<String, Value>,
+    kind: &str,
+) -> Result<()> {
+    let name = kind.replace('_', "-");
+    let signer = store::cross_signing_key(conn, caller, kind)?
+        .ok_or_else(|| MatrixError::missing_param(format!("No {name} key is available")))?;
+    let sig_key_id = format!("ed25519:{}", signer.public_key);
+    let sig = their_sigs
+        .get(&sig_key_id)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid_signature(format!("No signature by the {name} key")))?;
+    signing::verify_signature(signed, sig, &signer.public_key)
+        .map_err(|e| invalid_signature(format!("{sig_key_id}: {e}")))?;
+    store::add_signature(
+        conn,
+        target_user,
+        key_id,
+        &store::SignatureRow {
+            signer_user: caller.to_owned(),
+            signer_key_id: sig_key_id,
+            signature: sig.to_owned(),
+        },
+    )?;
     Ok(())
 }
