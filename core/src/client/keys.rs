@@ -51,10 +51,7 @@ pub async fn query(
     Json(body): Json<QueryBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        state
-            .e2ee
-            .query_keys(&session.user_id, body.device_keys)
-            .await?,
+        crate::federation::devices::query_keys(&state, &session.user_id, body.device_keys).await?,
     ))
 }
 
@@ -70,9 +67,7 @@ pub async fn claim(
     Json(body): Json<ClaimBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        state
-            .e2ee
-            .claim_keys(&session.user_id, body.one_time_keys)
+        crate::federation::devices::claim_keys(&state, &session.user_id, body.one_time_keys)
             .await?,
     ))
 }

@@ -4,6 +4,7 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod devices;
 pub mod edus;
 pub mod outbox;
 pub mod rooms;
@@ -193,6 +194,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v1/event/{event}",
             get(rooms::get_event),
+        )
+        .route(
+            "/_matrix/federation/v1/user/devices/{user}",
+            get(devices::user_devices),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(devices::user_keys_query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(devices::user_keys_claim),
         )
         .fallback(unrecognized)
         .with_state(state)

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod aliases;
 pub mod events;
 pub mod federation;
+pub mod federation_e2ee;
 pub mod keys;
 pub mod media;
 pub mod state;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_e2ee.sql")),
     M::up(include_str!("migrations/003_media.sql")),
     M::up(include_str!("migrations/004_federation.sql")),
+    M::up(include_str!("migrations/007_federation_e2ee.sql")),
 ];
 
 /// How many idle reader connections are kept open.

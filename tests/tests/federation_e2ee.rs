@@ -1,0 +1,311 @@
+//! End-to-end encryption across two nodes: a user's keys queried and claimed from the other
+//! server, device-list changes reaching the other side's sync, and to-device messages across
+//! servers (delivered once, kept across a restart of the receiver).
+
+use std::time::Duration;
+
+use neurite_core::storage::federation as fed_store;
+use neurite_tests::{
+    TestNode, TestSigningKey, User, WAIT, device_list_has, login_on_device, next_batch,
+    signed_device_keys, signed_one_time_keys, to_device_events,
+};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse";
+
+/// Uploads fresh signed device keys and `otks` one-time keys for `user`; returns the key.
+async fn upload_device(user: &User, otks: usize) -> TestSigningKey {
+    let key = TestSigningKey::generate();
+    let body = json!({
+        "device_keys": signed_device_keys(user, &key),
+        "one_time_keys": signed_one_time_keys(user, &key, "k", otks),
+    });
+    user.upload_keys(body).await;
+    key
+}
+
+async fn query(user: &User, target: &str) -> Value {
+    user.post_ok("/keys/query", json!({ "device_keys": { target: [] } }))
+        .await
+}
+
+/// Alice on `a` and Bob on `b` in one room (Bob invited and joined), both seeing the join.
+async fn shared_room(alice: &User, bob: &User) -> String {
+    let room = alice.create_room(json!({ "preset": "private_chat" })).await;
+    alice.invite(&room, &bob.user_id).await;
+    bob.sync_until(None, |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    bob.join(&room).await;
+    alice
+        .sync_until(None, |s| {
+            s["rooms"]["join"][&room]["timeline"]["events"]
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter().any(|e| {
+                        e["state_key"] == bob.user_id.as_str()
+                            && e["content"]["membership"] == "join"
+                    })
+                })
+        })
+        .await;
+    room
+}
+
+/// Waits until `node` has nothing queued for other servers.
+async fn outbox_drained(node: &TestNode) {
+    let db = node.node().services().db.clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let pending = db
+            .read(fed_store::pending_destinations)
+            .await
+            .expect("read outbox");
+        if pending.is_empty() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox still holds {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_of_a_remote_user_are_queried_and_claimed_through_their_server() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let bob_key = upload_device(&bob, 2).await;
+
+    // Before sharing a room: asked of Bob's server each time.
+    let q = query(&alice, &bob.user_id).await;
+    let device = &q["device_keys"][&bob.user_id][&bob.device_id];
+    assert_eq!(
+        device["keys"][format!("ed25519:{}", bob.device_id)],
+        json!(bob_key.public()),
+        "{q}"
+    );
+    assert_eq!(q["failures"], json!({}), "{q}");
+
+    // Sharing a room: fetched once with /user/devices and cached.
+    shared_room(&alice, &bob).await;
+    let q = query(&alice, &bob.user_id).await;
+    assert!(
+        q["device_keys"][&bob.user_id][&bob.device_id].is_object(),
+        "{q}"
+    );
+
+    let claim = |user: &User| {
+        let body =
+            json!({ "one_time_keys": { &bob.user_id: { &bob.device_id: "signed_curve25519" } } });
+        let user = user.clone();
+        async move { user.post_ok("/keys/claim", body).await }
+    };
+    let first = claim(&alice).await;
+    let second = claim(&alice).await;
+    let key_of = |c: &Value| {
+        c["one_time_keys"][&bob.user_id][&bob.device_id]
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+            .unwrap_or_else(|| panic!("a claimed key: {c}"))
+    };
+    assert_ne!(
+        key_of(&first),
+        key_of(&second),
+        "each claim takes a new key"
+    );
+    assert_eq!(first["failures"], json!({}));
+    let counts = bob.upload_keys(json!({})).await;
+    assert_eq!(counts["signed_curve25519"], 0, "both keys were taken");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_reported_in_failures() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    upload_device(&bob, 1).await;
+    b.stop().await;
+
+    let q = query(&alice, &bob.user_id).await;
+    let server = bob.user_id.split_once(':').unwrap().1;
+    assert!(q["failures"][server].is_object(), "{q}");
+    let c = alice
+        .post_ok(
+            "/keys/claim",
+            json!({ "one_time_keys": { &bob.user_id: { &bob.device_id: "signed_curve25519" } } }),
+        )
+        .await;
+    assert!(c["failures"][server].is_object(), "{c}");
+}
+
+#[tokio::test]
+async fn remote_device_changes_reach_local_syncs_and_queries() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    upload_device(&bob, 0).await;
+    let since = next_batch(&alice.sync(None, 0).await);
+
+    // Bob joining a room with Alice puts him in her device-list changes.
+    let room = shared_room(&alice, &bob).await;
+    let s = alice
+        .sync_until(Some(&since), |s| {
+            device_list_has(s, "changed", &bob.user_id)
+        })
+        .await;
+    let since = next_batch(&s);
+    assert_eq!(
+        query(&alice, &bob.user_id).await["device_keys"][&bob.user_id]
+            .as_object()
+            .map(|m| m.len()),
+        Some(1)
+    );
+
+    // A second device of Bob's, with keys: announced to Alice's server.
+    let phone = login_on_device(&b, "bob", PASSWORD, "PHONE").await;
+    let phone_key = upload_device(&phone, 0).await;
+    let s = alice
+        .sync_until(Some(&since), |s| {
+            device_list_has(s, "changed", &bob.user_id)
+        })
+        .await;
+    let since = next_batch(&s);
+    let q = query(&alice, &bob.user_id).await;
+    assert_eq!(
+        q["device_keys"][&bob.user_id]["PHONE"]["keys"]["ed25519:PHONE"],
+        json!(phone_key.public()),
+        "{q}"
+    );
+
+    // The device is deleted: gone from Alice's view too.
+    phone.post_ok("/logout", json!({})).await;
+    let s = alice
+        .sync_until(Some(&since), |s| {
+            device_list_has(s, "changed", &bob.user_id)
+        })
+        .await;
+    let since = next_batch(&s);
+    let q = query(&alice, &bob.user_id).await;
+    let devices = q["device_keys"][&bob.user_id].as_object().unwrap();
+    assert!(!devices.contains_key("PHONE"), "{q}");
+    assert!(devices.contains_key(&bob.device_id), "{q}");
+
+    // Bob leaves the only shared room: Alice's sync lists him in `left`.
+    bob.leave(&room).await;
+    alice
+        .sync_until(Some(&since), |s| device_list_has(s, "left", &bob.user_id))
+        .await;
+}
+
+#[tokio::test]
+async fn an_update_after_a_gap_makes_the_server_fetch_the_whole_list() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    upload_device(&bob, 0).await;
+    shared_room(&alice, &bob).await;
+    query(&alice, &bob.user_id).await; // cached now
+
+    // An update whose prev_id Alice's server never saw: the cache cannot be patched.
+    let phone = login_on_device(&b, "bob", PASSWORD, "PHONE").await;
+    let phone_key = upload_device(&phone, 0).await;
+    let since = next_batch(&alice.sync(None, 0).await);
+    let edu = json!({
+        "user_id": bob.user_id,
+        "device_id": "GHOST",
+        "stream_id": 1000,
+        "prev_id": [999],
+        "keys": { "user_id": bob.user_id, "device_id": "GHOST", "keys": {} },
+    });
+    a.node()
+        .services()
+        .e2ee
+        .receive_device_list_update(&b.server_name(), &edu)
+        .await
+        .unwrap();
+    alice
+        .sync_until(Some(&since), |s| {
+            device_list_has(s, "changed", &bob.user_id)
+        })
+        .await;
+    let q = query(&alice, &bob.user_id).await;
+    let devices = q["device_keys"][&bob.user_id].as_object().unwrap();
+    assert!(
+        !devices.contains_key("GHOST"),
+        "refetched, not patched: {q}"
+    );
+    assert_eq!(
+        devices["PHONE"]["keys"]["ed25519:PHONE"],
+        json!(phone_key.public()),
+        "{q}"
+    );
+}
+
+#[tokio::test]
+async fn to_device_messages_cross_servers_once_and_survive_a_restart() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let since = next_batch(&bob.sync(None, 0).await);
+
+    alice
+        .send_to_device(
+            "m.test",
+            json!({ &bob.user_id: { &bob.device_id: { "n": 1 } } }),
+        )
+        .await;
+    alice
+        .send_to_device("m.test", json!({ &bob.user_id: { "*": { "n": 2 } } }))
+        .await;
+    outbox_drained(&a).await;
+
+    // Bob's server restarts before he syncs: the messages were stored when they arrived.
+    let dir = b.stop().await;
+    let b = TestNode::start_in(dir, |_| {}).await;
+    let bob = login_on_device(&b, "bob", PASSWORD, &bob.device_id).await;
+    let s = bob.sync(Some(&since), 0).await;
+    let events = to_device_events(&s);
+    let contents: Vec<&Value> = events.iter().map(|e| &e["content"]).collect();
+    assert_eq!(contents, [&json!({ "n": 1 }), &json!({ "n": 2 })], "{s}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["sender"] == alice.user_id.as_str() && e["type"] == "m.test")
+    );
+
+    // A repeated EDU (a retried transaction) is not delivered again.
+    let since = next_batch(&s);
+    let edu = json!({
+        "sender": alice.user_id,
+        "type": "m.test",
+        "message_id": "m1",
+        "messages": { &bob.user_id: { &bob.device_id: { "n": 3 } } },
+    });
+    let e2ee = &b.node().services().e2ee;
+    e2ee.receive_to_device(&a.server_name(), &edu)
+        .await
+        .unwrap();
+    e2ee.receive_to_device(&a.server_name(), &edu)
+        .await
+        .unwrap();
+    // Nor is a message whose sender is not of the sending server.
+    let forged = json!({
+        "sender": bob.user_id,
+        "type": "m.test",
+        "message_id": "m2",
+        "messages": { &bob.user_id: { &bob.device_id: { "n": 4 } } },
+    });
+    e2ee.receive_to_device(&a.server_name(), &forged)
+        .await
+        .unwrap();
+    let s = bob.sync(Some(&since), 0).await;
+    let contents: Vec<Value> = to_device_events(&s)
+        .into_iter()
+        .map(|e| e["content"].clone())
+        .collect();
+    assert_eq!(contents, [json!({ "n": 3 })], "{s}");
+    let s = bob.sync(Some(&next_batch(&s)), 0).await;
+    assert!(to_device_events(&s).is_empty(), "{s}");
+}
