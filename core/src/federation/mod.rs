@@ -8,6 +8,7 @@ pub mod devices;
 pub mod edus;
 pub mod outbox;
 pub mod rooms;
+pub mod state;
 pub mod transport;
 
 use axum::{
@@ -194,6 +195,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v1/event/{event}",
             get(rooms::get_event),
+        )
+        .route(
+            "/_matrix/federation/v1/state/{room}",
+            get(state::room_state),
+        )
+        .route(
+            "/_matrix/federation/v1/state_ids/{room}",
+            get(state::state_ids),
+        )
+        .route(
+            "/_matrix/federation/v1/backfill/{room}",
+            get(state::backfill),
         )
         .route(
             "/_matrix/federation/v1/user/devices/{user}",
