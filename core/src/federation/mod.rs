@@ -7,6 +7,7 @@ pub mod auth;
 pub mod devices;
 pub mod edus;
 pub mod outbox;
+pub mod query;
 pub mod rooms;
 pub mod state;
 pub mod transport;
@@ -195,6 +196,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v1/event/{event}",
             get(rooms::get_event),
+        )
+        .route(
+            "/_matrix/federation/v1/query/directory",
+            get(query::query_directory),
         )
         .route(
             "/_matrix/federation/v1/state/{room}",
