@@ -309,3 +309,34 @@ async fn to_device_messages_cross_servers_once_and_survive_a_restart() {
     let s = bob.sync(Some(&next_batch(&s)), 0).await;
     assert!(to_device_events(&s).is_empty(), "{s}");
 }
+
+/// matrix-nio, with its own encryption, chatting across the two nodes: A on one, B on the
+/// other; each side decrypts the other's messages. Needs NEURITE_PYTHON (set by
+/// tests/run.sh) pointing at a Python with matrix-nio[e2e].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_nio_chats_end_to_end_encrypted_across_two_nodes() {
+    let python = std::env::var("NEURITE_PYTHON").expect(
+        "NEURITE_PYTHON is not set: run the tests with tests/run.sh, which installs matrix-nio and sets it",
+    );
+    let (a, b) = neurite_tests::node_pair().await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/nio/e2ee_chat.py");
+    // The script bounds itself (it aborts after its budget); this wait is a second bound.
+    let mut command = std::process::Command::new(python);
+    command.arg(script).arg(&a.url).arg(&b.url);
+    let child = tokio::task::spawn_blocking(move || command.output());
+    let out = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("the nio script finished within 120 s")
+        .expect("the script's thread")
+        .expect("the nio script ran");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "nio e2ee chat across nodes failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains("PASS"), "{stdout}");
+    println!("{stdout}");
+}
