@@ -199,6 +199,89 @@ async fn remote_device_changes_reach_local_syncs_and_queries() {
         .await;
 }
 
+/// A cross-signing key object of `usage` for `user`, signed by `signer` if given.
+fn cross_key(
+    user: &User,
+    usage: &str,
+    key: &TestSigningKey,
+    signer: Option<&TestSigningKey>,
+) -> Value {
+    let mut obj = json!({
+        "user_id": user.user_id,
+        "usage": [usage],
+        "keys": { format!("ed25519:{}", key.public()): key.public() },
+    });
+    if let Some(signer) = signer {
+        signer.add_signature(
+            &mut obj,
+            &user.user_id,
+            &format!("ed25519:{}", signer.public()),
+        );
+    }
+    obj
+}
+
+#[tokio::test]
+async fn cross_signing_keys_and_signatures_reach_the_other_server() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    upload_device(&bob, 0).await;
+    shared_room(&alice, &bob).await;
+    let q = query(&alice, &bob.user_id).await; // cached now, without cross-signing keys
+    assert!(q["master_keys"].get(&bob.user_id).is_none(), "{q}");
+    let since = next_batch(&alice.sync(None, 0).await);
+
+    let (master, ssk) = (TestSigningKey::generate(), TestSigningKey::generate());
+    bob.post_ok(
+        "/keys/device_signing/upload",
+        json!({
+            "master_key": cross_key(&bob, "master", &master, None),
+            "self_signing_key": cross_key(&bob, "self_signing", &ssk, Some(&master)),
+        }),
+    )
+    .await;
+    let s = alice
+        .sync_until(Some(&since), |s| {
+            device_list_has(s, "changed", &bob.user_id)
+        })
+        .await;
+    let since = next_batch(&s);
+    let q = query(&alice, &bob.user_id).await;
+    assert_eq!(
+        q["master_keys"][&bob.user_id]["keys"],
+        json!({ format!("ed25519:{}", master.public()): master.public() }),
+        "{q}"
+    );
+    assert!(q["self_signing_keys"][&bob.user_id].is_object(), "{q}");
+
+    // Bob signs his device with his self-signing key: Alice's server hears of it.
+    let own = query(&bob, &bob.user_id).await;
+    let mut signed = own["device_keys"][&bob.user_id][&bob.device_id].clone();
+    signed.as_object_mut().unwrap().remove("unsigned");
+    let ssk_id = format!("ed25519:{}", ssk.public());
+    let sig = ssk.sign_json(&signed);
+    signed["signatures"] = json!({ &bob.user_id: { &ssk_id: sig } });
+    let r = bob
+        .post_ok(
+            "/keys/signatures/upload",
+            json!({ &bob.user_id: { &bob.device_id: signed } }),
+        )
+        .await;
+    assert_eq!(r["failures"], json!({}), "{r}");
+    alice
+        .sync_until(Some(&since), |s| {
+            device_list_has(s, "changed", &bob.user_id)
+        })
+        .await;
+    let q = query(&alice, &bob.user_id).await;
+    assert_eq!(
+        q["device_keys"][&bob.user_id][&bob.device_id]["signatures"][&bob.user_id][&ssk_id],
+        json!(sig),
+        "{q}"
+    );
+}
+
 #[tokio::test]
 async fn an_update_after_a_gap_makes_the_server_fetch_the_whole_list() {
     let (a, b) = neurite_tests::node_pair().await;
