@@ -197,6 +197,14 @@ async fn remote_device_changes_reach_local_syncs_and_queries() {
     alice
         .sync_until(Some(&since), |s| device_list_has(s, "left", &bob.user_id))
         .await;
+
+    // A device added while no room is shared is not announced to Alice's server; once Bob
+    // is back, her server does not trust what it had cached.
+    let tablet = login_on_device(&b, "bob", PASSWORD, "TABLET").await;
+    upload_device(&tablet, 0).await;
+    shared_room(&alice, &bob).await;
+    let q = query(&alice, &bob.user_id).await;
+    assert!(q["device_keys"][&bob.user_id]["TABLET"].is_object(), "{q}");
 }
 
 /// A cross-signing key object of `usage` for `user`, signed by `signer` if given.

@@ -293,7 +293,7 @@ impl E2ee {
                     if !fed_store::is_tracked(conn, &user, &local)? {
                         continue;
                     }
-                    if let Some((_, json)) = fed_store::remote_device_list(conn, &user)? {
+                    if let Some(json) = fed_store::current_remote_device_list(conn, &user)? {
                         out.insert(user, serde_json::from_str(&json)?);
                     }
                 }
@@ -318,17 +318,26 @@ impl E2ee {
             .await
     }
 
-    /// Caches a remote user's device list fetched from their server, at `stream_id`.
+    /// Caches a remote user's device list fetched from their server, at `stream_id`;
+    /// `fetched_at` is the local stream position taken before asking.
     pub async fn cache_device_list(
         &self,
         user: &str,
         stream_id: i64,
+        fetched_at: i64,
         list: &RemoteDeviceList,
     ) -> Result<()> {
         let (user, json) = (user.to_owned(), serde_json::to_string(list)?);
         self.db
-            .write(move |txn| fed_store::set_remote_device_list(txn, &user, stream_id, &json))
+            .write(move |txn| {
+                fed_store::cache_remote_device_list(txn, &user, stream_id, fetched_at, &json)
+            })
             .await
+    }
+
+    /// The current stream position (to stamp fetched device lists with).
+    pub fn current_pos(&self) -> i64 {
+        self.db.current_pos()
     }
 
     /// Applies an `m.device_list_update` from `origin`. An update that follows the cached
@@ -378,7 +387,7 @@ impl E2ee {
                             (false, None) => {}
                         }
                         let json = serde_json::to_string(&list)?;
-                        fed_store::set_remote_device_list(txn, &user, stream_id, &json)?;
+                        fed_store::update_remote_device_list(txn, &user, stream_id, &json)?;
                     } else {
                         fed_store::delete_remote_device_list(txn, &user)?;
                     }
@@ -417,7 +426,7 @@ impl E2ee {
                         list.self_signing_key = ssk;
                     }
                     let json = serde_json::to_string(&list)?;
-                    fed_store::set_remote_device_list(txn, &user, stream_id, &json)?;
+                    fed_store::update_remote_device_list(txn, &user, stream_id, &json)?;
                 }
                 let pos = txn.next_pos();
                 store::mark_device_list_changed(txn, &user, pos)

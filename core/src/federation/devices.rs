@@ -181,6 +181,7 @@ async fn remote_device_lists(
     };
     let tracked = state.e2ee.tracked_users(missing).await.unwrap_or_default();
     let mut failed = false;
+    let fetched_at = state.e2ee.current_pos();
     let fetches = tracked
         .iter()
         .filter(|(_, t)| *t)
@@ -200,7 +201,11 @@ async fn remote_device_lists(
         };
         match list {
             Some((stream_id, list)) => {
-                if let Err(e) = state.e2ee.cache_device_list(user, stream_id, &list).await {
+                if let Err(e) = state
+                    .e2ee
+                    .cache_device_list(user, stream_id, fetched_at, &list)
+                    .await
+                {
                     tracing::warn!(%user, error = %e, "could not cache a device list");
                 }
                 found.insert(user.clone(), list);

@@ -63,16 +63,46 @@ pub fn remote_device_list(conn: &Connection, user_id: &str) -> Result<Option<(i6
         .optional()?)
 }
 
-/// Stores (or replaces) the cached device list of a remote user.
-pub fn set_remote_device_list(
+/// The cached device list of a remote user if it can be trusted to be current: the user has
+/// not joined any room since it was fetched (updates may have been missed before).
+pub fn current_remote_device_list(conn: &Connection, user_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT r.json FROM remote_device_lists r WHERE r.user_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = ?1
+                    AND m.membership = 'join' AND m.stream > r.cached_pos)",
+        )?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Stores the device list of a remote user as fetched at local position `cached_pos`.
+pub fn cache_remote_device_list(
+    conn: &Connection,
+    user_id: &str,
+    stream_id: i64,
+    cached_pos: i64,
+    json: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO remote_device_lists (user_id, stream_id, cached_pos, json)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id,
+            cached_pos = excluded.cached_pos, json = excluded.json",
+    )?
+    .execute(params![user_id, stream_id, cached_pos, json])?;
+    Ok(())
+}
+
+/// Updates a cached device list with a change its server announced.
+pub fn update_remote_device_list(
     conn: &Connection,
     user_id: &str,
     stream_id: i64,
     json: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO remote_device_lists (user_id, stream_id, json) VALUES (?1, ?2, ?3)
-         ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, json = excluded.json",
+        "UPDATE remote_device_lists SET stream_id = ?2, json = ?3 WHERE user_id = ?1",
     )?
     .execute(params![user_id, stream_id, json])?;
     Ok(())

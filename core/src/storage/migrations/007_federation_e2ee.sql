@@ -2,10 +2,13 @@
 
 -- Device lists of users on other servers, as their server last sent them: `json` holds
 -- {"devices": {device_id: {"keys": …, "device_display_name": …}}, "master_key": …,
--- "self_signing_key": …}. `stream_id` is the origin's id of that version of the list.
+-- "self_signing_key": …}. `stream_id` is the origin's id of that version of the list;
+-- `cached_pos` the local stream position when it was fetched (a join of the user after it
+-- means updates may have been missed while no room was shared).
 CREATE TABLE remote_device_lists (
     user_id         TEXT PRIMARY KEY,
     stream_id       INTEGER NOT NULL,
+    cached_pos      INTEGER NOT NULL,
     json            TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
 
