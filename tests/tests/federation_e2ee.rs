@@ -310,12 +310,18 @@ async fn an_update_after_a_gap_makes_the_server_fetch_the_whole_list() {
         "prev_id": [999],
         "keys": { "user_id": bob.user_id, "device_id": "GHOST", "keys": {} },
     });
-    a.node()
+    let gap = a
+        .node()
         .services()
         .e2ee
         .receive_device_list_update(&b.server_name(), &edu)
         .await
         .unwrap();
+    assert_eq!(
+        gap.as_deref(),
+        Some(bob.user_id.as_str()),
+        "a gap was noticed"
+    );
     alice
         .sync_until(Some(&since), |s| {
             device_list_has(s, "changed", &bob.user_id)
@@ -430,4 +436,32 @@ async fn matrix_nio_chats_end_to_end_encrypted_across_two_nodes() {
     );
     assert!(stdout.contains("PASS"), "{stdout}");
     println!("{stdout}");
+}
+
+#[tokio::test]
+async fn to_device_messages_wait_for_a_server_that_is_away() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let since = next_batch(&bob.sync(None, 0).await);
+    let a_addr = a.node().p2p_addrs()[0].parse().expect("a's address");
+    let dir = b.stop().await;
+
+    alice
+        .send_to_device(
+            "m.room_key_request",
+            json!({ &bob.user_id: { &bob.device_id: { "while": "away" } } }),
+        )
+        .await;
+
+    // B comes back (on a new port) and dials A; the queued EDU goes out.
+    let b = TestNode::start_in(dir, |c| c.static_peers = vec![a_addr]).await;
+    let bob = login_on_device(&b, "bob", PASSWORD, &bob.device_id).await;
+    let s = bob
+        .sync_until(Some(&since), |s| !to_device_events(s).is_empty())
+        .await;
+    let events = to_device_events(&s);
+    assert_eq!(events.len(), 1, "{s}");
+    assert_eq!(events[0]["content"], json!({ "while": "away" }));
+    assert_eq!(events[0]["type"], "m.room_key_request");
 }

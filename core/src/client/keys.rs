@@ -42,6 +42,7 @@ pub async fn upload(
 #[derive(Deserialize)]
 pub struct QueryBody {
     device_keys: BTreeMap<String, Vec<String>>,
+    timeout: Option<u64>,
 }
 
 /// `POST /keys/query`.
@@ -51,7 +52,13 @@ pub async fn query(
     Json(body): Json<QueryBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        crate::federation::devices::query_keys(&state, &session.user_id, body.device_keys).await?,
+        crate::federation::devices::query_keys(
+            &state,
+            &session.user_id,
+            body.device_keys,
+            body.timeout,
+        )
+        .await?,
     ))
 }
 

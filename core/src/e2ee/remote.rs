@@ -341,19 +341,23 @@ impl E2ee {
     }
 
     /// Applies an `m.device_list_update` from `origin`. An update that follows the cached
-    /// version is applied to the cache; after a gap the cache is dropped, so the next query
-    /// fetches the whole list again. Local users sharing a room see the user in
-    /// `device_lists.changed` either way.
-    pub async fn receive_device_list_update(&self, origin: &str, content: &Value) -> Result<()> {
+    /// version is applied to the cache; after a gap the cache is dropped, and the user id
+    /// is returned: their whole list must be fetched again. Local users sharing a room see
+    /// the user in `device_lists.changed` either way.
+    pub async fn receive_device_list_update(
+        &self,
+        origin: &str,
+        content: &Value,
+    ) -> Result<Option<String>> {
         let (Some(user), Some(device), Some(stream_id)) = (
             content["user_id"].as_str(),
             content["device_id"].as_str(),
             content["stream_id"].as_i64(),
         ) else {
-            return Ok(());
+            return Ok(None);
         };
         if server_of(user) != Some(origin) || UserId::parse(user).is_err() {
-            return Ok(());
+            return Ok(None);
         }
         let prev: Vec<i64> = content["prev_id"]
             .as_array()
@@ -367,12 +371,14 @@ impl E2ee {
             &content["device_display_name"],
         );
         let (user, device) = (user.to_owned(), device.to_owned());
-        let changed = self
+        let gap_user = user.clone();
+        let (changed, gap) = self
             .db
             .write(move |txn| {
+                let mut gap = false;
                 if let Some((cached, json)) = fed_store::remote_device_list(txn, &user)? {
                     if stream_id <= cached {
-                        return Ok(false);
+                        return Ok((false, false));
                     }
                     let follows = prev.contains(&cached) || (prev.is_empty() && cached == 0);
                     if follows {
@@ -390,17 +396,18 @@ impl E2ee {
                         fed_store::update_remote_device_list(txn, &user, stream_id, &json)?;
                     } else {
                         fed_store::delete_remote_device_list(txn, &user)?;
+                        gap = true;
                     }
                 }
                 let pos = txn.next_pos();
                 store::mark_device_list_changed(txn, &user, pos)?;
-                Ok(true)
+                Ok((true, gap))
             })
             .await?;
         if changed {
             self.notifier.notify();
         }
-        Ok(())
+        Ok(gap.then_some(gap_user))
     }
 
     /// Applies an `m.signing_key_update` from `origin` to the cache, and lets local users

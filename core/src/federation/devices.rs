@@ -79,7 +79,20 @@ pub async fn receive_edu(state: &AppState, origin: &str, edu: &Value) {
     let content = &edu["content"];
     let result = match edu["edu_type"].as_str() {
         Some("m.device_list_update") => {
-            state.e2ee.receive_device_list_update(origin, content).await
+            match state.e2ee.receive_device_list_update(origin, content).await {
+                Ok(Some(user)) => {
+                    // Updates were missed: fetch the whole list now, while the peer is here.
+                    let (state, origin) = (state.clone(), origin.to_owned());
+                    tokio::spawn(async move {
+                        let users = BTreeMap::from([(user, Vec::new())]);
+                        let fetch = remote_device_lists(&state, &origin, &users);
+                        let _ = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, fetch).await;
+                    });
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
         }
         Some("m.signing_key_update") => {
             state.e2ee.receive_signing_key_update(origin, content).await
@@ -116,21 +129,21 @@ fn split_by_server<T>(
 }
 
 /// Client `/keys/query`: local users answered here, remote users from the cache or their
-/// server (within [`REMOTE_KEYS_TIMEOUT`]); servers that could not be reached are listed in
-/// `failures`.
+/// server (within the client's `timeout`, at most [`REMOTE_KEYS_TIMEOUT`]); servers that
+/// could not be reached are listed in `failures`.
 pub async fn query_keys(
     state: &AppState,
     caller: &UserId,
     requested: BTreeMap<String, Vec<String>>,
+    timeout_ms: Option<u64>,
 ) -> Result<Value> {
     let (local, remote) = split_by_server(state.identity.server_name().as_str(), requested);
     let mut body = state.e2ee.query_keys(caller, local).await?;
+    let wait = timeout_ms
+        .map(Duration::from_millis)
+        .map_or(REMOTE_KEYS_TIMEOUT, |t| t.min(REMOTE_KEYS_TIMEOUT));
     let answers = join_all(remote.into_iter().map(|(server, users)| async move {
-        let found = tokio::time::timeout(
-            REMOTE_KEYS_TIMEOUT,
-            remote_device_lists(state, &server, &users),
-        )
-        .await;
+        let found = tokio::time::timeout(wait, remote_device_lists(state, &server, &users)).await;
         (server, users, found)
     }))
     .await;
