@@ -249,12 +249,11 @@ async fn cross_signing_keys_and_signatures_reach_the_other_server() {
         }),
     )
     .await;
-    let s = alice
+    alice
         .sync_until(Some(&since), |s| {
             device_list_has(s, "changed", &bob.user_id)
         })
         .await;
-    let since = next_batch(&s);
     let q = query(&alice, &bob.user_id).await;
     assert_eq!(
         q["master_keys"][&bob.user_id]["keys"],
@@ -263,7 +262,51 @@ async fn cross_signing_keys_and_signatures_reach_the_other_server() {
     );
     assert!(q["self_signing_keys"][&bob.user_id].is_object(), "{q}");
 
+    // Alice verifies Bob: her user-signing key signs his master key. Her server keeps the
+    // signature and shows it to her alone.
+    let (alice_master, alice_usk) = (TestSigningKey::generate(), TestSigningKey::generate());
+    alice
+        .post_ok(
+            "/keys/device_signing/upload",
+            json!({
+                "master_key": cross_key(&alice, "master", &alice_master, None),
+                "user_signing_key": cross_key(&alice, "user_signing", &alice_usk, Some(&alice_master)),
+            }),
+        )
+        .await;
+    let mut bob_master = q["master_keys"][&bob.user_id].clone();
+    let usk_id = format!("ed25519:{}", alice_usk.public());
+    alice_usk.add_signature(&mut bob_master, &alice.user_id, &usk_id);
+    let r = alice
+        .post_ok(
+            "/keys/signatures/upload",
+            json!({ &bob.user_id: { master.public(): bob_master } }),
+        )
+        .await;
+    assert_eq!(r["failures"], json!({}), "{r}");
+    let q = query(&alice, &bob.user_id).await;
+    assert_eq!(
+        q["master_keys"][&bob.user_id]["signatures"][&alice.user_id][&usk_id],
+        bob_master["signatures"][&alice.user_id][&usk_id],
+        "{q}"
+    );
+    // A forged one is refused.
+    let mut forged = q["master_keys"][&bob.user_id].clone();
+    TestSigningKey::generate().add_signature(&mut forged, &alice.user_id, &usk_id);
+    let r = alice
+        .post_ok(
+            "/keys/signatures/upload",
+            json!({ &bob.user_id: { master.public(): forged } }),
+        )
+        .await;
+    assert_eq!(
+        r["failures"][&bob.user_id][master.public()]["errcode"],
+        "M_INVALID_SIGNATURE",
+        "{r}"
+    );
+
     // Bob signs his device with his self-signing key: Alice's server hears of it.
+    let since = next_batch(&alice.sync(None, 0).await);
     let own = query(&bob, &bob.user_id).await;
     let mut signed = own["device_keys"][&bob.user_id][&bob.device_id].clone();
     signed.as_object_mut().unwrap().remove("unsigned");

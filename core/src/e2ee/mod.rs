@@ -650,7 +650,12 @@ fn store_signature(
         .and_then(|s| s.get(caller))
         .and_then(Value::as_object)
         .ok_or_else(|| invalid_signature(format!("No signature by {caller}")))?;
-    let master = store::cross_signing_key(conn, target_user, "master")?;
+    let master = match store::cross_signing_key(conn, target_user, "master")? {
+        Some(m) => Some(m),
+        // A user of another server: their master key as their server last sent it.
+        None if target_user != caller => remote::cached_master_key(conn, target_user)?,
+        None => None,
+    };
     let mut added = 0;
     if target_user == caller {
         if let Some(master) = master.filter(|m| m.public_key == key_id) {

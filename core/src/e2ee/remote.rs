@@ -174,6 +174,36 @@ pub fn announce_signing_keys(conn: &Connection, user: &str) -> Result<()> {
     Ok(())
 }
 
+/// The master key of a remote user as cached, in the shape of a stored key.
+pub(crate) fn cached_master_key(
+    conn: &Connection,
+    user: &str,
+) -> Result<Option<store::CrossSigningKeyRow>> {
+    let Some((_, json)) = fed_store::remote_device_list(conn, user)? else {
+        return Ok(None);
+    };
+    let list: RemoteDeviceList = serde_json::from_str(&json)?;
+    let Some(mut master) = list.master_key else {
+        return Ok(None);
+    };
+    let public = master["keys"]
+        .as_object()
+        .and_then(|k| k.values().next())
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(public_key) = public else {
+        return Ok(None);
+    };
+    // Signatures are checked over the key without them.
+    if let Some(map) = master.as_object_mut() {
+        map.remove("signatures");
+    }
+    Ok(Some(store::CrossSigningKeyRow {
+        public_key,
+        json: serde_json::to_string(&master)?,
+    }))
+}
+
 /// Lists every current device of local `user` (before they are deleted, to announce them).
 pub fn device_ids(conn: &Connection, user: &str) -> Result<Vec<String>> {
     Ok(accounts::list_devices(conn, user)?
@@ -316,6 +346,54 @@ impl E2ee {
                     .collect()
             })
             .await
+    }
+
+    /// Adds to a `/keys/query` answer the signatures `caller` made of the master keys of
+    /// users of other servers in it (with their user-signing key): only the caller sees them.
+    pub async fn add_own_signatures_of_remote_keys(
+        &self,
+        caller: &str,
+        body: &mut Value,
+    ) -> Result<()> {
+        let targets: Vec<(String, String)> = body["master_keys"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(user, _)| !self.is_local(user))
+            .filter_map(|(user, key)| {
+                let public = key["keys"].as_object()?.values().next()?.as_str()?;
+                Some((user.clone(), public.to_owned()))
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let caller = caller.to_owned();
+        let found = self
+            .db
+            .read(move |conn| {
+                let mut out = Vec::new();
+                for (user, public) in targets {
+                    for sig in store::signatures_of(conn, &user, &public)? {
+                        if sig.signer_user == caller {
+                            out.push((user.clone(), sig));
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        for (user, sig) in found {
+            let key = &mut body["master_keys"][&user];
+            if !key["signatures"].is_object() {
+                key["signatures"] = json!({});
+            }
+            if !key["signatures"][&sig.signer_user].is_object() {
+                key["signatures"][&sig.signer_user] = json!({});
+            }
+            key["signatures"][&sig.signer_user][&sig.signer_key_id] = json!(sig.signature);
+        }
+        Ok(())
     }
 
     /// Caches a remote user's device list fetched from their server, at `stream_id`;

@@ -165,6 +165,10 @@ pub async fn query_keys(
             }
         }
     }
+    state
+        .e2ee
+        .add_own_signatures_of_remote_keys(caller.as_str(), &mut body)
+        .await?;
     Ok(body)
 }
 
