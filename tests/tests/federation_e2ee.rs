@@ -36,16 +36,19 @@ async fn shared_room(alice: &User, bob: &User) -> String {
     bob.sync_until(None, |s| s["rooms"]["invite"][&room].is_object())
         .await;
     bob.join(&room).await;
+    let bob_joined = |events: &Value| {
+        events.as_array().is_some_and(|a| {
+            a.iter().any(|e| {
+                e["state_key"] == bob.user_id.as_str() && e["content"]["membership"] == "join"
+            })
+        })
+    };
     alice
         .sync_until(None, |s| {
-            s["rooms"]["join"][&room]["timeline"]["events"]
-                .as_array()
-                .is_some_and(|a| {
-                    a.iter().any(|e| {
-                        e["state_key"] == bob.user_id.as_str()
-                            && e["content"]["membership"] == "join"
-                    })
-                })
+            let joined = &s["rooms"]["join"][&room];
+            bob_joined(&joined["timeline"]["events"])
+                || bob_joined(&joined["state"]["events"])
+                || joined["summary"]["m.joined_member_count"] == 2
         })
         .await;
     room
