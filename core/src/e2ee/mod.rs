@@ -5,7 +5,10 @@
 //! - cross-signing keys and signatures ([`E2ee::upload_cross_signing_keys`],
 //!   [`E2ee::upload_signatures`]);
 //! - the device-list change stream ([`E2ee::key_changes`], and `/sync` through [`sync`]);
-//! - to-device messages ([`to_device`]) and server-side key backup ([`backup`]).
+//! - to-device messages ([`to_device`]) and server-side key backup ([`backup`]);
+//! - the same across servers: keys served to other servers, device-list changes announced
+//!   to them, their users' device lists cached, their to-device messages received
+//!   ([`remote`]; the requests themselves are made by [`crate::federation::devices`]).
 //!
 //! Keys are checked where the server can check them: device keys must carry a valid
 //! self-signature, cross-signing keys a valid signature by the master key, and uploaded
