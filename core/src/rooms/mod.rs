@@ -9,6 +9,7 @@ pub mod format;
 pub mod graph;
 pub mod membership;
 pub mod pdu;
+pub mod relations;
 pub mod remote;
 pub mod timeline;
 
