@@ -791,6 +791,19 @@ async fn recurse_follows_relations_of_relations() {
     );
     assert_eq!(deep["recursion_depth"], 3, "{deep}");
     assert!(!event_ids(&deep["chunk"]).contains(&d));
+    // The name from before v1.10, which matrix-js-sdk uses when /versions advertises the MSC.
+    let versions = alice.get_ok("/_matrix/client/versions").await;
+    assert_eq!(versions["unstable_features"]["org.matrix.msc3981"], true);
+    let unstable = alice
+        .get_ok(&relations_path(
+            &room,
+            &root,
+            "",
+            &[("org.matrix.msc3981.recurse", "true")],
+        ))
+        .await;
+    assert_eq!(event_ids(&unstable["chunk"]), event_ids(&deep["chunk"]));
+    assert_eq!(unstable["recursion_depth"], 3, "{unstable}");
 
     // Filters apply at every level: b and c hang off a thread reply, not a reference.
     let refs = alice
@@ -870,4 +883,59 @@ async fn relations_rejects_bad_parameters_and_unknown_events() {
         .get_ok(&relations_path(&room, &root, "", &[("limit", "0")]))
         .await;
     assert_eq!(empty["chunk"], json!([]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks when sending
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_thread_cannot_start_from_an_event_with_a_relation() {
+    let (_node, alice, room, _) = alice_in_a_room().await;
+    let root = alice.send_text(&room, "root").await;
+    let reply = thread_reply(&alice, &room, &root, "reply").await;
+    let edited = edit(&alice, &room, &root, "root, edited").await;
+    for target in [&reply, &edited] {
+        let resp = alice
+            .put(
+                &format!(
+                    "/rooms/{}/send/m.room.message/{}",
+                    enc(&room),
+                    neurite_tests::fresh_txn()
+                ),
+                relates(text("nested"), "m.thread", target),
+            )
+            .await;
+        assert_error(&resp, 400, "M_UNKNOWN");
+    }
+    // A reply in the thread targets the root and is fine.
+    thread_reply(&alice, &room, &root, "another reply").await;
+}
+
+#[tokio::test]
+async fn the_same_annotation_twice_is_refused_until_redacted() {
+    let (_node, alice, room, _) = alice_in_a_room().await;
+    let target = alice.send_text(&room, "react to me").await;
+    let react = |key: &str| json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": target, "key": key } });
+    let path = || {
+        format!(
+            "/rooms/{}/send/m.reaction/{}",
+            enc(&room),
+            neurite_tests::fresh_txn()
+        )
+    };
+    let first = alice.put_ok(&path(), react("👍")).await["event_id"]
+        .as_str()
+        .expect("event_id")
+        .to_owned();
+    assert_error(
+        &alice.put(&path(), react("👍")).await,
+        400,
+        "M_DUPLICATE_ANNOTATION",
+    );
+    // Another key is another annotation.
+    alice.put_ok(&path(), react("🎉")).await;
+    // Once the first is redacted the same key may be sent again.
+    redact(&alice, &room, &first).await;
+    alice.put_ok(&path(), react("👍")).await;
 }

@@ -266,6 +266,9 @@ pub struct RelationsParams {
     dir: Option<String>,
     limit: Option<String>,
     recurse: Option<String>,
+    /// MSC3981's name for `recurse` before v1.10, still used by matrix-js-sdk.
+    #[serde(rename = "org.matrix.msc3981.recurse")]
+    recurse_unstable: Option<String>,
 }
 
 fn parse_bool(value: Option<&str>, name: &str) -> ApiResult<Option<bool>> {
@@ -295,7 +298,7 @@ async fn relations_inner(
         to: q.to,
         dir: parse_dir(q.dir.as_deref())?,
         limit: parse_limit(q.limit.as_deref(), 50, 500)?,
-        recurse: parse_bool(q.recurse.as_deref(), "recurse")?,
+        recurse: parse_bool(q.recurse.or(q.recurse_unstable).as_deref(), "recurse")?,
     };
     Ok(Json(
         state

@@ -225,6 +225,68 @@ fn client_events_nested(
         .collect()
 }
 
+/// Checks the relation a local user's new event declares, before it is sent:
+/// - a thread cannot start from an event that itself relates to another
+///   (`400 M_UNKNOWN`, as the spec asks);
+/// - the same sender cannot annotate an event twice with the same event type and key
+///   (`400 M_DUPLICATE_ANNOTATION`) while the first annotation stands.
+pub fn check_new_relation(
+    conn: &Connection,
+    room_id: &str,
+    sender: &str,
+    tpl: &super::EventTemplate,
+) -> Result<()> {
+    if tpl.state_key.is_some() {
+        return Ok(());
+    }
+    let Some(rel) = tpl.content.get("m.relates_to") else {
+        return Ok(());
+    };
+    let (Some(rel_type), Some(target)) = (
+        rel.get("rel_type").and_then(Value::as_str),
+        rel.get("event_id").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    match rel_type {
+        "m.thread" => {
+            let Some(parent) = ev_store::get_event(conn, target)? else {
+                // Possibly an event this node has not received yet.
+                return Ok(());
+            };
+            if parent.room_id == room_id && own_rel_type(&parent).is_some() {
+                return Err(MatrixError::bad_request(
+                    "Cannot start a thread from an event that relates to another event",
+                )
+                .into());
+            }
+            Ok(())
+        }
+        "m.annotation" => {
+            let Some(key) = rel.get("key").and_then(Value::as_str) else {
+                return Ok(());
+            };
+            for json in rel_store::annotations_by(conn, target, sender, &tpl.event_type)? {
+                let existing: Value = serde_json::from_str(&json)?;
+                if existing
+                    .pointer("/content/m.relates_to/key")
+                    .and_then(Value::as_str)
+                    == Some(key)
+                {
+                    return Err(MatrixError::new(
+                        axum::http::StatusCode::BAD_REQUEST,
+                        "M_DUPLICATE_ANNOTATION",
+                        "You already sent this annotation for this event",
+                    )
+                    .into());
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Parameters of `/relations`.
 #[derive(Debug, Clone)]
 pub struct RelationsQuery {

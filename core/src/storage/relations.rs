@@ -66,6 +66,23 @@ pub fn child_ids(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The contents of the annotations (unredacted, not rejected) one sender made on an event
+/// with one event type.
+pub fn annotations_by(
+    conn: &Connection,
+    target: &str,
+    sender: &str,
+    event_type: &str,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT json FROM events
+         WHERE relates_to = ?1 AND rel_type = 'm.annotation' AND sender = ?2 AND type = ?3
+           AND rejected = 0",
+    )?;
+    let rows = stmt.query_map(params![target, sender, event_type], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// What a thread looks like to one reader.
 #[derive(Debug, Clone)]
 pub struct ThreadSummary {
