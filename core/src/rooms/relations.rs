@@ -107,6 +107,12 @@ fn valid_edit(original: &StoredEvent, edit: &StoredEvent) -> bool {
             .unwrap_or(false)
 }
 
+/// Whether edit `a` is more recent than edit `b`: later `origin_server_ts`, ties broken by
+/// the lexicographically larger event id.
+fn more_recent(a: &StoredEvent, b: &StoredEvent) -> bool {
+    (a.origin_server_ts, &a.event_id) > (b.origin_server_ts, &b.event_id)
+}
+
 /// The bundled aggregations of each event of a page that has any, by event id.
 fn aggregations(
     conn: &Connection,
@@ -143,10 +149,10 @@ fn aggregations(
         if !valid_edit(original, &edit) {
             continue;
         }
-        let newer = latest_edit.get(&parent).is_none_or(|best| {
-            (edit.origin_server_ts, &edit.event_id) > (best.origin_server_ts, &best.event_id)
-        });
-        if newer {
+        if latest_edit
+            .get(&parent)
+            .is_none_or(|best| more_recent(&edit, best))
+        {
             latest_edit.insert(parent, edit);
         }
     }
@@ -473,5 +479,94 @@ impl Rooms {
                 Ok(body)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, sender: &str, ty: &str, ts: i64, content: Value) -> StoredEvent {
+        StoredEvent {
+            event_id: id.into(),
+            room_id: "!r:x".into(),
+            stream: Some(1),
+            event_type: ty.into(),
+            state_key: None,
+            sender: sender.into(),
+            origin_server_ts: ts,
+            json: json!({ "type": ty, "sender": sender, "content": content }).to_string(),
+            state_before: None,
+            state_after: None,
+            rejected: false,
+            redacted_by: None,
+            prev_state: None,
+            txn_device: None,
+            txn_id: None,
+        }
+    }
+
+    fn replacement(id: &str, sender: &str, ty: &str, ts: i64) -> StoredEvent {
+        let content = json!({
+            "body": "* new",
+            "m.new_content": { "body": "new" },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": "$orig" },
+        });
+        event(id, sender, ty, ts, content)
+    }
+
+    #[test]
+    fn edits_must_come_from_the_sender_with_the_same_type_and_new_content() {
+        let original = event(
+            "$orig",
+            "@a:x",
+            "m.room.message",
+            1,
+            json!({ "body": "old" }),
+        );
+        assert!(valid_edit(
+            &original,
+            &replacement("$e", "@a:x", "m.room.message", 2)
+        ));
+        assert!(!valid_edit(
+            &original,
+            &replacement("$e", "@b:x", "m.room.message", 2)
+        ));
+        assert!(!valid_edit(
+            &original,
+            &replacement("$e", "@a:x", "m.sticker", 2)
+        ));
+        let mut state_edit = replacement("$e", "@a:x", "m.room.message", 2);
+        state_edit.state_key = Some(String::new());
+        assert!(!valid_edit(&original, &state_edit));
+        let no_new_content = event(
+            "$e",
+            "@a:x",
+            "m.room.message",
+            2,
+            json!({ "body": "* new", "m.relates_to": { "rel_type": "m.replace", "event_id": "$orig" } }),
+        );
+        assert!(!valid_edit(&original, &no_new_content));
+        // An encrypted edit hides m.new_content in its ciphertext.
+        let encrypted_original = event("$orig", "@a:x", "m.room.encrypted", 1, json!({}));
+        let encrypted_edit = event(
+            "$e",
+            "@a:x",
+            "m.room.encrypted",
+            2,
+            json!({ "ciphertext": "…", "m.relates_to": { "rel_type": "m.replace", "event_id": "$orig" } }),
+        );
+        assert!(valid_edit(&encrypted_original, &encrypted_edit));
+    }
+
+    #[test]
+    fn the_most_recent_edit_is_by_timestamp_then_event_id() {
+        let early = replacement("$zzz", "@a:x", "m.room.message", 1);
+        let late = replacement("$aaa", "@a:x", "m.room.message", 2);
+        assert!(more_recent(&late, &early));
+        assert!(!more_recent(&early, &late));
+        let same_ts = replacement("$bbb", "@a:x", "m.room.message", 2);
+        assert!(more_recent(&same_ts, &late));
+        assert!(!more_recent(&late, &same_ts));
     }
 }
