@@ -268,11 +268,23 @@ impl Builder<'_> {
         Ok((events, more.is_some()))
     }
 
-    fn format(&self, events: &[StoredEvent]) -> Result<Vec<Value>> {
-        events
-            .iter()
-            .map(|e| client_event(self.conn, e, Some(self.viewer()), self.now))
-            .collect()
+    /// Timeline events in client format, with bundled aggregations of what the user could
+    /// see up to `upto`.
+    fn format(&self, room_id: &str, events: &[StoredEvent], upto: i64) -> Result<Vec<Value>> {
+        let range =
+            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
+                .map(|v| crate::rooms::timeline::Visible {
+                    floor: v.floor,
+                    upto: v.upto.min(upto),
+                });
+        crate::rooms::relations::client_events(
+            self.conn,
+            room_id,
+            events,
+            self.viewer(),
+            range,
+            self.now,
+        )
     }
 
     /// State to send with a timeline: the state at its start, or only what changed since
@@ -405,7 +417,7 @@ impl Builder<'_> {
         }
         let (joined, invited, heroes) = self.summary(room_id)?;
         Ok(Some(json!({
-            "timeline": { "events": self.format(&timeline)?, "limited": limited, "prev_batch": prev_batch },
+            "timeline": { "events": self.format(room_id, &timeline, self.now_pos)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": account_data },
@@ -497,7 +509,7 @@ impl Builder<'_> {
             .and_then(|e| e.stream)
             .map_or(token(after), |s| token(s - 1));
         Ok(json!({
-            "timeline": { "events": self.format(&timeline)?, "limited": limited, "prev_batch": prev_batch },
+            "timeline": { "events": self.format(&m.room_id, &timeline, m.stream)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "account_data": { "events": [] },
         }))

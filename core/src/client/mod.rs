@@ -396,6 +396,7 @@ pub fn router(state: AppState) -> Router {
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
         )
+        .route("/rooms/{room}/threads", get(events::threads))
         .route("/media/config", get(media::config))
         .route("/media/download/{server}/{media}", get(media::download))
         .route(

@@ -12,6 +12,7 @@ pub mod federation;
 pub mod federation_e2ee;
 pub mod keys;
 pub mod media;
+pub mod relations;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -38,7 +39,8 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_e2ee.sql")),
     M::up(include_str!("migrations/003_media.sql")),
     M::up(include_str!("migrations/004_federation.sql")),
-    M::up(include_str!("migrations/007_federation_e2ee.sql")),
+    M::up(include_str!("migrations/005_federation_e2ee.sql")),
+    M::up(include_str!("migrations/006_relations.sql")),
 ];
 
 /// How many idle reader connections are kept open.
