@@ -5,7 +5,10 @@
 //! clients see every change in `/sync` too. A user who never changed a rule has no stored
 //! copy and gets the server defaults. The rule logic itself is ruma's [`Ruleset`].
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, LazyLock, Mutex},
+};
 
 use futures::FutureExt;
 use ruma::{
@@ -83,6 +86,29 @@ pub fn ruleset_from_stored(user: &UserId, stored: Option<&str>) -> Ruleset {
         }
         None => defaults,
     }
+}
+
+/// [`ruleset_from_stored`], remembered per user: building the defaults for every recipient
+/// of every event would cost more than evaluating them. An entry is reused only while the
+/// stored rules are exactly the same.
+fn cached_ruleset(user: &UserId, stored: Option<&str>) -> Arc<Ruleset> {
+    type Cache = HashMap<OwnedUserId, (Option<String>, Arc<Ruleset>)>;
+    static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(Default::default);
+    const MAX_USERS: usize = 256;
+    if let Ok(cache) = CACHE.lock()
+        && let Some((key, rules)) = cache.get(user)
+        && key.as_deref() == stored
+    {
+        return rules.clone();
+    }
+    let rules = Arc::new(ruleset_from_stored(user, stored));
+    if let Ok(mut cache) = CACHE.lock() {
+        if cache.len() >= MAX_USERS {
+            cache.clear();
+        }
+        cache.insert(user.to_owned(), (stored.map(str::to_owned), rules.clone()));
+    }
+    rules
 }
 
 /// A rule set as clients see it: every kind present, even when empty.
@@ -314,16 +340,35 @@ pub fn record_event(
     };
     let event: Raw<Value> = Raw::from_json(raw);
     let member_count = UInt::try_from(members.len()).unwrap_or(UInt::MAX);
-    let power_levels = power_levels_ctx(conn, room_id, rules)?;
+    // Power levels and display names cost a few reads and parses, so they are loaded only
+    // when a rule could look at them.
+    let room_mention = json.contains("m.mentions")
+        && serde_json::from_str::<Value>(json)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/content/m.mentions/room")
+                    .and_then(Value::as_bool)
+            })
+            .unwrap_or(false);
+    let mut power_levels: Option<Option<PushConditionPowerLevelsCtx>> = None;
     for m in members.iter().filter(|m| m.local && m.user_id != sender) {
         let Ok(user) = UserId::parse(&m.user_id) else {
             continue;
         };
-        let ruleset = ruleset_from_stored(&user, m.rules.as_deref());
-        let display_name = display_name(conn, &m.member_event)?.unwrap_or_else(|| user.to_string());
+        let ruleset = cached_ruleset(&user, m.rules.as_deref());
+        let display_name = if uses(&ruleset, is_display_name_condition) {
+            display_name(conn, &m.member_event)?.unwrap_or_else(|| user.to_string())
+        } else {
+            String::new()
+        };
         let mut ctx = PushConditionRoomCtx::new(room.clone(), member_count, user, display_name);
-        if let Some(pl) = &power_levels {
-            ctx = ctx.with_power_levels(pl.clone());
+        if room_mention || uses(&ruleset, is_permission_condition) {
+            if power_levels.is_none() {
+                power_levels = Some(power_levels_ctx(conn, room_id, rules)?);
+            }
+            if let Some(Some(pl)) = &power_levels {
+                ctx = ctx.with_power_levels(pl.clone());
+            }
         }
         // Without thread subscriptions no condition waits on anything: the future is ready.
         let Some(actions) = ruleset.get_actions(&event, &ctx).now_or_never() else {
@@ -342,6 +387,27 @@ pub fn record_event(
         }
     }
     Ok(())
+}
+
+#[allow(deprecated)]
+fn is_display_name_condition(c: &PushCondition) -> bool {
+    matches!(c, PushCondition::ContainsDisplayName)
+}
+
+fn is_permission_condition(c: &PushCondition) -> bool {
+    matches!(c, PushCondition::SenderNotificationPermission(_))
+}
+
+/// Whether an enabled rule a user wrote has a condition of this sort. (Among the server
+/// defaults only `.m.rule.is_room_mention` checks a permission, and only for events whose
+/// `m.mentions` mention the room; none looks at display names.)
+fn uses(rules: &Ruleset, condition: fn(&PushCondition) -> bool) -> bool {
+    rules
+        .override_
+        .iter()
+        .chain(rules.underride.iter())
+        .filter(|r| r.enabled && !r.default)
+        .any(|r| r.conditions.iter().any(condition))
 }
 
 fn display_name(conn: &Connection, member_event: &str) -> Result<Option<String>> {
