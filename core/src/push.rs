@@ -328,6 +328,7 @@ pub fn record_event(
     sender: &str,
     thread: Option<&str>,
 ) -> Result<()> {
+    forget_on_leave(conn, room_id, json)?;
     let members = store::joined_members(conn, room_id)?;
     if !members.iter().any(|m| m.local && m.user_id != sender) {
         return Ok(());
@@ -385,6 +386,24 @@ pub fn record_event(
                 highlight,
             )?;
         }
+    }
+    Ok(())
+}
+
+/// A member who leaves (or is kicked or banned) drops their unread notifications of the room,
+/// so that coming back later starts from nothing.
+fn forget_on_leave(conn: &Connection, room_id: &str, json: &str) -> Result<()> {
+    if !json.contains("m.room.member") {
+        return Ok(());
+    }
+    let Ok(event) = serde_json::from_str::<Value>(json) else {
+        return Ok(());
+    };
+    if event["type"] != "m.room.member" || event["content"]["membership"] == "join" {
+        return Ok(());
+    }
+    if let Some(user) = event["state_key"].as_str() {
+        store::clear_room(conn, user, room_id)?;
     }
     Ok(())
 }

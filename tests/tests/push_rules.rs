@@ -704,6 +704,22 @@ async fn threads_are_counted_apart_when_the_filter_asks() {
 }
 
 #[tokio::test]
+async fn leaving_drops_the_counts_of_the_room() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    let room = chat(&alice, &bob, &[]).await;
+    alice.send_text(&room, "unread").await;
+    until_counts(&bob, None, &room, (1, 0)).await;
+
+    bob.leave(&room).await;
+    alice.invite(&room, &bob.user_id).await;
+    bob.join(&room).await;
+    let s = bob.sync(None, 0).await;
+    assert_eq!(counts(&s, &room), (0, 0), "{s}");
+}
+
+#[tokio::test]
 async fn counts_survive_a_restart() {
     let node = TestNode::start().await;
     let alice = node.register("alice").await;
