@@ -551,3 +551,87 @@ pub fn unread_counts(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> OwnedUserId {
+        UserId::parse("@alice:example.org").expect("user id")
+    }
+
+    #[test]
+    fn stored_rules_keep_user_rules_and_switches_across_default_updates() {
+        let user = alice();
+        let mut rules = Ruleset::server_default(&user);
+        let rule = new_rule(
+            "content",
+            "cake",
+            &json!({ "actions": ["notify"], "pattern": "cake" })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        )
+        .expect("rule");
+        apply(
+            &mut rules,
+            RuleKind::Content,
+            "cake",
+            RuleChange::Put {
+                rule,
+                after: None,
+                before: None,
+            },
+        )
+        .expect("insert");
+        apply(
+            &mut rules,
+            RuleKind::Override,
+            ".m.rule.master",
+            RuleChange::Enabled(true),
+        )
+        .expect("enable");
+        let stored = json!({ "global": client_json(&rules) }).to_string();
+
+        let loaded = ruleset_from_stored(&user, Some(&stored));
+        let json = client_json(&loaded);
+        assert_eq!(json["content"][0]["rule_id"], "cake");
+        assert_eq!(json["override"][0]["rule_id"], ".m.rule.master");
+        assert_eq!(json["override"][0]["enabled"], true);
+        for kind in KINDS {
+            assert!(json[kind].is_array(), "{kind}");
+        }
+        // Unreadable stored rules fall back to the defaults rather than failing.
+        let fallback = client_json(&ruleset_from_stored(&user, Some("not json")));
+        assert_eq!(fallback["override"][0]["enabled"], false);
+    }
+
+    #[test]
+    fn server_default_rules_cannot_be_deleted() {
+        let mut rules = Ruleset::server_default(&alice());
+        let err = apply(
+            &mut rules,
+            RuleKind::Override,
+            ".m.rule.master",
+            RuleChange::Delete,
+        )
+        .expect_err("protected");
+        assert!(matches!(err, crate::error::Error::Matrix(m) if m.errcode == "M_INVALID_PARAM"));
+    }
+
+    #[test]
+    fn actions_accept_legacy_strings_and_refuse_unknown_ones() {
+        assert!(parse_actions(Some(&json!(["dont_notify", "coalesce"]))).is_ok());
+        assert!(parse_actions(Some(&json!(["notify", { "set_tweak": "highlight" }]))).is_ok());
+        assert!(parse_actions(Some(&json!(["ring"]))).is_err());
+        assert!(parse_actions(Some(&json!([{ "value": 1 }]))).is_err());
+        assert!(parse_actions(None).is_err());
+    }
+
+    #[test]
+    fn only_thread_relations_make_a_thread() {
+        assert_eq!(thread_root(Some("$root"), Some("m.thread")), Some("$root"));
+        assert_eq!(thread_root(Some("$root"), Some("m.annotation")), None);
+        assert_eq!(thread_root(None, None), None);
+    }
+}
