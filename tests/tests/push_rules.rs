@@ -3,10 +3,12 @@
 //! The rule set: the server defaults for everyone, creating/replacing/deleting user rules with
 //! `before`/`after`, the server-default rules protected (only `enabled` and `actions` change),
 //! bad input answered with Matrix errors, and every change reaching `/sync` as `m.push_rules`
-//! account data. The counts: plain messages notify, mentions (display name or `m.mentions`)
-//! highlight, a room rule with no actions mutes, own events never count, receipts (unthreaded,
-//! threaded, `main`) reset them, threads counted apart when the filter asks, and counts
-//! survive a restart and come in over federation.
+//! account data. The counts: plain messages notify, mentions through `m.mentions` (of the user,
+//! or of the room by someone allowed to) highlight while a display name alone no longer does,
+//! a room rule with no actions mutes, own events never count, receipts (unthreaded, threaded,
+//! `main`) reset them, threads are counted apart when the filter (inline or stored, as
+//! matrix-js-sdk uploads it) asks, leaving drops them, and they survive a restart and come in
+//! over federation.
 
 use std::time::{Duration, Instant};
 
@@ -701,6 +703,38 @@ async fn threads_are_counted_apart_when_the_filter_asks() {
         )
         .await;
     assert_error(&resp, 400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn a_stored_filter_asks_for_thread_counts_as_matrix_js_sdk_does() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    let room = chat(&alice, &bob, &[]).await;
+    // matrix-js-sdk uploads its sync filter once and syncs with the filter id.
+    let filter = bob
+        .post_ok(
+            &format!("/user/{}/filter", enc(&bob.user_id)),
+            json!({ "room": { "timeline": { "limit": 20, "unread_thread_notifications": true } } }),
+        )
+        .await;
+    let filter_id = filter["filter_id"].as_str().expect("filter_id").to_owned();
+    let root = alice.send_text(&room, "root").await;
+    alice
+        .send_event(&room, "m.room.message", thread_reply(&root, "reply"))
+        .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = bob
+            .get_ok(&format!("/sync?filter={filter_id}&timeout=1000"))
+            .await;
+        if s["rooms"]["join"][&room].is_object() && thread_counts(&s, &room, &root).is_some() {
+            assert_eq!(counts(&s, &room), (1, 0), "{s}");
+            assert_eq!(thread_counts(&s, &room, &root), Some((1, 0)), "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no thread counts: {s}");
+    }
 }
 
 #[tokio::test]
