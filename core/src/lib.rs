@@ -21,6 +21,7 @@ pub mod media;
 pub mod node;
 pub mod notifier;
 pub mod p2p;
+pub mod push;
 pub mod rooms;
 pub mod services;
 pub mod storage;

@@ -10,6 +10,7 @@ use crate::{
     identity::Identity,
     media::Media,
     notifier::Notifier,
+    push::PushRules,
     rooms::Rooms,
     storage::{DB_FILE, Db},
     sync::SyncService,
@@ -44,6 +45,8 @@ pub struct Services {
     pub e2ee: E2ee,
     /// The media repository.
     pub media: Media,
+    /// Push rules.
+    pub push: PushRules,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -77,6 +80,7 @@ impl Services {
             config.max_upload_bytes,
             notifier.clone(),
         )?;
+        let push = PushRules::new(db.clone(), notifier.clone());
         Ok(Arc::new(Self {
             config,
             identity,
@@ -90,6 +94,7 @@ impl Services {
             uia: Uia::default(),
             e2ee,
             media,
+            push,
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

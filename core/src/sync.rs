@@ -23,6 +23,7 @@ use crate::{
         Db,
         events::{self as ev_store, MembershipRow, StoredEvent},
         now_ms,
+        push::PUSH_RULES_TYPE,
         state::{self as state_store, StateMap},
         to_device, user_data,
     },
@@ -227,6 +228,15 @@ impl Builder<'_> {
                 );
             }
         }
+        if self.since.is_none()
+            && self.filter.account_data.allows_type(PUSH_RULES_TYPE)
+            && !global.iter().any(|e| e["type"] == PUSH_RULES_TYPE)
+            && let Ok(user) = ruma::UserId::parse(self.user)
+        {
+            // Everyone has push rules: the server defaults until first changed.
+            let content = crate::push::account_data_content(&user, None);
+            global.push(json!({ "type": PUSH_RULES_TYPE, "content": content }));
+        }
         let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && global.is_empty();
         Ok((
             json!({
@@ -416,7 +426,9 @@ impl Builder<'_> {
             }
         }
         let (joined, invited, heroes) = self.summary(room_id)?;
-        Ok(Some(json!({
+        let by_thread = self.filter.room.timeline.unread_thread_notifications;
+        let counts = crate::push::unread_counts(self.conn, self.user, room_id, by_thread)?;
+        let mut room = json!({
             "timeline": { "events": self.format(room_id, &timeline, self.now_pos)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "ephemeral": { "events": ephemeral },
@@ -426,8 +438,25 @@ impl Builder<'_> {
                 "m.invited_member_count": invited,
                 "m.heroes": heroes,
             },
-            "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
-        })))
+            "unread_notifications": {
+                "notification_count": counts.room.0,
+                "highlight_count": counts.room.1,
+            },
+        });
+        if by_thread {
+            let threads: Map<String, Value> = counts
+                .threads
+                .into_iter()
+                .map(|(root, (n, h))| {
+                    (
+                        root,
+                        json!({ "notification_count": n, "highlight_count": h }),
+                    )
+                })
+                .collect();
+            room["unread_thread_notifications"] = Value::Object(threads);
+        }
+        Ok(Some(room))
     }
 
     fn summary(&self, room_id: &str) -> Result<(usize, usize, Vec<String>)> {

@@ -10,7 +10,7 @@ use crate::{
     filter::Filter,
     notifier::Notifier,
     rooms::{EventTemplate, Rooms},
-    storage::{Db, accounts, events as ev_store, now_ms, user_data as store},
+    storage::{Db, accounts, events as ev_store, now_ms, push as push_store, user_data as store},
 };
 
 /// The user-data service.
@@ -82,7 +82,17 @@ impl UserData {
         );
         let found = self
             .db
-            .read(move |c| store::get_account_data(c, &user, &room, &ty))
+            .read(move |c| {
+                let found = store::get_account_data(c, &user, &room, &ty)?;
+                if found.is_none() && room.is_empty() && ty == push_store::PUSH_RULES_TYPE {
+                    // Push rules exist for everyone: the server defaults until first changed.
+                    if let Ok(user) = ruma::UserId::parse(&user) {
+                        let rules = crate::push::account_data_content(&user, None);
+                        return Ok(Some(serde_json::to_string(&rules)?));
+                    }
+                }
+                Ok(found)
+            })
             .await?;
         let json = found.ok_or_else(|| MatrixError::not_found("Account data not found"))?;
         Ok(serde_json::from_str(&json)?)
@@ -97,6 +107,15 @@ impl UserData {
         event_id: &str,
         thread_id: Option<&str>,
     ) -> Result<()> {
+        if let Some(t) = thread_id
+            && t != "main"
+            && !t.starts_with('$')
+        {
+            return Err(MatrixError::invalid_param(
+                "thread_id must be \"main\" or the event id of a thread root",
+            )
+            .into());
+        }
         self.rooms.require_joined(room_id, user).await?;
         let (r, e) = (room_id.to_owned(), event_id.to_owned());
         let known = self
@@ -122,7 +141,20 @@ impl UserData {
         self.db
             .write(move |txn| {
                 let pos = txn.next_pos();
-                store::set_receipt(txn, &room, &receipt, pos)
+                store::set_receipt(txn, &room, &receipt, pos)?;
+                // Notifications up to the event are read: unthreaded receipts clear every
+                // thread, threaded ones only theirs (`main` is the main timeline).
+                if let Some(upto) =
+                    ev_store::get_event(txn, &receipt.event_id)?.and_then(|ev| ev.stream)
+                {
+                    let scope = match receipt.thread_id.as_str() {
+                        "" => push_store::ReceiptScope::All,
+                        "main" => push_store::ReceiptScope::Thread(""),
+                        root => push_store::ReceiptScope::Thread(root),
+                    };
+                    push_store::clear_upto(txn, &receipt.user_id, &room, scope, upto)?;
+                }
+                Ok(())
             })
             .await?;
         self.notifier.notify();

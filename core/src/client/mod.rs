@@ -9,6 +9,7 @@ mod devices;
 mod events;
 mod keys;
 mod media;
+mod push;
 mod rooms;
 mod sync;
 mod user;
@@ -309,8 +310,24 @@ fn client_routes() -> Router<AppState> {
             "/user/{user}/rooms/{room}/account_data/{ty}",
             get(user::get_room_account_data).put(user::put_room_account_data),
         )
-        .route("/pushrules/", get(user::push_rules))
-        .route("/pushrules", get(user::push_rules))
+        .route("/pushrules/", get(push::all_rules))
+        .route("/pushrules", get(push::all_rules))
+        .route("/pushrules/{scope}/", get(push::scope_rules))
+        .route("/pushrules/{scope}", get(push::scope_rules))
+        .route(
+            "/pushrules/{scope}/{kind}/{rule}",
+            get(push::get_rule)
+                .put(push::put_rule)
+                .delete(push::delete_rule),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/{rule}/enabled",
+            get(push::get_enabled).put(push::put_enabled),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/{rule}/actions",
+            get(push::get_actions).put(push::put_actions),
+        )
         .route("/voip/turnServer", get(user::turn_server))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/query", post(keys::query))

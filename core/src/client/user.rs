@@ -1,7 +1,6 @@
-//! Profiles, account data, push rules.
+//! Profiles and account data.
 
 use axum::extract::State;
-use ruma::UserId;
 use serde_json::{Map, Value, json};
 
 use super::{ApiResult, AppState, Auth, Json, Path};
@@ -143,13 +142,6 @@ pub async fn put_room_account_data(
         .set_account_data(&user, Some(&room), &ty, &Value::Object(body))
         .await?;
     Ok(Json(json!({})))
-}
-
-/// `GET /pushrules/`: the server-default rule set for the user.
-pub async fn push_rules(Auth(session): Auth) -> ApiResult<Json<Value>> {
-    let user: &UserId = &session.user_id;
-    let rules = ruma::push::Ruleset::server_default(user);
-    Ok(Json(json!({ "global": rules })))
 }
 
 /// `GET /voip/turnServer`: no TURN server on a phone.

@@ -12,6 +12,7 @@ pub mod federation;
 pub mod federation_e2ee;
 pub mod keys;
 pub mod media;
+pub mod push;
 pub mod relations;
 pub mod state;
 pub mod to_device;
@@ -41,6 +42,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/004_federation.sql")),
     M::up(include_str!("migrations/005_federation_e2ee.sql")),
     M::up(include_str!("migrations/006_relations.sql")),
+    M::up(include_str!("migrations/007_push.sql")),
 ];
 
 /// How many idle reader connections are kept open.
