@@ -88,6 +88,45 @@ impl UserData {
         Ok(serde_json::from_str(&json)?)
     }
 
+    /// The `m.tag` tags of a room for a user (`{}` if none).
+    pub async fn tags(&self, user: &str, room_id: &str) -> Result<Value> {
+        let (u, r) = (user.to_owned(), room_id.to_owned());
+        let found = self
+            .db
+            .read(move |c| store::get_account_data(c, &u, &r, "m.tag"))
+            .await?;
+        Ok(tags_of(found.as_deref()))
+    }
+
+    /// Sets (`Some(content)`) or removes (`None`) one tag in the room's `m.tag` account data.
+    pub async fn set_tag(
+        &self,
+        user: &str,
+        room_id: &str,
+        tag: &str,
+        content: Option<Value>,
+    ) -> Result<()> {
+        let (u, r, t) = (user.to_owned(), room_id.to_owned(), tag.to_owned());
+        self.db
+            .write(move |txn| {
+                let current = store::get_account_data(txn, &u, &r, "m.tag")?;
+                let mut tags = match tags_of(current.as_deref()) {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                match content {
+                    Some(c) => tags.insert(t, c),
+                    None => tags.remove(&t),
+                };
+                let json = serde_json::to_string(&json!({ "tags": tags }))?;
+                let pos = txn.next_pos();
+                store::set_account_data(txn, &u, &r, "m.tag", &json, pos)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
     /// Records a read receipt or the fully-read marker.
     pub async fn set_read_marker(
         &self,
@@ -196,4 +235,12 @@ impl UserData {
             .ok_or_else(not_found)?;
         Ok(serde_json::from_str(&json)?)
     }
+}
+
+/// The `tags` object of stored `m.tag` content, `{}` when absent or malformed.
+fn tags_of(stored: Option<&str>) -> Value {
+    stored
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        .and_then(|v| v.get("tags").filter(|t| t.is_object()).cloned())
+        .unwrap_or_else(|| json!({}))
 }

@@ -309,6 +309,11 @@ fn client_routes() -> Router<AppState> {
             "/user/{user}/rooms/{room}/account_data/{ty}",
             get(user::get_room_account_data).put(user::put_room_account_data),
         )
+        .route("/user/{user}/rooms/{room}/tags", get(user::get_tags))
+        .route(
+            "/user/{user}/rooms/{room}/tags/{tag}",
+            put(user::put_tag).delete(user::delete_tag),
+        )
         .route("/pushrules/", get(user::push_rules))
         .route("/pushrules", get(user::push_rules))
         .route("/voip/turnServer", get(user::turn_server))
