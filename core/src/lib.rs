@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod client;
 pub mod config;
+pub mod deactivation;
 pub mod e2ee;
 pub mod error;
 pub mod federation;

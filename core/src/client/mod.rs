@@ -228,6 +228,7 @@ fn client_routes() -> Router<AppState> {
         .route("/logout/all", post(account::logout_all))
         .route("/account/whoami", get(account::whoami))
         .route("/account/password", post(account::change_password))
+        .route("/account/deactivate", post(account::deactivate))
         .route("/devices", get(devices::devices))
         .route(
             "/devices/{device}",

@@ -228,3 +228,14 @@ pub fn set_device_display_name(
     )?;
     Ok(n == 1)
 }
+
+/// Marks an account deactivated: no password, no profile. The row stays, so the name
+/// cannot be registered again.
+pub fn deactivate_user(conn: &Connection, user_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL
+         WHERE user_id = ?1",
+        params![user_id],
+    )?;
+    Ok(())
+}
