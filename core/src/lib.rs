@@ -22,6 +22,7 @@ pub mod media;
 pub mod node;
 pub mod notifier;
 pub mod p2p;
+pub mod presence;
 pub mod rooms;
 pub mod services;
 pub mod storage;

@@ -10,6 +10,7 @@ use crate::{
     identity::Identity,
     media::Media,
     notifier::Notifier,
+    presence::Presence,
     rooms::Rooms,
     storage::{DB_FILE, Db},
     sync::SyncService,
@@ -44,6 +45,8 @@ pub struct Services {
     pub e2ee: E2ee,
     /// The media repository.
     pub media: Media,
+    /// Presence of local users.
+    pub presence: Presence,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -77,6 +80,7 @@ impl Services {
             config.max_upload_bytes,
             notifier.clone(),
         )?;
+        let presence = Presence::new(db.clone(), notifier.clone());
         Ok(Arc::new(Self {
             config,
             identity,
@@ -90,6 +94,7 @@ impl Services {
             uia: Uia::default(),
             e2ee,
             media,
+            presence,
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

@@ -9,6 +9,7 @@ mod devices;
 mod events;
 mod keys;
 mod media;
+mod presence;
 mod rooms;
 mod sync;
 mod user;
@@ -314,6 +315,10 @@ fn client_routes() -> Router<AppState> {
         .route(
             "/user/{user}/rooms/{room}/tags/{tag}",
             put(user::put_tag).delete(user::delete_tag),
+        )
+        .route(
+            "/presence/{user}/status",
+            get(presence::status).put(presence::set_status),
         )
         .route("/pushrules/", get(user::push_rules))
         .route("/pushrules", get(user::push_rules))

@@ -11,6 +11,7 @@ pub mod events;
 pub mod federation;
 pub mod keys;
 pub mod media;
+pub mod presence;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -37,6 +38,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_e2ee.sql")),
     M::up(include_str!("migrations/003_media.sql")),
     M::up(include_str!("migrations/004_federation.sql")),
+    M::up(include_str!("migrations/006_client_extras.sql")),
 ];
 
 /// How many idle reader connections are kept open.
