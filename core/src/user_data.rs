@@ -213,6 +213,65 @@ impl UserData {
         Ok(())
     }
 
+    /// Searches the user directory for `term`: local users sharing a room with `requester` or
+    /// in a public room whose user id or display name has a word starting with each word of
+    /// the term (case-insensitive). Returns at most `limit` results and whether there were more.
+    pub async fn search_users(
+        &self,
+        requester: &str,
+        term: &str,
+        limit: usize,
+    ) -> Result<(Vec<Value>, bool)> {
+        let words = search_words(term);
+        if words.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let req = requester.to_owned();
+        let candidates = self
+            .db
+            .read(move |c| accounts::directory_candidates(c, &req))
+            .await?;
+        let whole = term.trim().to_lowercase();
+        let mut found: Vec<(bool, Value)> = candidates
+            .into_iter()
+            .filter_map(|(user_id, localpart, name, avatar)| {
+                // The localpart, not the whole id: every local id ends in the same server name.
+                let mut tokens = search_words(&localpart);
+                tokens.push(localpart.to_lowercase());
+                if let Some(n) = &name {
+                    tokens.extend(search_words(n));
+                    tokens.push(n.to_lowercase());
+                }
+                let by_words = words
+                    .iter()
+                    .all(|w| tokens.iter().any(|t| t.starts_with(w.as_str())));
+                if !by_words && !user_id.to_lowercase().starts_with(&whole) {
+                    return None;
+                }
+                // Whole-term prefix matches of the name or localpart rank first.
+                let strong = localpart.to_lowercase().starts_with(&whole)
+                    || name
+                        .as_ref()
+                        .is_some_and(|n| n.to_lowercase().starts_with(&whole));
+                let mut entry = Map::new();
+                entry.insert("user_id".into(), json!(user_id));
+                if let Some(n) = name {
+                    entry.insert("display_name".into(), json!(n));
+                }
+                if let Some(a) = avatar {
+                    entry.insert("avatar_url".into(), json!(a));
+                }
+                Some((strong, Value::Object(entry)))
+            })
+            .collect();
+        found.sort_by_key(|(strong, _)| !strong);
+        let limited = found.len() > limit;
+        Ok((
+            found.into_iter().take(limit).map(|(_, v)| v).collect(),
+            limited,
+        ))
+    }
+
     /// Stores a filter; returns its id.
     pub async fn create_filter(&self, user: &str, filter: &Filter) -> Result<String> {
         let (u, json) = (user.to_owned(), serde_json::to_string(filter)?);
@@ -243,4 +302,13 @@ fn tags_of(stored: Option<&str>) -> Value {
         .and_then(|s| serde_json::from_str::<Value>(s).ok())
         .and_then(|v| v.get("tags").filter(|t| t.is_object()).cloned())
         .unwrap_or_else(|| json!({}))
+}
+
+/// The lowercase alphanumeric words of a text.
+fn search_words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

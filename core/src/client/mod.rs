@@ -320,6 +320,7 @@ fn client_routes() -> Router<AppState> {
             "/presence/{user}/status",
             get(presence::status).put(presence::set_status),
         )
+        .route("/user_directory/search", post(user::search_user_directory))
         .route("/pushrules/", get(user::push_rules))
         .route("/pushrules", get(user::push_rules))
         .route("/voip/turnServer", get(user::turn_server))

@@ -208,6 +208,29 @@ fn check_tag(tag: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[derive(serde::Deserialize)]
+pub struct UserSearchBody {
+    search_term: String,
+    limit: Option<u64>,
+}
+
+/// Most results one user directory search returns.
+const MAX_USER_SEARCH_LIMIT: u64 = 100;
+
+/// `POST /user_directory/search`.
+pub async fn search_user_directory(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Json(body): Json<UserSearchBody>,
+) -> ApiResult<Json<Value>> {
+    let limit = body.limit.unwrap_or(10).min(MAX_USER_SEARCH_LIMIT) as usize;
+    let (results, limited) = state
+        .user_data
+        .search_users(session.user_id.as_str(), &body.search_term, limit)
+        .await?;
+    Ok(Json(json!({ "results": results, "limited": limited })))
+}
+
 /// `GET /pushrules/`: the server-default rule set for the user.
 pub async fn push_rules(Auth(session): Auth) -> ApiResult<Json<Value>> {
     let user: &UserId = &session.user_id;
