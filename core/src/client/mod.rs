@@ -10,6 +10,7 @@ mod events;
 mod keys;
 mod media;
 mod presence;
+mod reports;
 mod rooms;
 mod sync;
 mod user;
@@ -292,6 +293,8 @@ fn client_routes() -> Router<AppState> {
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
         )
+        .route("/rooms/{room}/report", post(reports::report_room))
+        .route("/rooms/{room}/report/{event}", post(reports::report_event))
         .route("/rooms/{room}/typing/{user}", put(events::typing))
         .route("/rooms/{room}/receipt/{ty}/{event}", post(events::receipt))
         .route("/rooms/{room}/read_markers", post(events::read_markers))

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod membership;
 pub mod pdu;
 pub mod remote;
+pub mod reports;
 pub mod timeline;
 
 use std::sync::Arc;

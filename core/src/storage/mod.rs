@@ -12,6 +12,7 @@ pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod presence;
+pub mod reports;
 pub mod state;
 pub mod to_device;
 pub mod user_data;

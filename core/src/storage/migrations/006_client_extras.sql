@@ -8,3 +8,14 @@ CREATE TABLE presence (
     stream          INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX presence_stream ON presence(stream);
+
+-- Reports of events and rooms, for whoever runs the node to read.
+CREATE TABLE reports (
+    id              INTEGER PRIMARY KEY,
+    room_id         TEXT NOT NULL,
+    event_id        TEXT,
+    reporter        TEXT NOT NULL,
+    reason          TEXT,
+    score           INTEGER,
+    received_ts     INTEGER NOT NULL
+) STRICT;
