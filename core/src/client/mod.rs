@@ -12,6 +12,7 @@ mod media;
 mod presence;
 mod reports;
 mod rooms;
+mod search;
 mod sync;
 mod user;
 mod versions;
@@ -298,6 +299,7 @@ fn client_routes() -> Router<AppState> {
         .route("/rooms/{room}/typing/{user}", put(events::typing))
         .route("/rooms/{room}/receipt/{ty}/{event}", post(events::receipt))
         .route("/rooms/{room}/read_markers", post(events::read_markers))
+        .route("/search", post(search::search))
         .route("/sync", get(sync::sync))
         .route("/user/{user}/filter", post(sync::create_filter))
         .route("/user/{user}/filter/{id}", get(sync::get_filter))

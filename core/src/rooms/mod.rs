@@ -11,6 +11,7 @@ pub mod membership;
 pub mod pdu;
 pub mod remote;
 pub mod reports;
+pub mod search;
 pub mod timeline;
 
 use std::sync::Arc;

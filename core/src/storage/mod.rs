@@ -13,6 +13,7 @@ pub mod keys;
 pub mod media;
 pub mod presence;
 pub mod reports;
+pub mod search;
 pub mod state;
 pub mod to_device;
 pub mod user_data;

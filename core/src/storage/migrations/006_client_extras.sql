@@ -19,3 +19,24 @@ CREATE TABLE reports (
     score           INTEGER,
     received_ts     INTEGER NOT NULL
 ) STRICT;
+
+-- Full-text index of the searchable text of events (`content.body` of messages,
+-- `content.name` and `content.topic` of room names and topics). The rowid is the event's
+-- `nid`; redacted events leave the index.
+CREATE VIRTUAL TABLE event_search USING fts5(
+    value,
+    key UNINDEXED,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO event_search (rowid, value, key)
+    SELECT nid, json_extract(json, '$.content.body'), 'content.body' FROM events
+    WHERE type = 'm.room.message' AND stream IS NOT NULL AND redacted_by IS NULL
+      AND json_type(json, '$.content.body') = 'text';
+INSERT INTO event_search (rowid, value, key)
+    SELECT nid, json_extract(json, '$.content.name'), 'content.name' FROM events
+    WHERE type = 'm.room.name' AND stream IS NOT NULL AND redacted_by IS NULL
+      AND json_type(json, '$.content.name') = 'text';
+INSERT INTO event_search (rowid, value, key)
+    SELECT nid, json_extract(json, '$.content.topic'), 'content.topic' FROM events
+    WHERE type = 'm.room.topic' AND stream IS NOT NULL AND redacted_by IS NULL
+      AND json_type(json, '$.content.topic') = 'text';
