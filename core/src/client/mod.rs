@@ -14,6 +14,7 @@ mod reports;
 mod rooms;
 mod search;
 mod sync;
+mod upgrade;
 mod user;
 mod versions;
 
@@ -294,6 +295,7 @@ fn client_routes() -> Router<AppState> {
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
         )
+        .route("/rooms/{room}/upgrade", post(upgrade::upgrade))
         .route("/rooms/{room}/report", post(reports::report_room))
         .route("/rooms/{room}/report/{event}", post(reports::report_event))
         .route("/rooms/{room}/typing/{user}", put(events::typing))

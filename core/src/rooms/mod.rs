@@ -13,6 +13,7 @@ pub mod remote;
 pub mod reports;
 pub mod search;
 pub mod timeline;
+pub mod upgrade;
 
 use std::sync::Arc;
 
