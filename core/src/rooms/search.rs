@@ -187,7 +187,7 @@ impl Rooms {
                     found.push((hit, ev, range));
                 }
                 if recent {
-                    found.sort_by(|a, b| b.0.stream.cmp(&a.0.stream));
+                    found.sort_by_key(|f| std::cmp::Reverse(f.0.stream));
                 }
                 let count = found.len();
                 let page: Vec<_> = found.iter().skip(offset).take(limit).collect();
