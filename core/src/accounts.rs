@@ -279,6 +279,23 @@ impl Accounts {
         Ok(())
     }
 
+    /// Locks an account for good: marks it deactivated, clears its password and profile, and
+    /// deletes every device with its tokens and keys. Room memberships are the caller's part.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let uid = user_id.to_string();
+        self.db
+            .write(move |txn| {
+                store::deactivate_user(txn, &uid)?;
+                store::delete_devices_except(txn, &uid, None)?;
+                keys::prune_orphan_signatures(txn, &uid)?;
+                let pos = txn.next_pos();
+                keys::mark_device_list_changed(txn, &uid, pos)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
     /// Sets a new password; optionally logs out every other device.
     pub async fn set_password(
         &self,

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod client;
 pub mod config;
+pub mod deactivation;
 pub mod e2ee;
 pub mod error;
 pub mod federation;
@@ -21,6 +22,7 @@ pub mod media;
 pub mod node;
 pub mod notifier;
 pub mod p2p;
+pub mod presence;
 pub mod push;
 pub mod rooms;
 pub mod services;

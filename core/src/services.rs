@@ -10,6 +10,7 @@ use crate::{
     identity::Identity,
     media::Media,
     notifier::Notifier,
+    presence::Presence,
     push::PushRules,
     rooms::Rooms,
     storage::{DB_FILE, Db},
@@ -47,6 +48,8 @@ pub struct Services {
     pub media: Media,
     /// Push rules.
     pub push: PushRules,
+    /// Presence of local users.
+    pub presence: Presence,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -81,6 +84,7 @@ impl Services {
             notifier.clone(),
         )?;
         let push = PushRules::new(db.clone(), notifier.clone());
+        let presence = Presence::new(db.clone(), notifier.clone());
         Ok(Arc::new(Self {
             config,
             identity,
@@ -95,6 +99,7 @@ impl Services {
             e2ee,
             media,
             push,
+            presence,
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

@@ -237,12 +237,23 @@ impl Builder<'_> {
             let content = crate::push::account_data_content(&user, None);
             global.push(json!({ "type": PUSH_RULES_TYPE, "content": content }));
         }
-        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && global.is_empty();
+        let presence = crate::presence::sync_events(
+            self.conn,
+            self.user,
+            since,
+            self.now,
+            &self.filter.presence,
+        )?;
+        let empty = join.is_empty()
+            && invite.is_empty()
+            && leave.is_empty()
+            && global.is_empty()
+            && presence.is_empty();
         Ok((
             json!({
                 "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
                 "account_data": { "events": global },
-                "presence": { "events": [] },
+                "presence": { "events": presence },
                 // to_device, device_lists and the key counts: e2ee::sync::SyncSection.
             }),
             empty,

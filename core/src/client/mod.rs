@@ -9,9 +9,13 @@ mod devices;
 mod events;
 mod keys;
 mod media;
+mod presence;
 mod push;
+mod reports;
 mod rooms;
+mod search;
 mod sync;
+mod upgrade;
 mod user;
 mod versions;
 
@@ -229,6 +233,7 @@ fn client_routes() -> Router<AppState> {
         .route("/logout/all", post(account::logout_all))
         .route("/account/whoami", get(account::whoami))
         .route("/account/password", post(account::change_password))
+        .route("/account/deactivate", post(account::deactivate))
         .route("/devices", get(devices::devices))
         .route(
             "/devices/{device}",
@@ -291,9 +296,13 @@ fn client_routes() -> Router<AppState> {
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
         )
+        .route("/rooms/{room}/upgrade", post(upgrade::upgrade))
+        .route("/rooms/{room}/report", post(reports::report_room))
+        .route("/rooms/{room}/report/{event}", post(reports::report_event))
         .route("/rooms/{room}/typing/{user}", put(events::typing))
         .route("/rooms/{room}/receipt/{ty}/{event}", post(events::receipt))
         .route("/rooms/{room}/read_markers", post(events::read_markers))
+        .route("/search", post(search::search))
         .route("/sync", get(sync::sync))
         .route("/user/{user}/filter", post(sync::create_filter))
         .route("/user/{user}/filter/{id}", get(sync::get_filter))
@@ -328,6 +337,16 @@ fn client_routes() -> Router<AppState> {
             "/pushrules/{scope}/{kind}/{rule}/actions",
             get(push::get_actions).put(push::put_actions),
         )
+        .route("/user/{user}/rooms/{room}/tags", get(user::get_tags))
+        .route(
+            "/user/{user}/rooms/{room}/tags/{tag}",
+            put(user::put_tag).delete(user::delete_tag),
+        )
+        .route(
+            "/presence/{user}/status",
+            get(presence::status).put(presence::set_status),
+        )
+        .route("/user_directory/search", post(user::search_user_directory))
         .route("/voip/turnServer", get(user::turn_server))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/query", post(keys::query))

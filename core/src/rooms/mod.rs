@@ -11,7 +11,10 @@ pub mod membership;
 pub mod pdu;
 pub mod relations;
 pub mod remote;
+pub mod reports;
+pub mod search;
 pub mod timeline;
+pub mod upgrade;
 
 use std::sync::Arc;
 

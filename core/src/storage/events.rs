@@ -127,6 +127,9 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
         ev.txn_id,
         ev.prev_state,
     ])?;
+    if ev.stream.is_some() {
+        super::search::index_event(conn, conn.last_insert_rowid(), ev.event_type, ev.json)?;
+    }
     let mut edge = conn.prepare_cached(
         "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
     )?;
@@ -230,6 +233,7 @@ pub fn mark_redacted(
     redacted_json: &str,
     by: &str,
 ) -> Result<()> {
+    super::search::unindex_event(conn, event_id)?;
     conn.execute(
         "UPDATE events SET json = ?2, redacted_by = ?3, relates_to = NULL, rel_type = NULL WHERE event_id = ?1",
         params![event_id, redacted_json, by],

@@ -12,8 +12,11 @@ pub mod federation;
 pub mod federation_e2ee;
 pub mod keys;
 pub mod media;
+pub mod presence;
 pub mod push;
 pub mod relations;
+pub mod reports;
+pub mod search;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -43,6 +46,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/005_federation_e2ee.sql")),
     M::up(include_str!("migrations/006_relations.sql")),
     M::up(include_str!("migrations/007_push.sql")),
+    M::up(include_str!("migrations/008_client_extras.sql")),
 ];
 
 /// How many idle reader connections are kept open.
