@@ -12,6 +12,7 @@ pub mod federation;
 pub mod federation_e2ee;
 pub mod keys;
 pub mod media;
+pub mod sliding_sync;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/003_media.sql")),
     M::up(include_str!("migrations/004_federation.sql")),
     M::up(include_str!("migrations/007_federation_e2ee.sql")),
+    M::up(include_str!("migrations/012_sliding_sync.sql")),
 ];
 
 /// How many idle reader connections are kept open.
