@@ -23,6 +23,7 @@ pub mod notifier;
 pub mod p2p;
 pub mod rooms;
 pub mod services;
+pub mod sliding_sync;
 pub mod storage;
 pub mod sync;
 pub mod typing;
