@@ -308,6 +308,10 @@ async fn filters_pick_direct_chats_invites_and_spaces() {
         .await;
     let invite_room = bob.create_room(json!({})).await;
     bob.invite(&invite_room, &alice.user_id).await;
+    // An invite marked `is_direct` is a direct chat before any `m.direct` names it.
+    let direct_invite = bob
+        .create_room(json!({ "is_direct": true, "invite": [alice.user_id.clone()] }))
+        .await;
 
     let list =
         |filters: Value| json!({ "ranges": [[0, 9]], "timeline_limit": 1, "filters": filters });
@@ -316,10 +320,16 @@ async fn filters_pick_direct_chats_invites_and_spaces() {
         "invites": list(json!({ "is_invite": true })),
         "spaces": list(json!({ "room_types": ["m.space"] })),
         "plain": list(json!({ "not_room_types": ["m.space"], "is_dm": false, "is_invite": false })),
+        "any": list(json!({ "room_types": [] })),
     }});
     let resp = sliding(&alice, None, &body).await;
-    assert_eq!(resp["lists"]["dms"]["count"], 1, "{resp}");
-    assert_eq!(resp["lists"]["invites"]["count"], 1, "{resp}");
+    assert_eq!(resp["lists"]["dms"]["count"], 2, "{resp}");
+    assert_eq!(resp["lists"]["invites"]["count"], 2, "{resp}");
+    assert_eq!(
+        resp["lists"]["any"]["count"], 5,
+        "an empty list does not filter: {resp}"
+    );
+    assert_eq!(resp["rooms"][&direct_invite]["is_dm"], true, "{resp}");
     assert_eq!(resp["lists"]["spaces"]["count"], 1, "{resp}");
     assert_eq!(resp["lists"]["plain"]["count"], 1, "{resp}");
     assert_eq!(resp["rooms"][&dm]["is_dm"], true);

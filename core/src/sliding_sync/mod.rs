@@ -303,6 +303,17 @@ fn direct_rooms(conn: &Connection, user: &str) -> Result<BTreeSet<String>> {
     Ok(out)
 }
 
+/// Whether an invite says it is to a direct chat (`is_direct` in its content).
+fn invite_is_direct(conn: &Connection, event_id: &str) -> Result<bool> {
+    let Some(json) = ev_store::get_event_json(conn, event_id)? else {
+        return Ok(false);
+    };
+    Ok(serde_json::from_str::<Value>(&json)?
+        .pointer("/content/is_direct")
+        .and_then(Value::as_bool)
+        .unwrap_or(false))
+}
+
 /// The content of a room's current state event, if any.
 pub(crate) fn state_content(
     conn: &Connection,
@@ -335,15 +346,18 @@ fn passes(conn: &Connection, c: &Candidate, f: &ListFilters) -> Result<bool> {
             return Ok(false);
         }
     }
-    if f.room_types.is_some() || f.not_room_types.is_some() {
+    // An empty list of types does not filter.
+    let room_types = f.room_types.as_ref().filter(|t| !t.is_empty());
+    let not_room_types = f.not_room_types.as_ref().filter(|t| !t.is_empty());
+    if room_types.is_some() || not_room_types.is_some() {
         let ty = state_content(conn, room, "m.room.create", "")?
             .and_then(|c| c.get("type").and_then(Value::as_str).map(str::to_owned));
-        if let Some(types) = &f.room_types
+        if let Some(types) = room_types
             && !types.contains(&ty)
         {
             return Ok(false);
         }
-        if let Some(types) = &f.not_room_types
+        if let Some(types) = not_room_types
             && types.contains(&ty)
         {
             return Ok(false);
@@ -383,7 +397,8 @@ fn build(conn: &Connection, ctx: &Ctx, now_pos: i64, typing: &Typing) -> Result<
         } else {
             m.stream
         };
-        let is_dm = direct.contains(&m.room_id);
+        let is_dm = direct.contains(&m.room_id)
+            || (m.membership == "invite" && invite_is_direct(conn, &m.event_id)?);
         candidates.push(Candidate {
             membership: m,
             bump_stamp,
@@ -490,7 +505,9 @@ fn build(conn: &Connection, ctx: &Ctx, now_pos: i64, typing: &Typing) -> Result<
             params,
             known_upto,
             bump_stamp,
-            direct.contains(room_id),
+            by_room
+                .get(room_id.as_str())
+                .map_or(direct.contains(room_id), |c| c.is_dm),
         )?;
         rooms.insert(room_id.clone(), body);
         rooms_sent.push((room_id.clone(), now_pos));
