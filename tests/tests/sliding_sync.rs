@@ -620,3 +620,51 @@ async fn a_left_room_shows_the_leave_once() {
         "{got}"
     );
 }
+
+#[tokio::test]
+async fn a_retried_position_gets_the_lost_response_again() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let body = all_rooms_list(9, 5);
+    let first = pos_of(&sliding(&alice, None, &body).await);
+    alice.send_text(&room, "maybe lost").await;
+    let lost = sliding_until(&alice, &first, &body, |r| r["rooms"].get(&room).is_some()).await;
+    assert_eq!(bodies(&lost["rooms"][&room]), vec!["maybe lost"]);
+
+    // The client never saw that response and asks again from its older position.
+    let again = sliding_until(&alice, &first, &body, |r| r["rooms"].get(&room).is_some()).await;
+    let r = &again["rooms"][&room];
+    assert_eq!(bodies(r), vec!["maybe lost"], "{again}");
+    assert!(r.get("initial").is_none(), "{r}");
+    // The position of the lost response is gone.
+    assert_error(
+        &request(&alice, Some(&pos_of(&lost)), 0, &body).await,
+        400,
+        "M_UNKNOWN_POS",
+    );
+}
+
+#[tokio::test]
+async fn a_joined_invite_comes_whole() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    let room = bob.create_room(json!({ "name": "come in" })).await;
+    bob.send_text(&room, "history").await;
+    bob.invite(&room, &alice.user_id).await;
+    let body = all_rooms_list(9, 5);
+    let resp = sliding(&alice, None, &body).await;
+    assert!(resp["rooms"][&room]["invite_state"].is_array(), "{resp}");
+
+    alice.join(&room).await;
+    let got = sliding_until(&alice, &pos_of(&resp), &body, |r| {
+        r["rooms"][&room]["timeline"].is_array()
+    })
+    .await;
+    let r = &got["rooms"][&room];
+    assert_eq!(r["initial"], true, "{r}");
+    assert!(bodies(r).contains(&"history".to_owned()), "{r}");
+    assert_eq!(state_keys(r, "m.room.name"), vec![""]);
+    assert_eq!(r["joined_count"], 2);
+}
