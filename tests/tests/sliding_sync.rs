@@ -668,3 +668,45 @@ async fn a_joined_invite_comes_whole() {
     assert_eq!(state_keys(r, "m.room.name"), vec![""]);
     assert_eq!(r["joined_count"], 2);
 }
+
+#[tokio::test]
+async fn parameters_left_out_carry_over_on_the_connection() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    let first_invite = bob.create_room(json!({ "name": "one" })).await;
+    bob.invite(&first_invite, &alice.user_id).await;
+    alice.create_room(json!({})).await;
+    let full = json!({
+        "lists": { "invites": {
+            "ranges": [[0, 9]],
+            "timeline_limit": 1,
+            "required_state": [["m.room.name", ""]],
+            "filters": { "is_invite": true },
+        }},
+        "extensions": { "to_device": { "enabled": true } },
+    });
+    let resp = sliding(&alice, None, &full).await;
+    assert_eq!(resp["lists"]["invites"]["count"], 1, "{resp}");
+
+    // An older client leaves out what it sent before: the filter and the extension still apply.
+    let second_invite = bob.create_room(json!({ "name": "two" })).await;
+    bob.invite(&second_invite, &alice.user_id).await;
+    bob.send_to_device(
+        "m.test",
+        json!({ alice.user_id.clone(): { alice.device_id.clone(): { "n": 2 } } }),
+    )
+    .await;
+    let short = json!({ "lists": { "invites": { "ranges": [[0, 9]] } } });
+    let got = sliding_until(&alice, &pos_of(&resp), &short, |r| {
+        r["rooms"].get(&second_invite).is_some()
+            && r["extensions"]["to_device"]["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    assert_eq!(
+        got["lists"]["invites"]["count"], 2,
+        "still only invites: {got}"
+    );
+}

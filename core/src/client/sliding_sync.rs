@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiResult, AppState, Auth, Json, Query};
-use crate::{error::MatrixError, sliding_sync::Request};
+use crate::error::MatrixError;
 
 #[derive(Deserialize)]
 pub struct SlidingSyncParams {
@@ -20,7 +20,7 @@ pub async fn sync(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<SlidingSyncParams>,
-    Json(req): Json<Request>,
+    Json(body): Json<Value>,
 ) -> ApiResult<Json<Value>> {
     let timeout = match q.timeout.as_deref() {
         None => 0,
@@ -36,7 +36,7 @@ pub async fn sync(
                 &session.device_id,
                 q.pos.as_deref(),
                 Duration::from_millis(timeout),
-                req,
+                body,
             )
             .await?,
     ))

@@ -8,8 +8,10 @@
 //! however many rooms the user is in.
 //!
 //! Lists are sorted by `bump_stamp` (the stream position of the room's newest message-like
-//! event), newest first. Request parameters are not sticky: every request carries its lists,
-//! subscriptions and extensions in full, as current clients send them.
+//! event), newest first. Current clients send their lists, subscriptions and extensions in
+//! full with every request; for older ones, a list's `required_state`, `filters` and
+//! `timeline_limit` and the extensions' settings carry over from the connection's previous
+//! request when left out.
 
 mod request;
 mod room;
@@ -112,41 +114,32 @@ impl SlidingSync {
         }
     }
 
-    /// Answers one request, long-polling up to `timeout` when the client gave a `pos`.
+    /// Answers one request (its JSON body), long-polling up to `timeout` when the client gave
+    /// a `pos`.
     pub async fn sync(
         &self,
         user_id: &str,
         device_id: &str,
         pos: Option<&str>,
         timeout: Duration,
-        req: Request,
+        body: Value,
     ) -> Result<Value> {
-        let conn_id = req.conn_id.clone().unwrap_or_default();
-        if conn_id.len() > MAX_CONN_ID {
-            return Err(MatrixError::invalid_param("conn_id is too long").into());
-        }
-        for (name, list) in &req.lists {
-            if list.ranges.iter().any(|(a, b)| a > b) {
-                return Err(MatrixError::invalid_param(format!(
-                    "List {name} has a range whose start is past its end"
-                ))
-                .into());
+        let conn_id = match body.get("conn_id") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(c)) if c.len() <= MAX_CONN_ID => c.clone(),
+            Some(Value::String(_)) => {
+                return Err(MatrixError::invalid_param("conn_id is too long").into());
             }
-        }
+            Some(_) => return Err(MatrixError::bad_json("conn_id must be a string").into()),
+        };
         let pos_id = match pos {
             None | Some("") => None,
             Some(p) => Some(p.parse::<i64>().map_err(|_| unknown_pos())?),
         };
-        let to_device_since = match req.extensions.to_device.since.as_deref() {
-            Some(s) if req.extensions.to_device.enabled == Some(true) => Some(
-                s.parse::<i64>()
-                    .map_err(|_| MatrixError::invalid_param("Invalid to_device since token"))?,
-            ),
-            _ => None,
-        };
-        // Acknowledge the position (or start afresh) and the to-device messages delivered.
+        // Acknowledge the position (or start afresh), fill in parameters the client sent
+        // earlier on this connection, and drop the to-device messages it has received.
         let (user, device, cid) = (user_id.to_owned(), device_id.to_owned(), conn_id.clone());
-        let since = self
+        let (since, req, to_device_since) = self
             .db
             .write(move |txn| {
                 let key = ConnKey {
@@ -154,10 +147,16 @@ impl SlidingSync {
                     device_id: &device,
                     conn_id: &cid,
                 };
+                let mut body = body;
                 let since = match pos_id {
                     Some(id) => {
                         let p = store::position(txn, key, id)?.ok_or_else(unknown_pos)?;
                         store::acknowledge(txn, key, id)?;
+                        if let Some(stored) = store::connection_params(txn, key)?
+                            && let Ok(stored) = serde_json::from_str::<Value>(&stored)
+                        {
+                            apply_sticky(&mut body, &stored);
+                        }
                         Some((id, p))
                     }
                     None => {
@@ -165,10 +164,22 @@ impl SlidingSync {
                         None
                     }
                 };
+                let req: Request = serde_json::from_value(body.clone())
+                    .map_err(|e| MatrixError::bad_json(format!("Invalid request: {e}")))?;
+                validate(&req)?;
+                let to_device_since = match req.extensions.to_device.since.as_deref() {
+                    Some(s) if req.extensions.to_device.enabled == Some(true) => {
+                        Some(s.parse::<i64>().map_err(|_| {
+                            MatrixError::invalid_param("Invalid to_device since token")
+                        })?)
+                    }
+                    _ => None,
+                };
                 if let Some(upto) = to_device_since {
                     to_device::delete_upto(txn, &user, &device, upto)?;
                 }
-                Ok(since)
+                store::set_connection_params(txn, key, &body.to_string())?;
+                Ok((since, req, to_device_since))
             })
             .await?;
         let ctx = Arc::new(Ctx {
@@ -234,6 +245,72 @@ impl SlidingSync {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// Checks what serde cannot.
+fn validate(req: &Request) -> Result<()> {
+    for (name, list) in &req.lists {
+        if list.ranges.iter().any(|(a, b)| a > b) {
+            return Err(MatrixError::invalid_param(format!(
+                "List {name} has a range whose start is past its end"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Fills in what a request leaves out from the connection's previous request: older clients
+/// (MSC3575) send a list's `required_state`, `filters` and `timeline_limit`, and the
+/// extensions' settings, only when they change.
+fn apply_sticky(body: &mut Value, stored: &Value) {
+    let Some(body) = body.as_object_mut() else {
+        return;
+    };
+    if let (Some(lists), Some(old_lists)) = (
+        body.get_mut("lists").and_then(Value::as_object_mut),
+        stored.get("lists").and_then(Value::as_object),
+    ) {
+        for (name, list) in lists.iter_mut() {
+            let (Some(list), Some(old)) = (
+                list.as_object_mut(),
+                old_lists.get(name).and_then(Value::as_object),
+            ) else {
+                continue;
+            };
+            for field in ["required_state", "filters", "timeline_limit"] {
+                if !list.contains_key(field)
+                    && let Some(v) = old.get(field)
+                {
+                    list.insert(field.into(), v.clone());
+                }
+            }
+        }
+    }
+    if let Some(old_ext) = stored.get("extensions").and_then(Value::as_object) {
+        let ext = body
+            .entry("extensions")
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Some(ext) = ext.as_object_mut() else {
+            return;
+        };
+        for (name, old) in old_ext {
+            let Some(old) = old.as_object() else {
+                continue;
+            };
+            let current = ext
+                .entry(name.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(current) = current.as_object_mut() {
+                // `since` moves on with every response: never carried over.
+                for (k, v) in old {
+                    if k != "since" && !current.contains_key(k) {
+                        current.insert(k.clone(), v.clone());
+                    }
+                }
             }
         }
     }

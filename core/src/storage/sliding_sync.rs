@@ -56,6 +56,39 @@ pub fn reset_connection(conn: &Connection, key: ConnKey<'_>) -> Result<()> {
         "DELETE FROM sliding_sync_positions WHERE user_id = ?1 AND device_id = ?2 AND conn_id = ?3",
     )?
     .execute(p)?;
+    conn.prepare_cached(
+        "DELETE FROM sliding_sync_connections WHERE user_id = ?1 AND device_id = ?2 AND conn_id = ?3",
+    )?
+    .execute(p)?;
+    Ok(())
+}
+
+/// The parameters (request body, JSON) of the connection's last request.
+pub fn connection_params(conn: &Connection, key: ConnKey<'_>) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT params FROM sliding_sync_connections
+             WHERE user_id = ?1 AND device_id = ?2 AND conn_id = ?3",
+        )?
+        .query_row(params![key.user_id, key.device_id, key.conn_id], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+/// Stores the parameters of the connection's latest request.
+pub fn set_connection_params(conn: &Connection, key: ConnKey<'_>, params_json: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sliding_sync_connections (user_id, device_id, conn_id, params)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (user_id, device_id, conn_id) DO UPDATE SET params = excluded.params",
+    )?
+    .execute(params![
+        key.user_id,
+        key.device_id,
+        key.conn_id,
+        params_json
+    ])?;
     Ok(())
 }
 

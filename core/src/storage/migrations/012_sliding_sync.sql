@@ -1,6 +1,17 @@
 -- Simplified sliding sync (MSC4186): connection state, kept so that a client resumes from its
 -- `pos` after the node restarts.
 
+-- The parameters of a connection's last request, for clients that send sticky parameters
+-- (MSC3575 style) only when they change.
+CREATE TABLE sliding_sync_connections (
+    user_id         TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    conn_id         TEXT NOT NULL,
+    params          TEXT NOT NULL,
+    PRIMARY KEY (user_id, device_id, conn_id),
+    FOREIGN KEY (user_id, device_id) REFERENCES devices(user_id, device_id) ON DELETE CASCADE
+) STRICT, WITHOUT ROWID;
+
 -- One row per `pos` handed out. `stream` is the global stream position the response covered;
 -- `typing` the typing serial (meaningless after a restart, which typing detects).
 CREATE TABLE sliding_sync_positions (
