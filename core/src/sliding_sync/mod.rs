@@ -220,7 +220,14 @@ impl SlidingSync {
                 let pos_id = self
                     .db
                     .write(move |txn| {
-                        store::record_response(txn, c.key(), position, &rooms, now_ms())
+                        store::record_response(
+                            txn,
+                            c.key(),
+                            c.since.map(|(id, _)| id),
+                            position,
+                            &rooms,
+                            now_ms(),
+                        )
                     })
                     .await?;
                 let mut body = built.body;

@@ -92,15 +92,36 @@ pub fn set_connection_params(conn: &Connection, key: ConnKey<'_>, params_json: &
     Ok(())
 }
 
-/// The client came back with `pos_id`: it holds what that response and those before it
-/// carried, and nothing of later ones. Later state is dropped and older rows are folded.
+/// The client came back with `pos_id`: it holds what that response and those it acknowledged
+/// before carried, and nothing of any other response (later ones, or ones to requests it gave
+/// up on). Their state is dropped and older rows are folded.
 pub fn acknowledge(conn: &Connection, key: ConnKey<'_>, pos_id: i64) -> Result<()> {
+    let parent: i64 = conn
+        .prepare_cached(
+            "SELECT parent FROM sliding_sync_positions
+             WHERE pos_id = ?1 AND user_id = ?2 AND device_id = ?3 AND conn_id = ?4",
+        )?
+        .query_row(
+            params![pos_id, key.user_id, key.device_id, key.conn_id],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
     let p = params![key.user_id, key.device_id, key.conn_id, pos_id];
+    // Rows at or below the parent were acknowledged already (only such rows survive an
+    // acknowledgement); rows above it belong to `pos_id` or to responses the client never used.
     conn.prepare_cached(
         "DELETE FROM sliding_sync_rooms
-         WHERE user_id = ?1 AND device_id = ?2 AND conn_id = ?3 AND pos_id > ?4",
+         WHERE user_id = ?1 AND device_id = ?2 AND conn_id = ?3 AND pos_id > ?5 AND pos_id <> ?4",
     )?
-    .execute(p)?;
+    .execute(params![
+        key.user_id,
+        key.device_id,
+        key.conn_id,
+        pos_id,
+        parent
+    ])?;
     conn.prepare_cached(
         "DELETE FROM sliding_sync_rooms AS old
          WHERE user_id = ?1 AND device_id = ?2 AND conn_id = ?3 AND pos_id < ?4
@@ -130,22 +151,25 @@ pub fn known_rooms(conn: &Connection, key: ConnKey<'_>) -> Result<HashMap<String
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Records a response: a new position and the rooms it brought up to date. Returns the `pos`.
+/// Records a response to a request that came with `parent` (absent on a fresh connection): a
+/// new position and the rooms it brought up to date. Returns the `pos`.
 pub fn record_response(
     conn: &Connection,
     key: ConnKey<'_>,
+    parent: Option<i64>,
     pos: Position,
     rooms: &[(String, i64)],
     now_ms: i64,
 ) -> Result<i64> {
     conn.prepare_cached(
-        "INSERT INTO sliding_sync_positions (user_id, device_id, conn_id, stream, typing, created_ts)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sliding_sync_positions (user_id, device_id, conn_id, parent, stream, typing, created_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         key.user_id,
         key.device_id,
         key.conn_id,
+        parent,
         pos.stream,
         pos.typing as i64,
         now_ms

@@ -19,6 +19,8 @@ CREATE TABLE sliding_sync_positions (
     user_id         TEXT NOT NULL,
     device_id       TEXT NOT NULL,
     conn_id         TEXT NOT NULL,
+    -- The position the request came with (NULL on a fresh connection).
+    parent          INTEGER,
     stream          INTEGER NOT NULL,
     typing          INTEGER NOT NULL,
     created_ts      INTEGER NOT NULL,
@@ -27,8 +29,8 @@ CREATE TABLE sliding_sync_positions (
 CREATE INDEX sliding_sync_positions_conn ON sliding_sync_positions(user_id, device_id, conn_id);
 
 -- Rooms a connection has sent: in the response that produced `pos_id`, the room was brought
--- up to `stream`. Rows of positions the client never acknowledged are dropped when it comes
--- back with an older `pos`.
+-- up to `stream`. Rows of positions the client never acknowledged (a lost response, a request
+-- it gave up on) are dropped when it comes back with another `pos`.
 CREATE TABLE sliding_sync_rooms (
     user_id         TEXT NOT NULL,
     device_id       TEXT NOT NULL,
