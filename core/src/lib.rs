@@ -26,6 +26,7 @@ pub mod presence;
 pub mod push;
 pub mod rooms;
 pub mod services;
+pub mod sliding_sync;
 pub mod storage;
 pub mod sync;
 pub mod typing;

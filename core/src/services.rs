@@ -13,6 +13,7 @@ use crate::{
     presence::Presence,
     push::PushRules,
     rooms::Rooms,
+    sliding_sync::SlidingSync,
     storage::{DB_FILE, Db},
     sync::SyncService,
     typing::Typing,
@@ -36,6 +37,8 @@ pub struct Services {
     pub rooms: Rooms,
     /// `/sync`.
     pub sync: SyncService,
+    /// Simplified sliding sync (MSC4186).
+    pub sliding_sync: SlidingSync,
     /// Typing notifications.
     pub typing: Typing,
     /// Profiles, account data, receipts, filters.
@@ -70,6 +73,7 @@ impl Services {
         let rooms = Rooms::new(db.clone(), identity.clone(), notifier.clone());
         let typing = Typing::new(notifier.clone());
         let sync = SyncService::new(db.clone(), notifier.clone(), typing.clone());
+        let sliding_sync = SlidingSync::new(db.clone(), notifier.clone(), typing.clone());
         let user_data = UserData::new(db.clone(), notifier.clone(), rooms.clone());
         let e2ee = E2ee::new(
             db.clone(),
@@ -93,6 +97,7 @@ impl Services {
             accounts,
             rooms,
             sync,
+            sliding_sync,
             typing,
             user_data,
             uia: Uia::default(),

@@ -416,25 +416,9 @@ impl Builder<'_> {
         if let Some(users) = typing {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
         }
+        let receipts = receipt_content(receipts, self.user);
         if !receipts.is_empty() {
-            let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-            for r in receipts {
-                if r.receipt_type == "m.read.private" && r.user_id != self.user {
-                    continue;
-                }
-                let mut receipt = json!({ "ts": r.ts });
-                if !r.thread_id.is_empty() {
-                    receipt["thread_id"] = json!(r.thread_id);
-                }
-                let entry = content.entry(r.event_id.clone()).or_default();
-                let by_type = entry
-                    .entry(r.receipt_type.clone())
-                    .or_insert_with(|| json!({}));
-                by_type[r.user_id.as_str()] = receipt;
-            }
-            if !content.is_empty() {
-                ephemeral.push(json!({ "type": "m.receipt", "content": content }));
-            }
+            ephemeral.push(json!({ "type": "m.receipt", "content": receipts }));
         }
         let (joined, invited, heroes) = self.summary(room_id)?;
         let by_thread = self.filter.room.timeline.unread_thread_notifications;
@@ -486,43 +470,7 @@ impl Builder<'_> {
     }
 
     fn invited_room(&self, m: &MembershipRow) -> Result<Value> {
-        let mut events = Vec::new();
-        // An invite from another server brings the room's stripped state with it.
-        if let Some(json) =
-            crate::storage::federation::invite_state(self.conn, &m.room_id, self.user)?
-        {
-            events = serde_json::from_str::<Vec<Value>>(&json).unwrap_or_default();
-            if let Some(invite) = ev_store::get_event(self.conn, &m.event_id)? {
-                let mut own = stripped_state(&invite)?;
-                own["event_id"] = json!(invite.event_id);
-                own["origin_server_ts"] = json!(invite.origin_server_ts);
-                events.push(own);
-            }
-            return Ok(json!({ "invite_state": { "events": events } }));
-        }
-        for ty in INVITE_STATE {
-            if let Some(id) = state_store::current_state_event(self.conn, &m.room_id, ty, "")?
-                && let Some(ev) = ev_store::get_event(self.conn, &id)?
-            {
-                events.push(stripped_state(&ev)?);
-            }
-        }
-        if let Some(invite) = ev_store::get_event(self.conn, &m.event_id)? {
-            if let Some(sender_member) = state_store::current_state_event(
-                self.conn,
-                &m.room_id,
-                "m.room.member",
-                &invite.sender,
-            )? && sender_member != invite.event_id
-                && let Some(ev) = ev_store::get_event(self.conn, &sender_member)?
-            {
-                events.push(stripped_state(&ev)?);
-            }
-            let mut own = stripped_state(&invite)?;
-            own["event_id"] = json!(invite.event_id);
-            own["origin_server_ts"] = json!(invite.origin_server_ts);
-            events.push(own);
-        }
+        let events = invite_state_events(self.conn, &m.room_id, self.user, &m.event_id)?;
         Ok(json!({ "invite_state": { "events": events } }))
     }
 
@@ -554,4 +502,70 @@ impl Builder<'_> {
             "account_data": { "events": [] },
         }))
     }
+}
+
+/// The stripped state an invitee sees of a room: the invite's own event last.
+pub(crate) fn invite_state_events(
+    conn: &Connection,
+    room_id: &str,
+    user: &str,
+    invite_event_id: &str,
+) -> Result<Vec<Value>> {
+    let mut events = Vec::new();
+    // An invite from another server brings the room's stripped state with it.
+    if let Some(json) = crate::storage::federation::invite_state(conn, room_id, user)? {
+        events = serde_json::from_str::<Vec<Value>>(&json).unwrap_or_default();
+        if let Some(invite) = ev_store::get_event(conn, invite_event_id)? {
+            let mut own = stripped_state(&invite)?;
+            own["event_id"] = json!(invite.event_id);
+            own["origin_server_ts"] = json!(invite.origin_server_ts);
+            events.push(own);
+        }
+        return Ok(events);
+    }
+    for ty in INVITE_STATE {
+        if let Some(id) = state_store::current_state_event(conn, room_id, ty, "")?
+            && let Some(ev) = ev_store::get_event(conn, &id)?
+        {
+            events.push(stripped_state(&ev)?);
+        }
+    }
+    if let Some(invite) = ev_store::get_event(conn, invite_event_id)? {
+        if let Some(sender_member) =
+            state_store::current_state_event(conn, room_id, "m.room.member", &invite.sender)?
+            && sender_member != invite.event_id
+            && let Some(ev) = ev_store::get_event(conn, &sender_member)?
+        {
+            events.push(stripped_state(&ev)?);
+        }
+        let mut own = stripped_state(&invite)?;
+        own["event_id"] = json!(invite.event_id);
+        own["origin_server_ts"] = json!(invite.origin_server_ts);
+        events.push(own);
+    }
+    Ok(events)
+}
+
+/// The content of an `m.receipt` event for `receipts`, as `user` may see them (private
+/// receipts only their own).
+pub(crate) fn receipt_content(receipts: Vec<user_data::Receipt>, user: &str) -> Map<String, Value> {
+    let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for r in receipts {
+        if r.receipt_type == "m.read.private" && r.user_id != user {
+            continue;
+        }
+        let mut receipt = json!({ "ts": r.ts });
+        if !r.thread_id.is_empty() {
+            receipt["thread_id"] = json!(r.thread_id);
+        }
+        let entry = content.entry(r.event_id.clone()).or_default();
+        let by_type = entry
+            .entry(r.receipt_type.clone())
+            .or_insert_with(|| json!({}));
+        by_type[r.user_id.as_str()] = receipt;
+    }
+    content
+        .into_iter()
+        .map(|(k, v)| (k, Value::Object(v)))
+        .collect()
 }

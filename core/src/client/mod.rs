@@ -14,6 +14,7 @@ mod push;
 mod reports;
 mod rooms;
 mod search;
+mod sliding_sync;
 mod sync;
 mod upgrade;
 mod user;
@@ -443,6 +444,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
+        .route(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            post(sliding_sync::sync),
+        )
         .nest("/_matrix/client/v3", client_routes())
         .nest("/_matrix/client/r0", client_routes())
         .nest("/_matrix/client/v1", v1)

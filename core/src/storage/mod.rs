@@ -17,6 +17,7 @@ pub mod push;
 pub mod relations;
 pub mod reports;
 pub mod search;
+pub mod sliding_sync;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -47,6 +48,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/006_relations.sql")),
     M::up(include_str!("migrations/007_push.sql")),
     M::up(include_str!("migrations/008_client_extras.sql")),
+    M::up(include_str!("migrations/009_sliding_sync.sql")),
 ];
 
 /// How many idle reader connections are kept open.
