@@ -17,7 +17,7 @@ use crate::{
     notifier::Notifier,
     rooms::{
         format::{Viewer, client_event, stripped_state},
-        timeline::{parse_token, state_at, token},
+        timeline::{Visible, parse_token, state_at, token},
     },
     storage::{
         Db,
@@ -268,12 +268,17 @@ impl Builder<'_> {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, 500))
     }
 
-    /// Timeline events of a room in `(after, upto]`, newest `limit` matching the filter.
-    fn timeline(&self, room_id: &str, after: i64, upto: i64) -> Result<(Vec<StoredEvent>, bool)> {
+    /// Timeline events of a room in `(after, upto]`, newest `limit` matching the filter, and
+    /// the part of the room the user may see up to `upto` (for [`Self::format`]).
+    fn timeline(
+        &self,
+        room_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<(Vec<StoredEvent>, bool, Option<Visible>)> {
+        let visible = self.visible_upto(room_id, upto)?;
         // History visibility `joined`/`invited` hides what came before the membership.
-        let floor =
-            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
-                .map_or(0, |v| v.floor);
+        let floor = visible.map_or(0, |v| v.floor);
         let (events, more) = crate::rooms::timeline::paginate(
             self.conn,
             room_id,
@@ -286,18 +291,28 @@ impl Builder<'_> {
         )?;
         let mut events = events;
         events.reverse();
-        Ok((events, more.is_some()))
+        Ok((events, more.is_some(), visible))
+    }
+
+    /// The part of a room the user may see, cut at `upto`.
+    fn visible_upto(&self, room_id: &str, upto: i64) -> Result<Option<Visible>> {
+        Ok(
+            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
+                .map(|v| Visible {
+                    floor: v.floor,
+                    upto: v.upto.min(upto),
+                }),
+        )
     }
 
     /// Timeline events in client format, with bundled aggregations of what the user could
-    /// see up to `upto`.
-    fn format(&self, room_id: &str, events: &[StoredEvent], upto: i64) -> Result<Vec<Value>> {
-        let range =
-            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
-                .map(|v| crate::rooms::timeline::Visible {
-                    floor: v.floor,
-                    upto: v.upto.min(upto),
-                });
+    /// see in `range`.
+    fn format(
+        &self,
+        room_id: &str,
+        events: &[StoredEvent],
+        range: Option<Visible>,
+    ) -> Result<Vec<Value>> {
         crate::rooms::relations::client_events(
             self.conn,
             room_id,
@@ -372,7 +387,7 @@ impl Builder<'_> {
         // `full_state` sends all state, but the timeline still starts at `since`.
         let state_since = if self.full_state { None } else { since };
         let after = since.unwrap_or(0);
-        let (timeline, limited) = self.timeline(room_id, after, self.now_pos)?;
+        let (timeline, limited, visible) = self.timeline(room_id, after, self.now_pos)?;
         let receipts = user_data::receipts_since(self.conn, room_id, after)?;
         let typing = self.typing.changed_since(
             room_id,
@@ -424,7 +439,7 @@ impl Builder<'_> {
         let by_thread = self.filter.room.timeline.unread_thread_notifications;
         let counts = crate::push::unread_counts(self.conn, self.user, room_id, by_thread)?;
         let mut room = json!({
-            "timeline": { "events": self.format(room_id, &timeline, self.now_pos)?, "limited": limited, "prev_batch": prev_batch },
+            "timeline": { "events": self.format(room_id, &timeline, visible)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": account_data },
@@ -480,12 +495,13 @@ impl Builder<'_> {
         let saw_room =
             crate::rooms::timeline::visible_upto(self.conn, &m.room_id, self.user, self.now_pos)?
                 .is_some();
-        let (timeline, limited) = if saw_room {
+        let (timeline, limited, visible) = if saw_room {
             self.timeline(&m.room_id, after, m.stream)?
         } else {
             // Someone who only ever had an invite sees their own leave and nothing else.
             let own = ev_store::get_event(self.conn, &m.event_id)?;
-            (own.into_iter().collect(), false)
+            let visible = self.visible_upto(&m.room_id, m.stream)?;
+            (own.into_iter().collect(), false, visible)
         };
         let state = if saw_room {
             self.state_for(&m.room_id, &timeline, since, m.stream)?
@@ -497,7 +513,7 @@ impl Builder<'_> {
             .and_then(|e| e.stream)
             .map_or(token(after), |s| token(s - 1));
         Ok(json!({
-            "timeline": { "events": self.format(&m.room_id, &timeline, m.stream)?, "limited": limited, "prev_batch": prev_batch },
+            "timeline": { "events": self.format(&m.room_id, &timeline, visible)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "account_data": { "events": [] },
         }))

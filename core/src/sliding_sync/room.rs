@@ -11,7 +11,7 @@ use crate::{
     filter::RoomEventFilter,
     rooms::{
         format::{Viewer, client_event},
-        timeline::{Direction, paginate, state_at, token, visible_range},
+        timeline::{Direction, Visible, paginate, state_at, token, visible_range},
     },
     storage::{
         events::{self as ev_store, MembershipRow, StoredEvent},
@@ -53,8 +53,12 @@ impl RoomBuilder<'_> {
 
     /// Events as the client sees them, with the edits, threads and references bundled that
     /// the user may see.
-    fn format(&self, room_id: &str, events: &[StoredEvent]) -> Result<Vec<Value>> {
-        let range = visible_range(self.conn, room_id, self.user, self.now_pos)?;
+    fn format(
+        &self,
+        room_id: &str,
+        events: &[StoredEvent],
+        range: Option<Visible>,
+    ) -> Result<Vec<Value>> {
         crate::rooms::relations::client_events(
             self.conn,
             room_id,
@@ -98,7 +102,7 @@ impl RoomBuilder<'_> {
             let own: Vec<StoredEvent> = ev_store::get_event(conn, &m.event_id)?
                 .into_iter()
                 .collect();
-            out.insert("timeline".into(), json!(self.format(room_id, &own)?));
+            out.insert("timeline".into(), json!(self.format(room_id, &own, None)?));
             out.insert("limited".into(), json!(false));
             out.insert("num_live".into(), json!(0));
             return Ok(Value::Object(out));
@@ -179,7 +183,10 @@ impl RoomBuilder<'_> {
         out.insert("notification_count".into(), json!(counts.room.0));
         out.insert("highlight_count".into(), json!(counts.room.1));
         out.insert("required_state".into(), json!(required_state));
-        out.insert("timeline".into(), json!(self.format(room_id, &timeline)?));
+        out.insert(
+            "timeline".into(),
+            json!(self.format(room_id, &timeline, Some(visible))?),
+        );
         out.insert("limited".into(), json!(limited));
         out.insert("prev_batch".into(), json!(prev_batch));
         out.insert("num_live".into(), json!(num_live));
