@@ -4,6 +4,7 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod catchup;
 pub mod edus;
 pub mod outbox;
 pub mod rooms;
@@ -194,6 +195,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/federation/v1/event/{event}",
             get(rooms::get_event),
         )
+        .route(catchup::EXTREMITIES_PATH, get(catchup::extremities))
         .fallback(unrecognized)
         .with_state(state)
 }
