@@ -405,6 +405,11 @@ struct Driver {
 
 impl Driver {
     fn remember(&mut self, peer: PeerId, addr: Multiaddr, how: Discovery) {
+        // Kept without the trailing `/p2p/<id>`, so one address is one entry whatever found it.
+        let addr: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect();
         let known = self.peers.entry(peer).or_insert(Known {
             addresses: Vec::new(),
             discovered: how,
