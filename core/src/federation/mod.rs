@@ -4,6 +4,7 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod catchup;
 pub mod devices;
 pub mod edus;
 pub mod outbox;
@@ -225,6 +226,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/federation/v1/user/keys/claim",
             post(devices::user_keys_claim),
         )
+        .route(catchup::EXTREMITIES_PATH, get(catchup::extremities))
         .fallback(unrecognized)
         .with_state(state)
 }

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod aliases;
+pub mod catchup;
 pub mod events;
 pub mod federation;
 pub mod federation_e2ee;
