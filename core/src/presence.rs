@@ -1,8 +1,11 @@
-//! Presence of local users: online, unavailable or offline, with an optional status message.
+//! Presence: online, unavailable or offline, with an optional status message.
 //!
 //! No timers: `last_active_ago` and `currently_active` are computed when asked, from the
 //! stored time of last activity. A change of state or status message takes a stream position,
-//! so syncs of the user and of everyone sharing a room with them see it once.
+//! so syncs of the user and of everyone sharing a room with them see it once. The change also
+//! goes, as an `m.presence` EDU in the outbox, to every other server sharing a room with the
+//! user; what other servers send of their users is kept apart and shown the same way. Activity
+//! alone (a sync) is not sent: a phone does not wake its peers to say it is still there.
 
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use crate::{
     error::{MatrixError, Result},
     filter::EventFilter,
     notifier::Notifier,
-    storage::{Db, accounts, now_ms, presence as store},
+    storage::{Db, accounts, federation_e2ee::enqueue_edu, now_ms, presence as store},
 };
 
 /// A user counts as currently active this long after their last activity.
@@ -28,6 +31,7 @@ const MAX_STATUS_MSG: usize = 1024;
 pub struct Presence {
     db: Db,
     notifier: Arc<Notifier>,
+    server_name: Arc<str>,
 }
 
 /// Checks a presence state name: `online`, `offline` or `unavailable`.
@@ -43,9 +47,13 @@ pub fn parse_state(state: &str) -> Result<&'static str> {
 }
 
 impl Presence {
-    /// Creates the service.
-    pub fn new(db: Db, notifier: Arc<Notifier>) -> Self {
-        Self { db, notifier }
+    /// Creates the service for the server `server_name`.
+    pub fn new(db: Db, notifier: Arc<Notifier>, server_name: &str) -> Self {
+        Self {
+            db,
+            notifier,
+            server_name: server_name.into(),
+        }
     }
 
     /// Sets the user's presence and status message (`PUT /presence/{userId}/status`).
@@ -63,6 +71,7 @@ impl Presence {
             return Err(MatrixError::bad_json("status_msg is too long").into());
         }
         let user = user.to_owned();
+        let local = self.server_name.clone();
         self.db
             .write(move |txn| {
                 let now = now_ms();
@@ -72,7 +81,8 @@ impl Presence {
                     _ => now,
                 };
                 let pos = txn.next_pos();
-                store::set(txn, &user, state, status_msg.as_deref(), last_active, pos)
+                store::set(txn, &user, state, status_msg.as_deref(), last_active, pos)?;
+                tell_other_servers(txn, &user, &local)
             })
             .await?;
         self.notifier.notify();
@@ -84,10 +94,11 @@ impl Presence {
     /// share a room.
     pub async fn status(&self, requester: &str, target: &str) -> Result<Value> {
         let (req, target) = (requester.to_owned(), target.to_owned());
+        let local = is_local(&target, &self.server_name);
         let row = self
             .db
             .read(move |c| {
-                if accounts::get_user(c, &target)?.is_none() {
+                if local && accounts::get_user(c, &target)?.is_none() {
                     return Err(MatrixError::not_found("Unknown user").into());
                 }
                 if req != target && !store::share_a_room(c, &req, &target)? {
@@ -95,7 +106,11 @@ impl Presence {
                         MatrixError::forbidden("You do not share a room with this user").into(),
                     );
                 }
-                store::get(c, &target)
+                if local {
+                    store::get(c, &target)
+                } else {
+                    store::get_remote(c, &target)
+                }
             })
             .await?;
         let Some(row) = row else {
@@ -126,10 +141,12 @@ impl Presence {
         let user = user.to_owned();
         if change {
             let status = current.and_then(|p| p.status_msg);
+            let local = self.server_name.clone();
             self.db
                 .write(move |txn| {
                     let pos = txn.next_pos();
-                    store::set(txn, &user, wanted, status.as_deref(), now, pos)
+                    store::set(txn, &user, wanted, status.as_deref(), now, pos)?;
+                    tell_other_servers(txn, &user, &local)
                 })
                 .await?;
             self.notifier.notify();
@@ -141,6 +158,87 @@ impl Presence {
         }
         Ok(())
     }
+
+    /// Applies an `m.presence` EDU from `origin`: each entry about one of `origin`'s users
+    /// who is in a room this server knows is stored, and syncs of room-mates see it. Entries
+    /// about anyone else, or malformed ones, are dropped.
+    pub async fn receive_remote(&self, origin: &str, content: &Value) {
+        let Some(push) = content["push"].as_array() else {
+            return;
+        };
+        let now = now_ms();
+        let mut updates = Vec::new();
+        for entry in push.iter().take(MAX_REMOTE_UPDATES) {
+            let Some(user) = entry["user_id"].as_str() else {
+                continue;
+            };
+            if !is_local(user, origin) {
+                continue;
+            }
+            let Some(Ok(state)) = entry["presence"].as_str().map(parse_state) else {
+                continue;
+            };
+            let status = entry["status_msg"]
+                .as_str()
+                .filter(|m| m.len() <= MAX_STATUS_MSG)
+                .map(str::to_owned);
+            let last_active = entry["last_active_ago"]
+                .as_i64()
+                .filter(|ago| *ago >= 0)
+                .map(|ago| now.saturating_sub(ago));
+            updates.push((user.to_owned(), state, status, last_active));
+        }
+        if updates.is_empty() {
+            return;
+        }
+        let stored = self
+            .db
+            .write(move |txn| {
+                let mut any = false;
+                for (user, state, status, last_active) in &updates {
+                    if store::is_joined_somewhere(txn, user)? {
+                        let pos = txn.next_pos();
+                        store::set_remote(txn, user, state, status.as_deref(), *last_active, pos)?;
+                        any = true;
+                    }
+                }
+                Ok(any)
+            })
+            .await;
+        match stored {
+            Ok(true) => self.notifier.notify(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%origin, error = %e, "could not store presence"),
+        }
+    }
+}
+
+/// Most entries taken from one `m.presence` EDU.
+const MAX_REMOTE_UPDATES: usize = 100;
+
+/// Whether `user` belongs to `server`.
+fn is_local(user: &str, server: &str) -> bool {
+    user.split_once(':').is_some_and(|(_, s)| s == server)
+}
+
+/// Queues the user's current presence for every other server sharing a room with them.
+fn tell_other_servers(txn: &Connection, user: &str, local: &str) -> Result<()> {
+    let servers = store::servers_sharing_rooms(txn, user, local)?;
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let Some(row) = store::get(txn, user)? else {
+        return Ok(());
+    };
+    let mut entry = content(&row, now_ms());
+    entry.remove("displayname");
+    entry.remove("avatar_url");
+    entry.insert("user_id".into(), json!(user));
+    let edu = json!({ "edu_type": "m.presence", "content": { "push": [entry] } }).to_string();
+    for server in servers {
+        enqueue_edu(txn, &server, &edu)?;
+    }
+    Ok(())
 }
 
 /// The content of an `m.presence` event.

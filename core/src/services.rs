@@ -88,7 +88,11 @@ impl Services {
             notifier.clone(),
         )?;
         let push = PushRules::new(db.clone(), notifier.clone());
-        let presence = Presence::new(db.clone(), notifier.clone());
+        let presence = Presence::new(
+            db.clone(),
+            notifier.clone(),
+            identity.server_name().as_str(),
+        );
         Ok(Arc::new(Self {
             config,
             identity,

@@ -356,6 +356,48 @@ async fn typing_and_read_receipts_cross_servers() {
 }
 
 #[tokio::test]
+async fn presence_crosses_servers_that_share_a_room() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let (alice, bob, _room) = chat_room(&a, &b).await;
+    let path = format!("/presence/{}/status", neurite_tests::enc(&alice.user_id));
+    alice
+        .put_ok(
+            &path,
+            json!({ "presence": "unavailable", "status_msg": "on a train" }),
+        )
+        .await;
+    let presence_of_alice = |s: &serde_json::Value| {
+        s["presence"]["events"].as_array().and_then(|evs| {
+            evs.iter()
+                .find(|e| e["sender"] == alice.user_id.as_str())
+                .cloned()
+        })
+    };
+    let seen = bob
+        .sync_until(None, |s| {
+            presence_of_alice(s).is_some_and(|e| e["content"]["status_msg"] == "on a train")
+        })
+        .await;
+    let event = presence_of_alice(&seen).unwrap();
+    assert_eq!(event["type"], "m.presence", "{event}");
+    assert_eq!(event["content"]["presence"], "unavailable", "{event}");
+
+    // Bob can ask for it directly too, and a change is seen again.
+    let direct = bob.get_ok(&path).await;
+    assert_eq!(direct["presence"], "unavailable", "{direct}");
+    assert_eq!(direct["status_msg"], "on a train", "{direct}");
+    alice
+        .put_ok(&path, json!({ "presence": "online", "status_msg": "home" }))
+        .await;
+    bob.sync_until(None, |s| {
+        presence_of_alice(s).is_some_and(|e| {
+            e["content"]["presence"] == "online" && e["content"]["status_msg"] == "home"
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn declining_a_remote_invite_and_leaving_are_seen_by_both_servers() {
     let (a, b) = neurite_tests::node_pair().await;
     let alice = a.register("alice").await;

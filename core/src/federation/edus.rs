@@ -1,4 +1,4 @@
-//! Ephemeral data across servers: typing notifications and read receipts.
+//! Ephemeral data across servers: typing notifications, read receipts and presence.
 
 use std::time::Duration;
 
@@ -121,6 +121,7 @@ pub async fn receive(state: &AppState, origin: &str, edus: Vec<Value>) {
                     }
                 }
             }
+            Some("m.presence") => state.presence.receive_remote(origin, content).await,
             Some("m.device_list_update" | "m.signing_key_update" | "m.direct_to_device") => {
                 super::devices::receive_edu(state, origin, &edu).await;
             }

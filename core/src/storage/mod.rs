@@ -50,6 +50,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/007_push.sql")),
     M::up(include_str!("migrations/008_client_extras.sql")),
     M::up(include_str!("migrations/009_sliding_sync.sql")),
+    M::up(include_str!("migrations/010_remote_presence.sql")),
 ];
 
 /// How many idle reader connections are kept open.

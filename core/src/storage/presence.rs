@@ -1,4 +1,4 @@
-//! Presence of local users.
+//! Presence: of local users, and of other servers' users as their servers told us.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -82,20 +82,82 @@ pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
 }
 
 /// Presence the user should hear about after `since`: their own if it changed, and that of
-/// everyone sharing a joined room with them if it changed or if either of them joined that
-/// room since (a new room-mate's presence is news even when it did not change).
+/// everyone sharing a joined room with them (local users and other servers' users we have
+/// presence for) if it changed or if either of them joined that room since (a new
+/// room-mate's presence is news even when it did not change).
 pub fn changed_for(conn: &Connection, user_id: &str, since: i64) -> Result<Vec<PresenceRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT u.user_id, coalesce(p.state, 'offline'), p.status_msg, p.last_active_ts,
-                u.displayname, u.avatar_url
-         FROM users u LEFT JOIN presence p ON p.user_id = u.user_id
-         WHERE (u.user_id = ?1 AND p.stream > ?2) OR (u.user_id != ?1 AND EXISTS (
+        "SELECT x.user_id, x.state, x.status_msg, x.last_active_ts, x.displayname, x.avatar_url
+         FROM (SELECT u.user_id AS user_id, coalesce(p.state, 'offline') AS state,
+                      p.status_msg AS status_msg, p.last_active_ts AS last_active_ts,
+                      u.displayname AS displayname, u.avatar_url AS avatar_url,
+                      coalesce(p.stream, 0) AS stream
+               FROM users u LEFT JOIN presence p ON p.user_id = u.user_id
+               UNION ALL
+               SELECT user_id, state, status_msg, last_active_ts, NULL, NULL, stream
+               FROM remote_presence) x
+         WHERE (x.user_id = ?1 AND x.stream > ?2) OR (x.user_id != ?1 AND EXISTS (
              SELECT 1 FROM memberships m1 JOIN memberships m2 ON m1.room_id = m2.room_id
              WHERE m1.user_id = ?1 AND m1.membership = 'join'
-               AND m2.user_id = u.user_id AND m2.membership = 'join'
-               AND (coalesce(p.stream, 0) > ?2 OR m1.stream > ?2 OR m2.stream > ?2)))
-         ORDER BY coalesce(p.stream, 0), u.user_id",
+               AND m2.user_id = x.user_id AND m2.membership = 'join'
+               AND (x.stream > ?2 OR m1.stream > ?2 OR m2.stream > ?2)))
+         ORDER BY x.stream, x.user_id",
     )?;
     let rows = stmt.query_map(params![user_id, since], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What another server last told us of one of its users' presence.
+pub fn get_remote(conn: &Connection, user_id: &str) -> Result<Option<PresenceRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT user_id, state, status_msg, last_active_ts, NULL, NULL
+             FROM remote_presence WHERE user_id = ?1",
+        )?
+        .query_row([user_id], from_row)
+        .optional()?)
+}
+
+/// Records another server's user's presence at stream position `stream`.
+pub fn set_remote(
+    conn: &Connection,
+    user_id: &str,
+    state: &str,
+    status_msg: Option<&str>,
+    last_active_ts: Option<i64>,
+    stream: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO remote_presence (user_id, state, status_msg, last_active_ts, stream)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (user_id) DO UPDATE SET state = excluded.state,
+            status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts,
+            stream = excluded.stream",
+    )?
+    .execute(params![user_id, state, status_msg, last_active_ts, stream])?;
+    Ok(())
+}
+
+/// Other servers with a member in a room `user_id` has joined: where their presence goes.
+pub fn servers_sharing_rooms(conn: &Connection, user_id: &str, local: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT substr(m2.user_id, instr(m2.user_id, ':') + 1)
+         FROM memberships m1 JOIN memberships m2 ON m1.room_id = m2.room_id
+         WHERE m1.user_id = ?1 AND m1.membership = 'join' AND m2.membership = 'join'",
+    )?;
+    let rows = stmt.query_map([user_id], |r| r.get::<_, String>(0))?;
+    Ok(rows
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|s| s != local)
+        .collect())
+}
+
+/// Whether `user_id` (of another server) is joined to a room this server knows.
+pub fn is_joined_somewhere(conn: &Connection, user_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = ?1 AND membership = 'join')",
+        )?
+        .query_row([user_id], |r| r.get(0))?)
 }
