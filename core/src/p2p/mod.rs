@@ -147,14 +147,18 @@ impl P2p {
         let keypair = identity.libp2p_keypair()?;
         let peer_id = keypair.public().to_peer_id();
         let mdns_on = config.mdns;
-        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
                 yamux::Config::default,
             )
-            .map_err(|e| Error::Network(e.to_string()))?
+            .map_err(|e| Error::Network(e.to_string()))?;
+        // QUIC (`/udp/<port>/quic-v1` addresses) when built with the `quic` feature.
+        #[cfg(feature = "quic")]
+        let builder = builder.with_quic();
+        let mut swarm = builder
             .with_behaviour(|key| {
                 let mdns = if mdns_on {
                     Some(mdns::tokio::Behaviour::new(
