@@ -159,6 +159,40 @@ impl Presence {
         Ok(())
     }
 
+    /// Sends the presence of this server's members of `room_id` to the room's other servers,
+    /// after a join: a new room-mate hears about presence that did not change since.
+    pub async fn share_room(&self, room_id: &str) {
+        let (room, local) = (room_id.to_owned(), self.server_name.clone());
+        let queued = self
+            .db
+            .write(move |txn| {
+                let servers: Vec<String> = crate::storage::federation::servers_in_room(txn, &room)?
+                    .into_iter()
+                    .filter(|s| *s != *local)
+                    .collect();
+                let now = now_ms();
+                let push: Vec<Value> = store::local_members_with_presence(txn, &room, &local)?
+                    .iter()
+                    .map(|row| Value::Object(edu_entry(row, now)))
+                    .collect();
+                if servers.is_empty() || push.is_empty() {
+                    return Ok(false);
+                }
+                let edu =
+                    json!({ "edu_type": "m.presence", "content": { "push": push } }).to_string();
+                for server in servers {
+                    enqueue_edu(txn, &server, &edu)?;
+                }
+                Ok(true)
+            })
+            .await;
+        match queued {
+            Ok(true) => self.notifier.notify(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(room = %room_id, error = %e, "could not share presence"),
+        }
+    }
+
     /// Applies an `m.presence` EDU from `origin`: each entry about one of `origin`'s users
     /// who is in a room this server knows is stored, and syncs of room-mates see it. Entries
     /// about anyone else, or malformed ones, are dropped.
@@ -230,15 +264,21 @@ fn tell_other_servers(txn: &Connection, user: &str, local: &str) -> Result<()> {
     let Some(row) = store::get(txn, user)? else {
         return Ok(());
     };
-    let mut entry = content(&row, now_ms());
-    entry.remove("displayname");
-    entry.remove("avatar_url");
-    entry.insert("user_id".into(), json!(user));
+    let entry = edu_entry(&row, now_ms());
     let edu = json!({ "edu_type": "m.presence", "content": { "push": [entry] } }).to_string();
     for server in servers {
         enqueue_edu(txn, &server, &edu)?;
     }
     Ok(())
+}
+
+/// One user's entry in an `m.presence` EDU.
+fn edu_entry(row: &store::PresenceRow, now: i64) -> Map<String, Value> {
+    let mut entry = content(row, now);
+    entry.remove("displayname");
+    entry.remove("avatar_url");
+    entry.insert("user_id".into(), json!(row.user_id));
+    entry
 }
 
 /// The content of an `m.presence` event.

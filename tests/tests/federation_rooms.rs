@@ -398,6 +398,40 @@ async fn presence_crosses_servers_that_share_a_room() {
 }
 
 #[tokio::test]
+async fn presence_set_before_a_join_reaches_the_new_room_mates() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    for (user, msg) in [(&alice, "at work"), (&bob, "cycling")] {
+        user.put_ok(
+            &format!("/presence/{}/status", neurite_tests::enc(&user.user_id)),
+            json!({ "presence": "unavailable", "status_msg": msg }),
+        )
+        .await;
+    }
+    let room = alice
+        .create_room(json!({ "name": "Later", "preset": "private_chat" }))
+        .await;
+    alice.invite(&room, &bob.user_id).await;
+    bob.sync_until(None, |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    bob.join(&room).await;
+
+    let has_status = |s: &serde_json::Value, who: &str, msg: &str| {
+        s["presence"]["events"].as_array().is_some_and(|evs| {
+            evs.iter()
+                .any(|e| e["sender"] == who && e["content"]["status_msg"] == msg)
+        })
+    };
+    // Each side hears the other's presence, though neither changed it after the join.
+    bob.sync_until(None, |s| has_status(s, &alice.user_id, "at work"))
+        .await;
+    alice
+        .sync_until(None, |s| has_status(s, &bob.user_id, "cycling"))
+        .await;
+}
+
+#[tokio::test]
 async fn declining_a_remote_invite_and_leaving_are_seen_by_both_servers() {
     let (a, b) = neurite_tests::node_pair().await;
     let alice = a.register("alice").await;

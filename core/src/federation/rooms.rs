@@ -208,6 +208,7 @@ pub(super) async fn send_join(
     let obj = own_membership_event(&signed.body, &signed.origin, "join")?;
     let origin = signed.origin.clone();
     let local = state.identity.server_name().to_string();
+    let room = room_id.clone();
     let response = state
         .db
         .write(move |txn| {
@@ -234,8 +235,18 @@ pub(super) async fn send_join(
         })
         .await?;
     state.notifier.notify();
+    // Our members' presence goes to the new server once it has had time to store the room
+    // (an EDU about users it does not know yet in a room would be dropped).
+    let presence = state.presence.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(PRESENCE_AFTER_JOIN).await;
+        presence.share_room(&room).await;
+    });
     Ok(Json(response))
 }
+
+/// How long after serving a join the room's presence is sent to the joining server.
+const PRESENCE_AFTER_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn auth_chain_pdus(
     conn: &rusqlite::Connection,
@@ -572,7 +583,10 @@ pub async fn join_remote(
             continue;
         }
         match join_through(state, &client, user, room_id, server).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                state.presence.share_room(room_id).await;
+                return Ok(());
+            }
             Err(e) => {
                 tracing::info!(%server, error = %e, "remote join failed");
                 last_error = e.to_string();

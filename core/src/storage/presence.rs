@@ -153,6 +153,22 @@ pub fn servers_sharing_rooms(conn: &Connection, user_id: &str, local: &str) -> R
         .collect())
 }
 
+/// The presence of this server's users joined to `room_id` (those who ever set one).
+pub fn local_members_with_presence(
+    conn: &Connection,
+    room_id: &str,
+    local: &str,
+) -> Result<Vec<PresenceRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, NULL, NULL
+         FROM memberships m JOIN presence p ON p.user_id = m.user_id
+         WHERE m.room_id = ?1 AND m.membership = 'join'
+           AND substr(m.user_id, instr(m.user_id, ':') + 1) = ?2",
+    )?;
+    let rows = stmt.query_map(params![room_id, local], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Whether `user_id` (of another server) is joined to a room this server knows.
 pub fn is_joined_somewhere(conn: &Connection, user_id: &str) -> Result<bool> {
     Ok(conn
