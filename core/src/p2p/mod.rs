@@ -198,6 +198,7 @@ impl P2p {
             peers: HashMap::new(),
             connected: HashSet::new(),
             learned: config.learned.clone(),
+            dial_waiters: HashMap::new(),
         };
         for addr in &config.remembered {
             if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
@@ -292,10 +293,14 @@ impl P2p {
     /// addresses its connected peers know (see [`P2p::find_peer`]). Returns whether a
     /// connection is open.
     pub async fn reach(&self, peer: PeerId) -> bool {
-        let mut events = self.events.subscribe();
-        if self.is_connected(peer).await {
+        if self.dial_and_wait(peer).await {
             return true;
         }
+        !self.find_peer(peer).await.is_empty() && self.dial_and_wait(peer).await
+    }
+
+    /// Dials `peer` at its known addresses and waits (bounded) until that connects or fails.
+    async fn dial_and_wait(&self, peer: PeerId) -> bool {
         let (tx, rx) = oneshot::channel();
         if self
             .commands
@@ -305,42 +310,7 @@ impl P2p {
         {
             return false;
         }
-        if rx.await.unwrap_or(false) && self.wait_connected(&mut events, peer).await {
-            return true;
-        }
-        !self.find_peer(peer).await.is_empty() && self.wait_connected(&mut events, peer).await
-    }
-
-    async fn is_connected(&self, peer: PeerId) -> bool {
-        self.peers()
-            .await
-            .iter()
-            .any(|p| p.peer_id == peer && p.connected)
-    }
-
-    async fn wait_connected(
-        &self,
-        events: &mut broadcast::Receiver<PeerEvent>,
-        peer: PeerId,
-    ) -> bool {
-        let wait = async {
-            loop {
-                match events.recv().await {
-                    Ok(PeerEvent::Connected(p)) if p == peer => return true,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        if self.is_connected(peer).await {
-                            return true;
-                        }
-                    }
-                    Err(_) => return false,
-                }
-            }
-        };
-        tokio::time::timeout(PEERS_TIMEOUT, wait)
-            .await
-            .unwrap_or(false)
-            || self.is_connected(peer).await
+        matches!(tokio::time::timeout(PEERS_TIMEOUT, rx).await, Ok(Ok(true)))
     }
 
     /// Asks every connected peer for addresses of `peer`, adds what they know (peer
@@ -405,6 +375,9 @@ struct Driver {
     peers: HashMap<PeerId, Known>,
     connected: HashSet<PeerId>,
     learned: Option<mpsc::UnboundedSender<(PeerId, Multiaddr, Discovery)>>,
+    /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
+    /// failed.
+    dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
 }
 
 impl Driver {
@@ -444,20 +417,41 @@ impl Driver {
     }
 
     /// Dials `peer` at every address this node knows for it; false if it knows none.
-    fn dial_known(&mut self, peer: PeerId) -> bool {
+    /// Dials `peer` at the addresses known for it. `reply`, if given, hears whether that
+    /// ends in a connection (at once if one is open or no dial can start).
+    fn dial_known(&mut self, peer: PeerId, reply: Option<oneshot::Sender<bool>>) {
+        let answer = |reply: Option<oneshot::Sender<bool>>, connected| {
+            if let Some(r) = reply {
+                let _ = r.send(connected);
+            }
+        };
+        if self.connected.contains(&peer) {
+            return answer(reply, true);
+        }
         let addrs = match self.peers.get(&peer) {
             Some(k) if !k.addresses.is_empty() => k.addresses.clone(),
-            _ => return false,
+            _ => return answer(reply, false),
         };
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
             .build();
         match self.swarm.dial(opts) {
-            Ok(()) => true,
+            // A dial already under way ends the same way for this caller.
+            Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                if let Some(r) = reply {
+                    self.dial_waiters.entry(peer).or_default().push(r);
+                }
+            }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "dial failed");
-                false
+                answer(reply, false);
             }
+        }
+    }
+
+    fn dial_outcome(&mut self, peer: PeerId, connected: bool) {
+        for waiter in self.dial_waiters.remove(&peer).unwrap_or_default() {
+            let _ = waiter.send(connected);
         }
     }
 
@@ -485,12 +479,10 @@ impl Driver {
                             for addr in addrs {
                                 self.remember(peer, addr, Discovery::Exchange);
                             }
-                            self.dial_known(peer);
+                            self.dial_known(peer, None);
                         }
                     }
-                    Some(Command::DialKnown(peer, reply)) => {
-                        let _ = reply.send(self.dial_known(peer));
-                    }
+                    Some(Command::DialKnown(peer, reply)) => self.dial_known(peer, Some(reply)),
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -550,6 +542,7 @@ impl Driver {
                     tracing::info!(peer = %peer_id, "peer connected");
                     let _ = self.events.send(PeerEvent::Connected(peer_id));
                 }
+                self.dial_outcome(peer_id, true);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -562,6 +555,11 @@ impl Driver {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id
+                    && !self.connected.contains(&peer)
+                {
+                    self.dial_outcome(peer, false);
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
