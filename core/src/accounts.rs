@@ -267,6 +267,25 @@ impl Accounts {
         let uid = user_id.to_string();
         self.db
             .write(move |txn| {
+                let gone = crate::e2ee::remote::device_ids(txn, &uid)?;
+                store::delete_devices_except(txn, &uid, None)?;
+                keys::prune_orphan_signatures(txn, &uid)?;
+                let pos = txn.next_pos();
+                keys::mark_device_list_changed(txn, &uid, pos)?;
+                crate::e2ee::remote::announce_devices(txn, &uid, &gone)
+            })
+            .await?;
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Locks an account for good: marks it deactivated, clears its password and profile, and
+    /// deletes every device with its tokens and keys. Room memberships are the caller's part.
+    pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
+        let uid = user_id.to_string();
+        self.db
+            .write(move |txn| {
+                store::deactivate_user(txn, &uid)?;
                 store::delete_devices_except(txn, &uid, None)?;
                 keys::prune_orphan_signatures(txn, &uid)?;
                 let pos = txn.next_pos();
@@ -290,10 +309,13 @@ impl Accounts {
             .write(move |txn| {
                 store::set_password_hash(txn, &uid, &hash)?;
                 if logout_others {
+                    let mut gone = crate::e2ee::remote::device_ids(txn, &uid)?;
+                    gone.retain(|d| *d != did);
                     store::delete_devices_except(txn, &uid, Some(&did))?;
                     keys::prune_orphan_signatures(txn, &uid)?;
                     let pos = txn.next_pos();
                     keys::mark_device_list_changed(txn, &uid, pos)?;
+                    crate::e2ee::remote::announce_devices(txn, &uid, &gone)?;
                 }
                 Ok(())
             })
@@ -346,6 +368,7 @@ impl Accounts {
                 }
                 let pos = txn.next_pos();
                 keys::mark_device_list_changed(txn, &uid, pos)?;
+                crate::e2ee::remote::announce_devices(txn, &uid, std::slice::from_ref(&did))?;
                 Ok(true)
             })
             .await?;
@@ -363,12 +386,17 @@ impl Accounts {
         let uid = user_id.to_string();
         self.db
             .write(move |txn| {
+                let mut gone = Vec::new();
                 for did in &device_ids {
-                    store::delete_device(txn, &uid, did)?;
+                    if store::get_device(txn, &uid, did)?.is_some() {
+                        store::delete_device(txn, &uid, did)?;
+                        gone.push(did.clone());
+                    }
                 }
                 keys::prune_orphan_signatures(txn, &uid)?;
                 let pos = txn.next_pos();
-                keys::mark_device_list_changed(txn, &uid, pos)
+                keys::mark_device_list_changed(txn, &uid, pos)?;
+                crate::e2ee::remote::announce_devices(txn, &uid, &gone)
             })
             .await?;
         self.notifier.notify();

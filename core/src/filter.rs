@@ -37,6 +37,9 @@ pub struct RoomEventFilter {
     /// Only events with (true) or without (false) a `url` in their content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contains_url: Option<bool>,
+    /// In `/sync`, count notifications of threads apart from the main timeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unread_thread_notifications: bool,
 }
 
 /// A filter on non-room events.

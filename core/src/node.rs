@@ -51,6 +51,12 @@ impl Node {
                 p2p.clone(),
             );
             services.set_federation(client.clone());
+            crate::federation::catchup::spawn(
+                services.clone(),
+                client.clone(),
+                p2p.clone(),
+                p2p_stopped.clone(),
+            );
             crate::federation::outbox::spawn(services.clone(), client, p2p.clone(), p2p_stopped);
             Some(p2p)
         };

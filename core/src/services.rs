@@ -10,7 +10,10 @@ use crate::{
     identity::Identity,
     media::Media,
     notifier::Notifier,
+    presence::Presence,
+    push::PushRules,
     rooms::Rooms,
+    sliding_sync::SlidingSync,
     storage::{DB_FILE, Db},
     sync::SyncService,
     typing::Typing,
@@ -34,6 +37,8 @@ pub struct Services {
     pub rooms: Rooms,
     /// `/sync`.
     pub sync: SyncService,
+    /// Simplified sliding sync (MSC4186).
+    pub sliding_sync: SlidingSync,
     /// Typing notifications.
     pub typing: Typing,
     /// Profiles, account data, receipts, filters.
@@ -44,6 +49,10 @@ pub struct Services {
     pub e2ee: E2ee,
     /// The media repository.
     pub media: Media,
+    /// Push rules.
+    pub push: PushRules,
+    /// Presence of local users.
+    pub presence: Presence,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -64,6 +73,7 @@ impl Services {
         let rooms = Rooms::new(db.clone(), identity.clone(), notifier.clone());
         let typing = Typing::new(notifier.clone());
         let sync = SyncService::new(db.clone(), notifier.clone(), typing.clone());
+        let sliding_sync = SlidingSync::new(db.clone(), notifier.clone(), typing.clone());
         let user_data = UserData::new(db.clone(), notifier.clone(), rooms.clone());
         let e2ee = E2ee::new(
             db.clone(),
@@ -77,6 +87,8 @@ impl Services {
             config.max_upload_bytes,
             notifier.clone(),
         )?;
+        let push = PushRules::new(db.clone(), notifier.clone());
+        let presence = Presence::new(db.clone(), notifier.clone());
         Ok(Arc::new(Self {
             config,
             identity,
@@ -85,11 +97,14 @@ impl Services {
             accounts,
             rooms,
             sync,
+            sliding_sync,
             typing,
             user_data,
             uia: Uia::default(),
             e2ee,
             media,
+            push,
+            presence,
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

@@ -17,12 +17,13 @@ use crate::{
     notifier::Notifier,
     rooms::{
         format::{Viewer, client_event, stripped_state},
-        timeline::{parse_token, state_at, token},
+        timeline::{Visible, parse_token, state_at, token},
     },
     storage::{
         Db,
         events::{self as ev_store, MembershipRow, StoredEvent},
         now_ms,
+        push::PUSH_RULES_TYPE,
         state::{self as state_store, StateMap},
         to_device, user_data,
     },
@@ -227,12 +228,32 @@ impl Builder<'_> {
                 );
             }
         }
-        let empty = join.is_empty() && invite.is_empty() && leave.is_empty() && global.is_empty();
+        if self.since.is_none()
+            && self.filter.account_data.allows_type(PUSH_RULES_TYPE)
+            && !global.iter().any(|e| e["type"] == PUSH_RULES_TYPE)
+            && let Ok(user) = ruma::UserId::parse(self.user)
+        {
+            // Everyone has push rules: the server defaults until first changed.
+            let content = crate::push::account_data_content(&user, None);
+            global.push(json!({ "type": PUSH_RULES_TYPE, "content": content }));
+        }
+        let presence = crate::presence::sync_events(
+            self.conn,
+            self.user,
+            since,
+            self.now,
+            &self.filter.presence,
+        )?;
+        let empty = join.is_empty()
+            && invite.is_empty()
+            && leave.is_empty()
+            && global.is_empty()
+            && presence.is_empty();
         Ok((
             json!({
                 "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
                 "account_data": { "events": global },
-                "presence": { "events": [] },
+                "presence": { "events": presence },
                 // to_device, device_lists and the key counts: e2ee::sync::SyncSection.
             }),
             empty,
@@ -247,12 +268,17 @@ impl Builder<'_> {
             .map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, 500))
     }
 
-    /// Timeline events of a room in `(after, upto]`, newest `limit` matching the filter.
-    fn timeline(&self, room_id: &str, after: i64, upto: i64) -> Result<(Vec<StoredEvent>, bool)> {
+    /// Timeline events of a room in `(after, upto]`, newest `limit` matching the filter, and
+    /// the part of the room the user may see up to `upto` (for [`Self::format`]).
+    fn timeline(
+        &self,
+        room_id: &str,
+        after: i64,
+        upto: i64,
+    ) -> Result<(Vec<StoredEvent>, bool, Option<Visible>)> {
+        let visible = self.visible_upto(room_id, upto)?;
         // History visibility `joined`/`invited` hides what came before the membership.
-        let floor =
-            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
-                .map_or(0, |v| v.floor);
+        let floor = visible.map_or(0, |v| v.floor);
         let (events, more) = crate::rooms::timeline::paginate(
             self.conn,
             room_id,
@@ -265,14 +291,36 @@ impl Builder<'_> {
         )?;
         let mut events = events;
         events.reverse();
-        Ok((events, more.is_some()))
+        Ok((events, more.is_some(), visible))
     }
 
-    fn format(&self, events: &[StoredEvent]) -> Result<Vec<Value>> {
-        events
-            .iter()
-            .map(|e| client_event(self.conn, e, Some(self.viewer()), self.now))
-            .collect()
+    /// The part of a room the user may see, cut at `upto`.
+    fn visible_upto(&self, room_id: &str, upto: i64) -> Result<Option<Visible>> {
+        Ok(
+            crate::rooms::timeline::visible_range(self.conn, room_id, self.user, self.now_pos)?
+                .map(|v| Visible {
+                    floor: v.floor,
+                    upto: v.upto.min(upto),
+                }),
+        )
+    }
+
+    /// Timeline events in client format, with bundled aggregations of what the user could
+    /// see in `range`.
+    fn format(
+        &self,
+        room_id: &str,
+        events: &[StoredEvent],
+        range: Option<Visible>,
+    ) -> Result<Vec<Value>> {
+        crate::rooms::relations::client_events(
+            self.conn,
+            room_id,
+            events,
+            self.viewer(),
+            range,
+            self.now,
+        )
     }
 
     /// State to send with a timeline: the state at its start, or only what changed since
@@ -339,7 +387,7 @@ impl Builder<'_> {
         // `full_state` sends all state, but the timeline still starts at `since`.
         let state_since = if self.full_state { None } else { since };
         let after = since.unwrap_or(0);
-        let (timeline, limited) = self.timeline(room_id, after, self.now_pos)?;
+        let (timeline, limited, visible) = self.timeline(room_id, after, self.now_pos)?;
         let receipts = user_data::receipts_since(self.conn, room_id, after)?;
         let typing = self.typing.changed_since(
             room_id,
@@ -383,29 +431,15 @@ impl Builder<'_> {
         if let Some(users) = typing {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
         }
+        let receipts = receipt_content(receipts, self.user);
         if !receipts.is_empty() {
-            let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-            for r in receipts {
-                if r.receipt_type == "m.read.private" && r.user_id != self.user {
-                    continue;
-                }
-                let mut receipt = json!({ "ts": r.ts });
-                if !r.thread_id.is_empty() {
-                    receipt["thread_id"] = json!(r.thread_id);
-                }
-                let entry = content.entry(r.event_id.clone()).or_default();
-                let by_type = entry
-                    .entry(r.receipt_type.clone())
-                    .or_insert_with(|| json!({}));
-                by_type[r.user_id.as_str()] = receipt;
-            }
-            if !content.is_empty() {
-                ephemeral.push(json!({ "type": "m.receipt", "content": content }));
-            }
+            ephemeral.push(json!({ "type": "m.receipt", "content": receipts }));
         }
         let (joined, invited, heroes) = self.summary(room_id)?;
-        Ok(Some(json!({
-            "timeline": { "events": self.format(&timeline)?, "limited": limited, "prev_batch": prev_batch },
+        let by_thread = self.filter.room.timeline.unread_thread_notifications;
+        let counts = crate::push::unread_counts(self.conn, self.user, room_id, by_thread)?;
+        let mut room = json!({
+            "timeline": { "events": self.format(room_id, &timeline, visible)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": account_data },
@@ -414,8 +448,25 @@ impl Builder<'_> {
                 "m.invited_member_count": invited,
                 "m.heroes": heroes,
             },
-            "unread_notifications": { "notification_count": 0, "highlight_count": 0 },
-        })))
+            "unread_notifications": {
+                "notification_count": counts.room.0,
+                "highlight_count": counts.room.1,
+            },
+        });
+        if by_thread {
+            let threads: Map<String, Value> = counts
+                .threads
+                .into_iter()
+                .map(|(root, (n, h))| {
+                    (
+                        root,
+                        json!({ "notification_count": n, "highlight_count": h }),
+                    )
+                })
+                .collect();
+            room["unread_thread_notifications"] = Value::Object(threads);
+        }
+        Ok(Some(room))
     }
 
     fn summary(&self, room_id: &str) -> Result<(usize, usize, Vec<String>)> {
@@ -434,43 +485,7 @@ impl Builder<'_> {
     }
 
     fn invited_room(&self, m: &MembershipRow) -> Result<Value> {
-        let mut events = Vec::new();
-        // An invite from another server brings the room's stripped state with it.
-        if let Some(json) =
-            crate::storage::federation::invite_state(self.conn, &m.room_id, self.user)?
-        {
-            events = serde_json::from_str::<Vec<Value>>(&json).unwrap_or_default();
-            if let Some(invite) = ev_store::get_event(self.conn, &m.event_id)? {
-                let mut own = stripped_state(&invite)?;
-                own["event_id"] = json!(invite.event_id);
-                own["origin_server_ts"] = json!(invite.origin_server_ts);
-                events.push(own);
-            }
-            return Ok(json!({ "invite_state": { "events": events } }));
-        }
-        for ty in INVITE_STATE {
-            if let Some(id) = state_store::current_state_event(self.conn, &m.room_id, ty, "")?
-                && let Some(ev) = ev_store::get_event(self.conn, &id)?
-            {
-                events.push(stripped_state(&ev)?);
-            }
-        }
-        if let Some(invite) = ev_store::get_event(self.conn, &m.event_id)? {
-            if let Some(sender_member) = state_store::current_state_event(
-                self.conn,
-                &m.room_id,
-                "m.room.member",
-                &invite.sender,
-            )? && sender_member != invite.event_id
-                && let Some(ev) = ev_store::get_event(self.conn, &sender_member)?
-            {
-                events.push(stripped_state(&ev)?);
-            }
-            let mut own = stripped_state(&invite)?;
-            own["event_id"] = json!(invite.event_id);
-            own["origin_server_ts"] = json!(invite.origin_server_ts);
-            events.push(own);
-        }
+        let events = invite_state_events(self.conn, &m.room_id, self.user, &m.event_id)?;
         Ok(json!({ "invite_state": { "events": events } }))
     }
 
@@ -480,12 +495,13 @@ impl Builder<'_> {
         let saw_room =
             crate::rooms::timeline::visible_upto(self.conn, &m.room_id, self.user, self.now_pos)?
                 .is_some();
-        let (timeline, limited) = if saw_room {
+        let (timeline, limited, visible) = if saw_room {
             self.timeline(&m.room_id, after, m.stream)?
         } else {
             // Someone who only ever had an invite sees their own leave and nothing else.
             let own = ev_store::get_event(self.conn, &m.event_id)?;
-            (own.into_iter().collect(), false)
+            let visible = self.visible_upto(&m.room_id, m.stream)?;
+            (own.into_iter().collect(), false, visible)
         };
         let state = if saw_room {
             self.state_for(&m.room_id, &timeline, since, m.stream)?
@@ -497,9 +513,75 @@ impl Builder<'_> {
             .and_then(|e| e.stream)
             .map_or(token(after), |s| token(s - 1));
         Ok(json!({
-            "timeline": { "events": self.format(&timeline)?, "limited": limited, "prev_batch": prev_batch },
+            "timeline": { "events": self.format(&m.room_id, &timeline, visible)?, "limited": limited, "prev_batch": prev_batch },
             "state": { "events": state },
             "account_data": { "events": [] },
         }))
     }
+}
+
+/// The stripped state an invitee sees of a room: the invite's own event last.
+pub(crate) fn invite_state_events(
+    conn: &Connection,
+    room_id: &str,
+    user: &str,
+    invite_event_id: &str,
+) -> Result<Vec<Value>> {
+    let mut events = Vec::new();
+    // An invite from another server brings the room's stripped state with it.
+    if let Some(json) = crate::storage::federation::invite_state(conn, room_id, user)? {
+        events = serde_json::from_str::<Vec<Value>>(&json).unwrap_or_default();
+        if let Some(invite) = ev_store::get_event(conn, invite_event_id)? {
+            let mut own = stripped_state(&invite)?;
+            own["event_id"] = json!(invite.event_id);
+            own["origin_server_ts"] = json!(invite.origin_server_ts);
+            events.push(own);
+        }
+        return Ok(events);
+    }
+    for ty in INVITE_STATE {
+        if let Some(id) = state_store::current_state_event(conn, room_id, ty, "")?
+            && let Some(ev) = ev_store::get_event(conn, &id)?
+        {
+            events.push(stripped_state(&ev)?);
+        }
+    }
+    if let Some(invite) = ev_store::get_event(conn, invite_event_id)? {
+        if let Some(sender_member) =
+            state_store::current_state_event(conn, room_id, "m.room.member", &invite.sender)?
+            && sender_member != invite.event_id
+            && let Some(ev) = ev_store::get_event(conn, &sender_member)?
+        {
+            events.push(stripped_state(&ev)?);
+        }
+        let mut own = stripped_state(&invite)?;
+        own["event_id"] = json!(invite.event_id);
+        own["origin_server_ts"] = json!(invite.origin_server_ts);
+        events.push(own);
+    }
+    Ok(events)
+}
+
+/// The content of an `m.receipt` event for `receipts`, as `user` may see them (private
+/// receipts only their own).
+pub(crate) fn receipt_content(receipts: Vec<user_data::Receipt>, user: &str) -> Map<String, Value> {
+    let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for r in receipts {
+        if r.receipt_type == "m.read.private" && r.user_id != user {
+            continue;
+        }
+        let mut receipt = json!({ "ts": r.ts });
+        if !r.thread_id.is_empty() {
+            receipt["thread_id"] = json!(r.thread_id);
+        }
+        let entry = content.entry(r.event_id.clone()).or_default();
+        let by_type = entry
+            .entry(r.receipt_type.clone())
+            .or_insert_with(|| json!({}));
+        by_type[r.user_id.as_str()] = receipt;
+    }
+    content
+        .into_iter()
+        .map(|(k, v)| (k, Value::Object(v)))
+        .collect()
 }

@@ -127,4 +127,18 @@ impl Typing {
         users.sort();
         Some(users)
     }
+
+    /// Rooms whose typing users changed after serial `since` (all rooms with typing state
+    /// when `since` is from before a restart).
+    pub fn rooms_changed_since(&self, since: u64) -> Vec<String> {
+        let Ok(state) = self.state.lock() else {
+            return Vec::new();
+        };
+        state
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.serial > since || since > state.serial)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }

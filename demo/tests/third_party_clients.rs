@@ -89,3 +89,13 @@ fn matrix_js_sdk_registers_invites_joins_and_chats() {
     );
     run_client("node", "tests/clients/js/chat.mjs");
 }
+
+#[test]
+fn matrix_js_sdk_reads_edits_and_threads_from_bundled_aggregations() {
+    let modules = repo_root().join("tests/clients/js/node_modules/matrix-js-sdk");
+    assert!(
+        modules.exists(),
+        "matrix-js-sdk is not installed: run the tests with tests/run.sh, which installs it"
+    );
+    run_client("node", "tests/clients/js/threads.mjs");
+}

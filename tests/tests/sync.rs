@@ -3,9 +3,9 @@
 //! Ports of the Complement scenarios (matrix-org/complement, tests/csapi):
 //! - `TestSync` (sync_test.go): "Can sync a joined room", "Full state sync includes joined
 //!   rooms", "Newly joined room is included in an incremental sync", "Newly joined room has
-//!   correct timeline in incremental sync". The two presence sub-tests ("Newly joined room
+//!   correct timeline in incremental sync", and the two presence sub-tests ("Newly joined room
 //!   includes presence in incremental sync", "Get presence for newly joined members in
-//!   incremental sync") are written but `#[ignore]`d: Neurite has no presence yet. "Device
+//!   incremental sync"). "Device
 //!   list tracking" runs (device lists: tests/tests/e2ee.rs). Skipped because they need a federation
 //!   peer: "sync should succeed even if the sync token points to a redaction of an unknown
 //!   event".
@@ -384,7 +384,6 @@ async fn newly_joined_room_timeline_honours_filter_in_incremental_sync() {
 
 /// "Newly joined room includes presence in incremental sync".
 #[tokio::test]
-#[ignore = "Neurite does not implement presence"]
 async fn newly_joined_room_includes_presence_in_incremental_sync() {
     let node = TestNode::start().await;
     let alice = node.register("alice").await;
@@ -417,7 +416,6 @@ async fn newly_joined_room_includes_presence_in_incremental_sync() {
 
 /// "Get presence for newly joined members in incremental sync".
 #[tokio::test]
-#[ignore = "Neurite does not implement presence"]
 async fn presence_of_newly_joined_member_in_incremental_sync() {
     let node = TestNode::start().await;
     let alice = node.register("alice").await;

@@ -241,8 +241,36 @@ pub async fn change_password(
     Auth(session): Auth,
     Json(body): Json<PasswordBody>,
 ) -> ApiResult<Json<Value>> {
+    let sid = password_stage(&state, &session, body.auth).await?;
+    let sid = sid.as_deref();
+    if body.new_password.is_empty() {
+        return Err(MatrixError::new(
+            StatusCode::BAD_REQUEST,
+            "M_WEAK_PASSWORD",
+            "Password is empty",
+        ));
+    }
+    state
+        .accounts
+        .set_password(
+            &session,
+            &body.new_password,
+            body.logout_devices.unwrap_or(true),
+        )
+        .await?;
+    state.uia.finish(sid);
+    Ok(Json(json!({})))
+}
+
+/// Checks the `m.login.password` UIA stage for the session's own user; answers the 401
+/// challenge when the stage is missing or wrong. Returns the UIA session id to finish.
+async fn password_stage(
+    state: &AppState,
+    session: &crate::accounts::Session,
+    auth: Option<AuthData>,
+) -> ApiResult<Option<String>> {
     const STAGE: &str = "m.login.password";
-    let auth = body.auth.unwrap_or_default();
+    let auth = auth.unwrap_or_default();
     let sid = auth.session.as_deref();
     if auth.kind.as_deref() != Some(STAGE) {
         return Err(state.uia.challenge(STAGE, sid, None));
@@ -266,21 +294,27 @@ pub async fn change_password(
             .uia
             .challenge(STAGE, sid, Some(("M_FORBIDDEN", "Invalid password"))));
     }
-    if body.new_password.is_empty() {
-        return Err(MatrixError::new(
-            StatusCode::BAD_REQUEST,
-            "M_WEAK_PASSWORD",
-            "Password is empty",
-        ));
-    }
-    state
-        .accounts
-        .set_password(
-            &session,
-            &body.new_password,
-            body.logout_devices.unwrap_or(true),
-        )
-        .await?;
-    state.uia.finish(sid);
-    Ok(Json(json!({})))
+    Ok(auth.session)
+}
+
+#[derive(Deserialize)]
+pub struct DeactivateBody {
+    auth: Option<AuthData>,
+    /// Accepted; a node keeps no copies of a user's content to erase beyond the rooms.
+    #[allow(dead_code)]
+    erase: Option<bool>,
+    #[allow(dead_code)]
+    id_server: Option<String>,
+}
+
+/// `POST /account/deactivate` (UIA with `m.login.password`).
+pub async fn deactivate(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Json(body): Json<DeactivateBody>,
+) -> ApiResult<Json<Value>> {
+    let sid = password_stage(&state, &session, body.auth).await?;
+    crate::deactivation::deactivate(&state, &session.user_id).await?;
+    state.uia.finish(sid.as_deref());
+    Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }

@@ -13,6 +13,7 @@ use crate::{
     filter::RoomEventFilter,
     rooms::{
         EventTemplate, TxnId,
+        relations::{RelationsQuery, ThreadsInclude, ThreadsQuery},
         timeline::{Direction, MessagesQuery},
     },
 };
@@ -261,8 +262,24 @@ pub async fn context(
 #[derive(Deserialize)]
 pub struct RelationsParams {
     from: Option<String>,
+    to: Option<String>,
     dir: Option<String>,
     limit: Option<String>,
+    recurse: Option<String>,
+    /// MSC3981's name for `recurse` before v1.10, still used by matrix-js-sdk.
+    #[serde(rename = "org.matrix.msc3981.recurse")]
+    recurse_unstable: Option<String>,
+}
+
+fn parse_bool(value: Option<&str>, name: &str) -> ApiResult<Option<bool>> {
+    match value {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{name} must be true or false"
+        ))),
+    }
 }
 
 async fn relations_inner(
@@ -270,12 +287,19 @@ async fn relations_inner(
     session: crate::accounts::Session,
     room: String,
     event: String,
-    rel: Option<String>,
-    ty: Option<String>,
+    rel_type: Option<String>,
+    event_type: Option<String>,
     q: RelationsParams,
 ) -> ApiResult<Json<Value>> {
-    let limit = parse_limit(q.limit.as_deref(), 50, 500)?;
-    let dir = parse_dir(q.dir.as_deref())?;
+    let query = RelationsQuery {
+        rel_type,
+        event_type,
+        from: q.from,
+        to: q.to,
+        dir: parse_dir(q.dir.as_deref())?,
+        limit: parse_limit(q.limit.as_deref(), 50, 500)?,
+        recurse: parse_bool(q.recurse.or(q.recurse_unstable).as_deref(), "recurse")?,
+    };
     Ok(Json(
         state
             .rooms
@@ -284,11 +308,7 @@ async fn relations_inner(
                 &session.device_id,
                 &room,
                 &event,
-                rel,
-                ty,
-                q.from,
-                dir,
-                limit,
+                query,
             )
             .await?,
     ))
@@ -322,6 +342,53 @@ pub async fn relations_by_type_and_event(
     Query(q): Query<RelationsParams>,
 ) -> ApiResult<Json<Value>> {
     relations_inner(state, session, room, event, Some(rel), Some(ty), q).await
+}
+
+#[derive(Deserialize)]
+pub struct ThreadsParams {
+    include: Option<String>,
+    limit: Option<String>,
+    from: Option<String>,
+}
+
+/// `GET /_matrix/client/v1/rooms/{roomId}/threads`.
+pub async fn threads(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<ThreadsParams>,
+) -> ApiResult<Json<Value>> {
+    let include = match q.include.as_deref() {
+        None | Some("all") => ThreadsInclude::All,
+        Some("participated") => ThreadsInclude::Participated,
+        Some(_) => {
+            return Err(MatrixError::invalid_param(
+                "include must be all or participated",
+            ));
+        }
+    };
+    let limit = match q.limit.as_deref() {
+        None => 10,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n > 0 => n.min(100) as usize,
+            _ => {
+                return Err(MatrixError::invalid_param(
+                    "limit must be a positive integer",
+                ));
+            }
+        },
+    };
+    let query = ThreadsQuery {
+        include,
+        limit,
+        from: q.from,
+    };
+    Ok(Json(
+        state
+            .rooms
+            .threads(session.user_id.as_str(), &session.device_id, &room, query)
+            .await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -42,6 +42,7 @@ pub async fn upload(
 #[derive(Deserialize)]
 pub struct QueryBody {
     device_keys: BTreeMap<String, Vec<String>>,
+    timeout: Option<u64>,
 }
 
 /// `POST /keys/query`.
@@ -51,10 +52,13 @@ pub async fn query(
     Json(body): Json<QueryBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        state
-            .e2ee
-            .query_keys(&session.user_id, body.device_keys)
-            .await?,
+        crate::federation::devices::query_keys(
+            &state,
+            &session.user_id,
+            body.device_keys,
+            body.timeout,
+        )
+        .await?,
     ))
 }
 
@@ -70,9 +74,7 @@ pub async fn claim(
     Json(body): Json<ClaimBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        state
-            .e2ee
-            .claim_keys(&session.user_id, body.one_time_keys)
+        crate::federation::devices::claim_keys(&state, &session.user_id, body.one_time_keys)
             .await?,
     ))
 }

@@ -9,8 +9,14 @@ mod devices;
 mod events;
 mod keys;
 mod media;
+mod presence;
+mod push;
+mod reports;
 mod rooms;
+mod search;
+mod sliding_sync;
 mod sync;
+mod upgrade;
 mod user;
 mod versions;
 
@@ -228,6 +234,7 @@ fn client_routes() -> Router<AppState> {
         .route("/logout/all", post(account::logout_all))
         .route("/account/whoami", get(account::whoami))
         .route("/account/password", post(account::change_password))
+        .route("/account/deactivate", post(account::deactivate))
         .route("/devices", get(devices::devices))
         .route(
             "/devices/{device}",
@@ -290,9 +297,13 @@ fn client_routes() -> Router<AppState> {
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
         )
+        .route("/rooms/{room}/upgrade", post(upgrade::upgrade))
+        .route("/rooms/{room}/report", post(reports::report_room))
+        .route("/rooms/{room}/report/{event}", post(reports::report_event))
         .route("/rooms/{room}/typing/{user}", put(events::typing))
         .route("/rooms/{room}/receipt/{ty}/{event}", post(events::receipt))
         .route("/rooms/{room}/read_markers", post(events::read_markers))
+        .route("/search", post(search::search))
         .route("/sync", get(sync::sync))
         .route("/user/{user}/filter", post(sync::create_filter))
         .route("/user/{user}/filter/{id}", get(sync::get_filter))
@@ -309,8 +320,34 @@ fn client_routes() -> Router<AppState> {
             "/user/{user}/rooms/{room}/account_data/{ty}",
             get(user::get_room_account_data).put(user::put_room_account_data),
         )
-        .route("/pushrules/", get(user::push_rules))
-        .route("/pushrules", get(user::push_rules))
+        .route("/pushrules/", get(push::all_rules))
+        .route("/pushrules", get(push::all_rules))
+        .route("/pushrules/{scope}/", get(push::scope_rules))
+        .route("/pushrules/{scope}", get(push::scope_rules))
+        .route(
+            "/pushrules/{scope}/{kind}/{rule}",
+            get(push::get_rule)
+                .put(push::put_rule)
+                .delete(push::delete_rule),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/{rule}/enabled",
+            get(push::get_enabled).put(push::put_enabled),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/{rule}/actions",
+            get(push::get_actions).put(push::put_actions),
+        )
+        .route("/user/{user}/rooms/{room}/tags", get(user::get_tags))
+        .route(
+            "/user/{user}/rooms/{room}/tags/{tag}",
+            put(user::put_tag).delete(user::delete_tag),
+        )
+        .route(
+            "/presence/{user}/status",
+            get(presence::status).put(presence::set_status),
+        )
+        .route("/user_directory/search", post(user::search_user_directory))
         .route("/voip/turnServer", get(user::turn_server))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/query", post(keys::query))
@@ -396,6 +433,7 @@ pub fn router(state: AppState) -> Router {
             "/rooms/{room}/relations/{event}/{rel}/{ty}",
             get(events::relations_by_type_and_event),
         )
+        .route("/rooms/{room}/threads", get(events::threads))
         .route("/media/config", get(media::config))
         .route("/media/download/{server}/{media}", get(media::download))
         .route(
@@ -406,6 +444,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
+        .route(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            post(sliding_sync::sync),
+        )
         .nest("/_matrix/client/v3", client_routes())
         .nest("/_matrix/client/r0", client_routes())
         .nest("/_matrix/client/v1", v1)

@@ -49,6 +49,14 @@ pub async fn join(
     if room.starts_with('!') && ruma::RoomId::parse(room.as_str()).is_err() {
         return Err(MatrixError::invalid_param("Invalid room id"));
     }
+    // An alias of another server: ask it for the room and the servers to join through.
+    let (room, alias_servers) = match room.strip_prefix('#') {
+        Some(_) if !room.ends_with(&format!(":{}", state.identity.server_name())) => {
+            parse_alias(&room)?;
+            crate::federation::query::resolve_alias(&state, &room).await?
+        }
+        _ => (room, Vec::new()),
+    };
     if room.starts_with('!') && !crate::federation::rooms::is_resident(&state, &room).await? {
         // A room that lives elsewhere: join through the servers we were told of.
         let mut via: Vec<String> = uri
@@ -59,6 +67,7 @@ pub async fn join(
             .filter(|(k, _)| *k == "server_name" || *k == "via")
             .map(|(_, v)| super::percent_decode(v))
             .collect();
+        via.extend(alias_servers);
         via.extend(
             crate::federation::rooms::join_candidates(&state, &room, session.user_id.as_str())
                 .await?,
@@ -301,7 +310,7 @@ pub async fn get_alias(
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
     parse_alias(&alias)?;
-    let (room_id, servers) = state.rooms.alias(&alias).await?;
+    let (room_id, servers) = crate::federation::query::resolve_alias(&state, &alias).await?;
     Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 

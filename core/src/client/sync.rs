@@ -15,7 +15,6 @@ pub struct SyncParams {
     filter: Option<String>,
     full_state: Option<String>,
     timeout: Option<String>,
-    #[allow(dead_code)]
     set_presence: Option<String>,
 }
 
@@ -46,6 +45,10 @@ pub async fn sync(
             ));
         }
     };
+    state
+        .presence
+        .on_sync(session.user_id.as_str(), q.set_presence.as_deref())
+        .await?;
     let req = SyncRequest {
         since: q.since,
         full_state,

@@ -1,7 +1,6 @@
-//! Profiles, account data, push rules.
+//! Profiles and account data.
 
 use axum::extract::State;
-use ruma::UserId;
 use serde_json::{Map, Value, json};
 
 use super::{ApiResult, AppState, Auth, Json, Path};
@@ -145,11 +144,90 @@ pub async fn put_room_account_data(
     Ok(Json(json!({})))
 }
 
-/// `GET /pushrules/`: the server-default rule set for the user.
-pub async fn push_rules(Auth(session): Auth) -> ApiResult<Json<Value>> {
-    let user: &UserId = &session.user_id;
-    let rules = ruma::push::Ruleset::server_default(user);
-    Ok(Json(json!({ "global": rules })))
+/// `GET /user/{userId}/rooms/{roomId}/tags`.
+pub async fn get_tags(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, room)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    own_tags(&session, &user)?;
+    room_id(&room)?;
+    let tags = state.user_data.tags(&user, &room).await?;
+    Ok(Json(json!({ "tags": tags })))
+}
+
+/// `PUT /user/{userId}/rooms/{roomId}/tags/{tag}`: body `{"order": number}`, order optional.
+pub async fn put_tag(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, room, tag)): Path<(String, String, String)>,
+    Json(body): Json<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    own_tags(&session, &user)?;
+    room_id(&room)?;
+    check_tag(&tag)?;
+    match body.get("order") {
+        None | Some(Value::Number(_)) => {}
+        Some(_) => return Err(MatrixError::bad_json("order must be a number")),
+    }
+    state
+        .user_data
+        .set_tag(&user, &room, &tag, Some(Value::Object(body)))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn delete_tag(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path((user, room, tag)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    own_tags(&session, &user)?;
+    room_id(&room)?;
+    check_tag(&tag)?;
+    state.user_data.set_tag(&user, &room, &tag, None).await?;
+    Ok(Json(json!({})))
+}
+
+fn own_tags(session: &crate::accounts::Session, user: &str) -> ApiResult<()> {
+    if session.user_id.as_str() == user {
+        Ok(())
+    } else {
+        Err(MatrixError::forbidden("You may only access your own tags"))
+    }
+}
+
+fn check_tag(tag: &str) -> ApiResult<()> {
+    if tag.is_empty() || tag.len() > 255 {
+        return Err(MatrixError::invalid_param(
+            "A tag must be 1 to 255 bytes long",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+pub struct UserSearchBody {
+    search_term: String,
+    limit: Option<u64>,
+}
+
+/// Most results one user directory search returns.
+const MAX_USER_SEARCH_LIMIT: u64 = 100;
+
+/// `POST /user_directory/search`.
+pub async fn search_user_directory(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Json(body): Json<UserSearchBody>,
+) -> ApiResult<Json<Value>> {
+    let limit = body.limit.unwrap_or(10).min(MAX_USER_SEARCH_LIMIT) as usize;
+    let (results, limited) = state
+        .user_data
+        .search_users(session.user_id.as_str(), &body.search_term, limit)
+        .await?;
+    Ok(Json(json!({ "results": results, "limited": limited })))
 }
 
 /// `GET /voip/turnServer`: no TURN server on a phone.

@@ -11,7 +11,8 @@ pub async fn versions() -> Json<Value> {
     Json(json!({
         "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"],
         // Authenticated media (`/_matrix/client/v1/media`, v1.11) without claiming v1.11.
-        "unstable_features": { "org.matrix.msc3916.stable": true },
+        // `org.matrix.msc3981`: `/relations?recurse` (v1.10) without claiming v1.10.
+        "unstable_features": { "org.matrix.msc3916.stable": true, "org.matrix.msc3981": true },
     }))
 }
 

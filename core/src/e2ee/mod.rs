@@ -5,13 +5,17 @@
 //! - cross-signing keys and signatures ([`E2ee::upload_cross_signing_keys`],
 //!   [`E2ee::upload_signatures`]);
 //! - the device-list change stream ([`E2ee::key_changes`], and `/sync` through [`sync`]);
-//! - to-device messages ([`to_device`]) and server-side key backup ([`backup`]).
+//! - to-device messages ([`to_device`]) and server-side key backup ([`backup`]);
+//! - the same across servers: keys served to other servers, device-list changes announced
+//!   to them, their users' device lists cached, their to-device messages received
+//!   ([`remote`]; the requests themselves are made by [`crate::federation::devices`]).
 //!
 //! Keys are checked where the server can check them: device keys must carry a valid
 //! self-signature, cross-signing keys a valid signature by the master key, and uploaded
 //! signatures must verify against the keys they sign.
 
 pub mod backup;
+pub mod remote;
 pub mod signing;
 pub mod sync;
 pub mod to_device;
@@ -178,15 +182,15 @@ fn check_cross_signing_key(key: &Value, user: &str, usage: &str) -> Result<Strin
 }
 
 /// Adds uploaded signatures to a key object, keeping those `viewer` may see: signatures by
-/// the key's owner, and those by `viewer` themselves.
+/// the key's owner, and those by `viewer` themselves (`None` for another server).
 fn merge_signatures(
     obj: &mut Value,
     owner: &str,
-    viewer: &str,
+    viewer: Option<&str>,
     signatures: Vec<store::SignatureRow>,
 ) {
     for sig in signatures {
-        if sig.signer_user != owner && sig.signer_user != viewer {
+        if sig.signer_user != owner && Some(sig.signer_user.as_str()) != viewer {
             continue;
         }
         if !obj["signatures"].is_object() {
@@ -197,6 +201,89 @@ fn merge_signatures(
         }
         obj["signatures"][&sig.signer_user][&sig.signer_key_id] = json!(sig.signature);
     }
+}
+
+/// Claims one key per requested device of `user` (device id → algorithm): the oldest
+/// one-time key, or the fallback key when none is left. Devices without a key are left out.
+pub(crate) fn claim_for_user(
+    conn: &rusqlite::Connection,
+    user: &str,
+    devices: &BTreeMap<String, String>,
+) -> Result<Map<String, Value>> {
+    let mut per_device = Map::new();
+    for (device, alg) in devices {
+        let key = match store::claim_one_time_key(conn, user, device, alg)? {
+            Some(k) => Some(k),
+            None => store::claim_fallback_key(conn, user, device, alg)?,
+        };
+        if let Some((id, json)) = key {
+            per_device.insert(
+                device.clone(),
+                json!({ format!("{alg}:{id}"): serde_json::from_str::<Value>(&json)? }),
+            );
+        }
+    }
+    Ok(per_device)
+}
+
+/// The master key (with the signatures `viewer` may see) and self-signing key of `user`.
+pub(crate) fn public_cross_signing_keys(
+    conn: &rusqlite::Connection,
+    user: &str,
+    viewer: Option<&str>,
+) -> Result<(Option<Value>, Option<Value>)> {
+    let master_key = match store::cross_signing_key(conn, user, "master")? {
+        Some(master) => {
+            let mut key: Value = serde_json::from_str(&master.json)?;
+            let sigs = store::signatures_of(conn, user, &master.public_key)?;
+            merge_signatures(&mut key, user, viewer, sigs);
+            Some(key)
+        }
+        None => None,
+    };
+    let self_signing_key = store::cross_signing_key(conn, user, "self_signing")?
+        .map(|k| serde_json::from_str(&k.json))
+        .transpose()?;
+    Ok((master_key, self_signing_key))
+}
+
+/// The public keys of one local user that a viewer may see.
+pub(crate) struct UserKeys {
+    /// Device keys by device id, with `unsigned.device_display_name`.
+    pub devices: Map<String, Value>,
+    /// The master key, with the signatures the viewer may see.
+    pub master_key: Option<Value>,
+    /// The self-signing key.
+    pub self_signing_key: Option<Value>,
+}
+
+/// Reads the keys of `user`'s `devices` (all devices when empty) as `viewer` may see them
+/// (`None`: another server, which sees the owner's signatures only).
+pub(crate) fn user_keys(
+    conn: &rusqlite::Connection,
+    user: &str,
+    devices: &[String],
+    viewer: Option<&str>,
+) -> Result<UserKeys> {
+    let mut found = Map::new();
+    for row in store::device_keys_of_user(conn, user)? {
+        if !devices.is_empty() && !devices.contains(&row.device_id) {
+            continue;
+        }
+        let mut keys: Value = serde_json::from_str(&row.json)?;
+        let sigs = store::signatures_of(conn, user, &row.device_id)?;
+        merge_signatures(&mut keys, user, viewer, sigs);
+        if let Some(name) = row.display_name {
+            keys["unsigned"] = json!({ "device_display_name": name });
+        }
+        found.insert(row.device_id, keys);
+    }
+    let (master_key, self_signing_key) = public_cross_signing_keys(conn, user, viewer)?;
+    Ok(UserKeys {
+        devices: found,
+        master_key,
+        self_signing_key,
+    })
 }
 
 impl E2ee {
@@ -276,6 +363,7 @@ impl E2ee {
                         }
                         let pos = txn.next_pos();
                         store::mark_device_list_changed(txn, &user, pos)?;
+                        remote::announce_devices(txn, &user, std::slice::from_ref(&device))?;
                         changed = true;
                     }
                 }
@@ -333,34 +421,19 @@ impl E2ee {
                 let mut self_signing_keys = Map::new();
                 let mut user_signing_keys = Map::new();
                 for (user, devices) in &requested {
-                    let mut found = Map::new();
                     let allowed =
                         local.contains(user) && (*user == caller || visible.contains(user));
                     if !allowed {
-                        device_keys.insert(user.clone(), Value::Object(found));
+                        device_keys.insert(user.clone(), json!({}));
                         continue;
                     }
-                    for row in store::device_keys_of_user(conn, user)? {
-                        if !devices.is_empty() && !devices.contains(&row.device_id) {
-                            continue;
-                        }
-                        let mut keys: Value = serde_json::from_str(&row.json)?;
-                        let sigs = store::signatures_of(conn, user, &row.device_id)?;
-                        merge_signatures(&mut keys, user, &caller, sigs);
-                        if let Some(name) = row.display_name {
-                            keys["unsigned"] = json!({ "device_display_name": name });
-                        }
-                        found.insert(row.device_id, keys);
+                    let keys = user_keys(conn, user, devices, Some(&caller))?;
+                    device_keys.insert(user.clone(), Value::Object(keys.devices));
+                    if let Some(master) = keys.master_key {
+                        master_keys.insert(user.clone(), master);
                     }
-                    device_keys.insert(user.clone(), Value::Object(found));
-                    if let Some(master) = store::cross_signing_key(conn, user, "master")? {
-                        let mut key: Value = serde_json::from_str(&master.json)?;
-                        let sigs = store::signatures_of(conn, user, &master.public_key)?;
-                        merge_signatures(&mut key, user, &caller, sigs);
-                        master_keys.insert(user.clone(), key);
-                    }
-                    if let Some(ssk) = store::cross_signing_key(conn, user, "self_signing")? {
-                        self_signing_keys.insert(user.clone(), serde_json::from_str(&ssk.json)?);
+                    if let Some(ssk) = keys.self_signing_key {
+                        self_signing_keys.insert(user.clone(), ssk);
                     }
                     if *user == caller
                         && let Some(usk) = store::cross_signing_key(conn, user, "user_signing")?
@@ -395,26 +468,15 @@ impl E2ee {
             .collect();
         self.db
             .write(move |txn| {
-                let visible: BTreeSet<String> =
-                    store::users_sharing_a_room(txn, &caller)?.into_iter().collect();
+                let visible: BTreeSet<String> = store::users_sharing_a_room(txn, &caller)?
+                    .into_iter()
+                    .collect();
                 let mut claimed = Map::new();
                 for (user, devices) in &requested {
                     if !local.contains(user) || (*user != caller && !visible.contains(user)) {
                         continue;
                     }
-                    let mut per_device = Map::new();
-                    for (device, alg) in devices {
-                        let key = match store::claim_one_time_key(txn, user, device, alg)? {
-                            Some(k) => Some(k),
-                            None => store::claim_fallback_key(txn, user, device, alg)?,
-                        };
-                        if let Some((id, json)) = key {
-                            per_device.insert(
-                                device.clone(),
-                                json!({ format!("{alg}:{id}"): serde_json::from_str::<Value>(&json)? }),
-                            );
-                        }
-                    }
+                    let per_device = claim_for_user(txn, user, devices)?;
                     if !per_device.is_empty() {
                         claimed.insert(user.clone(), Value::Object(per_device));
                     }
@@ -502,6 +564,9 @@ impl E2ee {
                 }
                 let pos = txn.next_pos();
                 store::mark_device_list_changed(txn, &user, pos)?;
+                if to_store.iter().any(|(usage, ..)| *usage != "user_signing") {
+                    remote::announce_signing_keys(txn, &user)?;
+                }
                 Ok(CrossSigningOutcome::Stored)
             })
             .await?;
@@ -526,10 +591,16 @@ impl E2ee {
             .write(move |txn| {
                 let mut failures = Map::new();
                 let mut stored = false;
+                let mut own_keys = Vec::new();
                 for (target_user, keys) in &signed {
                     for (key_id, object) in keys {
                         match store_signature(txn, &caller, target_user, key_id, object) {
-                            Ok(()) => stored = true,
+                            Ok(()) => {
+                                stored = true;
+                                if *target_user == caller {
+                                    own_keys.push(key_id.clone());
+                                }
+                            }
                             Err(Error::Matrix(e)) => {
                                 let entry = failures
                                     .entry(target_user.clone())
@@ -546,6 +617,16 @@ impl E2ee {
                     store::mark_device_list_changed(txn, &caller, pos)?;
                     for target in signed.keys().filter(|t| **t != caller) {
                         store::mark_device_list_changed(txn, target, pos)?;
+                    }
+                    // Other servers learn of new signatures of the caller's own keys.
+                    let master =
+                        store::cross_signing_key(txn, &caller, "master")?.map(|m| m.public_key);
+                    let (masters, devices): (Vec<String>, Vec<String>) = own_keys
+                        .into_iter()
+                        .partition(|k| Some(k) == master.as_ref());
+                    remote::announce_devices(txn, &caller, &devices)?;
+                    if !masters.is_empty() {
+                        remote::announce_signing_keys(txn, &caller)?;
                     }
                 }
                 Ok((failures, stored))
@@ -572,7 +653,12 @@ fn store_signature(
         .and_then(|s| s.get(caller))
         .and_then(Value::as_object)
         .ok_or_else(|| invalid_signature(format!("No signature by {caller}")))?;
-    let master = store::cross_signing_key(conn, target_user, "master")?;
+    let master = match store::cross_signing_key(conn, target_user, "master")? {
+        Some(m) => Some(m),
+        // A user of another server: their master key as their server last sent it.
+        None if target_user != caller => remote::cached_master_key(conn, target_user)?,
+        None => None,
+    };
     let mut added = 0;
     if target_user == caller {
         if let Some(master) = master.filter(|m| m.public_key == key_id) {

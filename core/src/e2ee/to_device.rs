@@ -4,18 +4,20 @@
 use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 
 use ruma::UserId;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::E2ee;
 use crate::{
+    accounts::random_string,
     error::{MatrixError, Result},
-    storage::{accounts, now_ms, to_device as store},
+    storage::{accounts, federation_e2ee as fed_store, now_ms, to_device as store},
 };
 
 impl E2ee {
     /// Sends `event_type` messages to devices (`*` for all of a user's devices), once per
     /// sending device and transaction id: a retry with the same id stores nothing more.
-    /// Unknown local devices are skipped; users of other servers are not reachable yet.
+    /// Unknown local devices are skipped; messages for users of other servers are queued for
+    /// their server as `m.direct_to_device` EDUs.
     pub async fn send_to_device(
         &self,
         sender: &UserId,
@@ -25,17 +27,22 @@ impl E2ee {
         messages: BTreeMap<String, BTreeMap<String, Value>>,
     ) -> Result<()> {
         let mut local: Vec<(String, String, String)> = Vec::new();
+        // Messages for users of other servers: one EDU per server, sent through the outbox.
+        let mut remote: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for (user, devices) in &messages {
             let user_id = UserId::parse(user.as_str())
                 .map_err(|_| MatrixError::invalid_param(format!("Invalid user id {user:?}")))?;
+            if devices.values().any(|c| !c.is_object()) {
+                return Err(MatrixError::bad_json("Message content must be an object").into());
+            }
             if user_id.server_name() != self.server_name {
-                tracing::debug!(%user, "to-device message for a remote user dropped: no federation yet");
+                remote
+                    .entry(user_id.server_name().to_string())
+                    .or_default()
+                    .insert(user.clone(), json!(devices));
                 continue;
             }
             for (device, content) in devices {
-                if !content.is_object() {
-                    return Err(MatrixError::bad_json("Message content must be an object").into());
-                }
                 local.push((
                     user.clone(),
                     device.clone(),
@@ -43,6 +50,21 @@ impl E2ee {
                 ));
             }
         }
+        let remote_edus: Vec<(String, String)> = remote
+            .into_iter()
+            .map(|(server, messages)| {
+                let edu = json!({
+                    "edu_type": "m.direct_to_device",
+                    "content": {
+                        "sender": sender.as_str(),
+                        "type": event_type,
+                        "message_id": random_string(24),
+                        "messages": messages,
+                    },
+                });
+                (server, edu.to_string())
+            })
+            .collect();
         let (sender, sender_device, event_type, txn_id) = (
             sender.to_string(),
             sender_device.to_owned(),
@@ -54,6 +76,9 @@ impl E2ee {
             .write(move |txn| {
                 if !store::record_txn(txn, &sender, &sender_device, &txn_id, now_ms())? {
                     return Ok(false);
+                }
+                for (server, edu) in &remote_edus {
+                    fed_store::enqueue_edu(txn, server, edu)?;
                 }
                 let pos = txn.next_pos();
                 let mut devices_of: HashMap<&str, Vec<String>> = HashMap::new();
@@ -75,7 +100,7 @@ impl E2ee {
                         }
                     }
                 }
-                Ok(stored)
+                Ok(stored || !remote_edus.is_empty())
             })
             .await?;
         if stored {

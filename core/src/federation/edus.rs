@@ -121,6 +121,9 @@ pub async fn receive(state: &AppState, origin: &str, edus: Vec<Value>) {
                     }
                 }
             }
+            Some("m.device_list_update" | "m.signing_key_update" | "m.direct_to_device") => {
+                super::devices::receive_edu(state, origin, &edu).await;
+            }
             _ => {}
         }
     }

@@ -4,9 +4,13 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod catchup;
+pub mod devices;
 pub mod edus;
 pub mod outbox;
+pub mod query;
 pub mod rooms;
+pub mod state;
 pub mod transport;
 
 use axum::{
@@ -194,6 +198,35 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/federation/v1/event/{event}",
             get(rooms::get_event),
         )
+        .route(
+            "/_matrix/federation/v1/query/directory",
+            get(query::query_directory),
+        )
+        .route(
+            "/_matrix/federation/v1/state/{room}",
+            get(state::room_state),
+        )
+        .route(
+            "/_matrix/federation/v1/state_ids/{room}",
+            get(state::state_ids),
+        )
+        .route(
+            "/_matrix/federation/v1/backfill/{room}",
+            get(state::backfill),
+        )
+        .route(
+            "/_matrix/federation/v1/user/devices/{user}",
+            get(devices::user_devices),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(devices::user_keys_query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(devices::user_keys_claim),
+        )
+        .route(catchup::EXTREMITIES_PATH, get(catchup::extremities))
         .fallback(unrecognized)
         .with_state(state)
 }

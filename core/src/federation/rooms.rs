@@ -382,7 +382,7 @@ pub(super) async fn send_transaction(
 }
 
 /// Checks and stores one PDU, fetching missing prev events from `origin` first.
-async fn receive_pdu(
+pub(super) async fn receive_pdu(
     state: &AppState,
     client: Option<&FederationClient>,
     origin: &str,

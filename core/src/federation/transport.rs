@@ -115,12 +115,26 @@ impl FederationClient {
             body.as_ref(),
         )
         .ok_or_else(|| Error::Network("could not sign the request".into()))?;
-        let stream = self
+        let stream = match self
             .p2p
             .control()
             .open_stream(peer, FEDERATION_PROTOCOL)
             .await
-            .map_err(|e| Error::Network(format!("stream to {destination}: {e}")))?;
+        {
+            Ok(stream) => stream,
+            // Not connected and no address the swarm knows: dial what the address book and
+            // the peers we are connected to know, then try once more.
+            Err(first) => {
+                if !self.p2p.reach(peer).await {
+                    return Err(Error::Network(format!("stream to {destination}: {first}")));
+                }
+                self.p2p
+                    .control()
+                    .open_stream(peer, FEDERATION_PROTOCOL)
+                    .await
+                    .map_err(|e| Error::Network(format!("stream to {destination}: {e}")))?
+            }
+        };
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
                 .await

@@ -26,6 +26,16 @@ use crate::{
 /// The stream protocol federation requests travel on.
 pub const FEDERATION_PROTOCOL: StreamProtocol = StreamProtocol::new("/neurite/federation/1");
 
+/// The stream protocol a node asks its peers on for another peer's addresses.
+pub const PEERS_PROTOCOL: StreamProtocol = StreamProtocol::new("/neurite/peers/1");
+
+/// Longest a peer-address question may take.
+const PEERS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most bytes read of a peer-address question or answer.
+const PEERS_MAX_BYTES: u64 = 16 * 1024;
+/// Most addresses given or taken for one peer.
+const PEERS_MAX_ADDRS: usize = 16;
+
 /// A connection with no open streams is closed after this long. Peers reconnect on demand.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -38,6 +48,8 @@ pub enum Discovery {
     Mdns,
     /// Connected to us first.
     Inbound,
+    /// Learnt from another peer (peer exchange).
+    Exchange,
 }
 
 /// What the node knows about a peer.
@@ -86,6 +98,7 @@ impl Discovery {
             Discovery::Static => "static",
             Discovery::Mdns => "mdns",
             Discovery::Inbound => "inbound",
+            Discovery::Exchange => "exchange",
         }
     }
 }
@@ -102,6 +115,9 @@ enum Command {
     Dial(Multiaddr, Discovery, oneshot::Sender<Result<(), String>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     SetEnabled(bool, oneshot::Sender<Result<(), String>>),
+    Addresses(PeerId, oneshot::Sender<Vec<Multiaddr>>),
+    Learn(PeerId, Vec<Multiaddr>),
+    DialKnown(PeerId, oneshot::Sender<bool>),
 }
 
 /// Handle to the running swarm. Cheap to clone.
@@ -198,6 +214,22 @@ impl P2p {
                 tracing::warn!(error = %e, "static peer not dialled");
             }
         }
+        let mut asked = control
+            .clone()
+            .accept(PEERS_PROTOCOL)
+            .map_err(|e| Error::Network(e.to_string()))?;
+        let answer_commands = commands.clone();
+        tokio::spawn(async move {
+            while let Some((from, stream)) = asked.next().await {
+                let commands = answer_commands.clone();
+                tokio::spawn(async move {
+                    let answer = answer_peer_question(stream, &commands);
+                    if tokio::time::timeout(PEERS_TIMEOUT, answer).await.is_err() {
+                        tracing::debug!(peer = %from, "peer-address question timed out");
+                    }
+                });
+            }
+        });
         tokio::spawn(driver.run(stop));
         let p2p = Self {
             peer_id,
@@ -276,6 +308,104 @@ impl P2p {
         rx.await
             .map_err(|_| Error::Network("the network is stopped".into()))?
             .map_err(Error::Network)
+    }
+
+    /// Connects to `peer` if it can: first at the addresses this node knows, then at
+    /// addresses its connected peers know (see [`P2p::find_peer`]). Returns whether a
+    /// connection is open.
+    pub async fn reach(&self, peer: PeerId) -> bool {
+        let mut events = self.events.subscribe();
+        if self.is_connected(peer).await {
+            return true;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::DialKnown(peer, tx))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        if rx.await.unwrap_or(false) && self.wait_connected(&mut events, peer).await {
+            return true;
+        }
+        !self.find_peer(peer).await.is_empty() && self.wait_connected(&mut events, peer).await
+    }
+
+    async fn is_connected(&self, peer: PeerId) -> bool {
+        self.peers()
+            .await
+            .iter()
+            .any(|p| p.peer_id == peer && p.connected)
+    }
+
+    async fn wait_connected(
+        &self,
+        events: &mut broadcast::Receiver<PeerEvent>,
+        peer: PeerId,
+    ) -> bool {
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(PeerEvent::Connected(p)) if p == peer => return true,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if self.is_connected(peer).await {
+                            return true;
+                        }
+                    }
+                    Err(_) => return false,
+                }
+            }
+        };
+        tokio::time::timeout(PEERS_TIMEOUT, wait)
+            .await
+            .unwrap_or(false)
+            || self.is_connected(peer).await
+    }
+
+    /// Asks every connected peer for addresses of `peer`, adds what they know (peer
+    /// exchange) and dials it. Returns the addresses learnt.
+    pub async fn find_peer(&self, peer: PeerId) -> Vec<Multiaddr> {
+        let helpers: Vec<PeerId> = self
+            .peers()
+            .await
+            .into_iter()
+            .filter(|p| p.connected && p.peer_id != peer)
+            .map(|p| p.peer_id)
+            .collect();
+        let asks = helpers.into_iter().map(|helper| {
+            let mut control = self.control.clone();
+            async move {
+                let ask = ask_for_peer(&mut control, helper, peer);
+                match tokio::time::timeout(PEERS_TIMEOUT, ask).await {
+                    Ok(Ok(addrs)) => addrs,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%helper, error = %e, "peer-address question failed");
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
+        });
+        let mut found: Vec<Multiaddr> = Vec::new();
+        for addrs in futures::future::join_all(asks).await {
+            for a in addrs {
+                if !found.contains(&a) {
+                    found.push(a);
+                }
+            }
+        }
+        found.truncate(PEERS_MAX_ADDRS);
+        if !found.is_empty() {
+            tracing::info!(%peer, addresses = found.len(), "learnt addresses from peers");
+            let _ = self
+                .commands
+                .send(Command::Learn(peer, found.clone()))
+                .await;
+        }
+        found
     }
 
     /// Connectivity changes from now on.
@@ -359,6 +489,11 @@ impl Driver {
     }
 
     fn remember(&mut self, peer: PeerId, addr: Multiaddr, how: Discovery) {
+        // Kept without the trailing `/p2p/<id>`, so one address is one entry whatever found it.
+        let addr: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect();
         let known = self.peers.entry(peer).or_insert(Known {
             addresses: Vec::new(),
             discovered: how,
@@ -388,6 +523,24 @@ impl Driver {
             .map_err(|e| format!("dial {addr}: {e}"))
     }
 
+    /// Dials `peer` at every address this node knows for it; false if it knows none.
+    fn dial_known(&mut self, peer: PeerId) -> bool {
+        let addrs = match self.peers.get(&peer) {
+            Some(k) if !k.addresses.is_empty() => k.addresses.clone(),
+            _ => return false,
+        };
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .build();
+        match self.swarm.dial(opts) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "dial failed");
+                false
+            }
+        }
+    }
+
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
@@ -406,6 +559,25 @@ impl Driver {
                     }
                     Some(Command::Peers(reply)) => {
                         let _ = reply.send(self.peer_list());
+                    }
+                    Some(Command::Addresses(peer, reply)) => {
+                        let addrs = self
+                            .peers
+                            .get(&peer)
+                            .map(|k| k.addresses.iter().take(PEERS_MAX_ADDRS).cloned().collect())
+                            .unwrap_or_default();
+                        let _ = reply.send(addrs);
+                    }
+                    Some(Command::Learn(peer, addrs)) => {
+                        if peer != *self.swarm.local_peer_id() {
+                            for addr in addrs {
+                                self.remember(peer, addr, Discovery::Exchange);
+                            }
+                            self.dial_known(peer);
+                        }
+                    }
+                    Some(Command::DialKnown(peer, reply)) => {
+                        let _ = reply.send(self.dial_known(peer));
                     }
                     None => break,
                 },
@@ -496,11 +668,76 @@ impl Driver {
                 info,
                 ..
             })) => {
-                for addr in info.listen_addrs {
-                    self.swarm.add_peer_address(peer_id, addr);
+                // What the peer says it listens on is what we can pass on to others.
+                for addr in info.listen_addrs.into_iter().take(PEERS_MAX_ADDRS) {
+                    let bare: Multiaddr = addr
+                        .iter()
+                        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                        .collect();
+                    self.remember(peer_id, bare, Discovery::Inbound);
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Asks `helper` for the addresses it knows for `peer`: the question is the peer id as text,
+/// the answer a JSON array of multiaddrs.
+async fn ask_for_peer(
+    control: &mut libp2p_stream::Control,
+    helper: PeerId,
+    peer: PeerId,
+) -> std::io::Result<Vec<Multiaddr>> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = control
+        .open_stream(helper, PEERS_PROTOCOL)
+        .await
+        .map_err(std::io::Error::other)?;
+    stream.write_all(peer.to_string().as_bytes()).await?;
+    stream.close().await?;
+    let mut answer = Vec::new();
+    stream
+        .take(PEERS_MAX_BYTES)
+        .read_to_end(&mut answer)
+        .await?;
+    let addrs: Vec<String> = serde_json::from_slice(&answer).map_err(std::io::Error::other)?;
+    Ok(addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .map(|a| {
+            a.iter()
+                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                .collect()
+        })
+        .take(PEERS_MAX_ADDRS)
+        .collect())
+}
+
+/// Answers one peer-address question from the addresses this node knows.
+async fn answer_peer_question(
+    stream: libp2p::Stream,
+    commands: &mpsc::Sender<Command>,
+) -> std::io::Result<()> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut question = Vec::new();
+    let mut stream = stream;
+    (&mut stream).take(128).read_to_end(&mut question).await?;
+    let addrs = match std::str::from_utf8(&question)
+        .ok()
+        .and_then(|s| s.trim().parse::<PeerId>().ok())
+    {
+        Some(peer) => {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::Addresses(peer, tx)).await.is_err() {
+                return Ok(());
+            }
+            rx.await.unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let strings: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let body = serde_json::to_vec(&strings).map_err(std::io::Error::other)?;
+    stream.write_all(&body).await?;
+    stream.close().await
 }

@@ -23,6 +23,20 @@ impl Rooms {
             .await
     }
 
+    /// Every room the user is in, invited to or knocking on: `(room_id, membership)`.
+    pub async fn memberships(&self, user: &str) -> Result<Vec<(String, String)>> {
+        let user = user.to_owned();
+        self.db
+            .read(move |conn| {
+                Ok(ev_store::memberships_of_user(conn, &user)?
+                    .into_iter()
+                    .filter(|m| matches!(m.membership.as_str(), "join" | "invite" | "knock"))
+                    .map(|m| (m.room_id, m.membership))
+                    .collect())
+            })
+            .await
+    }
+
     /// Resolves an alias: `(room_id, servers)`.
     pub async fn alias(&self, alias: &str) -> Result<(String, Vec<String>)> {
         let a = alias.to_owned();

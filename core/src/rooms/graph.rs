@@ -399,6 +399,15 @@ pub fn persist_event(
         },
     )?;
     ev_store::advance_extremities(txn, &room_id, event_id, &prevs)?;
+    crate::push::record_event(
+        txn,
+        &room_id,
+        &ctx.rules,
+        stream,
+        &json,
+        pdu.data.sender.as_str(),
+        crate::push::thread_root(relates_to.as_deref(), rel_type.as_deref()),
+    )?;
     ctx.prevs = vec![event_id.to_owned()];
     ctx.depth += 1;
     Ok(Appended {

@@ -9,8 +9,12 @@ pub mod format;
 pub mod graph;
 pub mod membership;
 pub mod pdu;
+pub mod relations;
 pub mod remote;
+pub mod reports;
+pub mod search;
 pub mod timeline;
+pub mod upgrade;
 
 use std::sync::Arc;
 
@@ -79,6 +83,7 @@ impl Rooms {
                 if tpl.event_type == "m.room.redaction" {
                     check_redaction_allowed(txn, &ctx, &sender, &tpl)?;
                 }
+                relations::check_new_relation(txn, &room_id, sender.as_str(), &tpl)?;
                 let appended =
                     graph::append(txn, &mut ctx, &identity, &sender, &tpl, txn_id.as_ref())?;
                 if tpl.event_type == "m.room.redaction"

@@ -415,6 +415,15 @@ pub fn accept_pdu(
         super::apply_redaction_with_rules(txn, rules, target.as_str(), event_id.as_str())?;
     }
     update_current_state(txn, room_id, rules, stream)?;
+    crate::push::record_event(
+        txn,
+        room_id,
+        rules,
+        stream,
+        &json,
+        pdu.data.sender.as_str(),
+        crate::push::thread_root(relates_to.as_deref(), rel_type.as_deref()),
+    )?;
     Ok(Ok(Accepted::Stored(stream)))
 }
 

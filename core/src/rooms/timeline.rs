@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::{
     Rooms,
     format::{Viewer, client_event},
+    relations::{client_event_bundled, client_events},
 };
 use crate::{
     error::{MatrixError, Result},
@@ -173,7 +174,7 @@ fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -
     }))
 }
 
-fn require_visible(
+pub(crate) fn require_visible(
     conn: &Connection,
     room_id: &str,
     user_id: &str,
@@ -292,7 +293,7 @@ pub struct MessagesQuery {
     pub filter: RoomEventFilter,
 }
 
-fn position(token: Option<&str>, name: &str) -> Result<Option<i64>> {
+pub(crate) fn position(token: Option<&str>, name: &str) -> Result<Option<i64>> {
     match token {
         None => Ok(None),
         Some(t) => parse_token(t)
@@ -329,10 +330,7 @@ impl Rooms {
                     device_id: Some(&device),
                 };
                 let now = now_ms();
-                let chunk = events
-                    .iter()
-                    .map(|e| client_event(conn, e, Some(viewer), now))
-                    .collect::<Result<Vec<_>>>()?;
+                let chunk = client_events(conn, &room_id, &events, viewer, Some(range), now)?;
                 let mut body = json!({ "chunk": chunk, "start": token(from) });
                 if let Some(n) = next {
                     body["end"] = json!(token(n));
@@ -372,15 +370,11 @@ impl Rooms {
                 if ev.stream.is_none_or(|s| s > upto || s <= range.floor) {
                     return Err(not_found().into());
                 }
-                client_event(
-                    conn,
-                    &ev,
-                    Some(Viewer {
-                        user_id: &user,
-                        device_id: Some(&device),
-                    }),
-                    now_ms(),
-                )
+                let viewer = Viewer {
+                    user_id: &user,
+                    device_id: Some(&device),
+                };
+                client_event_bundled(conn, &ev, viewer, range, now_ms())
             })
             .await
     }
@@ -442,9 +436,7 @@ impl Rooms {
                 };
                 let now = now_ms();
                 let fmt = |evs: &[StoredEvent]| {
-                    evs.iter()
-                        .map(|e| client_event(conn, e, Some(viewer), now))
-                        .collect::<Result<Vec<_>>>()
+                    client_events(conn, &room_id, evs, viewer, Some(range), now)
                 };
                 let start = before
                     .last()
@@ -472,81 +464,13 @@ impl Rooms {
                     out
                 };
                 Ok(json!({
-                    "event": client_event(conn, &ev, Some(viewer), now)?,
+                    "event": client_event_bundled(conn, &ev, viewer, range, now)?,
                     "events_before": fmt(&before)?,
                     "events_after": fmt(&after)?,
                     "start": token(start),
                     "end": token(end),
                     "state": state,
                 }))
-            })
-            .await
-    }
-
-    /// `GET /rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]`.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn relations(
-        &self,
-        user: &str,
-        device: &str,
-        room_id: &str,
-        event_id: &str,
-        rel_type: Option<String>,
-        event_type: Option<String>,
-        from: Option<String>,
-        dir: Direction,
-        limit: usize,
-    ) -> Result<Value> {
-        let (user, device, room_id, event_id) = (
-            user.to_owned(),
-            device.to_owned(),
-            room_id.to_owned(),
-            event_id.to_owned(),
-        );
-        let now_pos = self.db.current_pos();
-        self.db
-            .read(move |conn| {
-                let range = require_visible(conn, &room_id, &user, now_pos)?;
-                let upto = range.upto;
-                let parent = ev_store::get_event(conn, &event_id)?
-                    .filter(|e| e.room_id == room_id)
-                    .ok_or_else(|| MatrixError::not_found("Event not found"))?;
-                let _ = parent;
-                let from = position(from.as_deref(), "from")?;
-                let (after, before, newest_first) = match dir {
-                    Direction::Backward => (range.floor, from.unwrap_or(upto).min(upto), true),
-                    Direction::Forward => (from.unwrap_or(0).max(range.floor), upto, false),
-                };
-                let mut events = ev_store::relations(
-                    conn,
-                    &event_id,
-                    rel_type.as_deref(),
-                    event_type.as_deref(),
-                    after,
-                    before,
-                    limit + 1,
-                    newest_first,
-                )?;
-                let more = events.len() > limit;
-                events.truncate(limit);
-                let viewer = Viewer {
-                    user_id: &user,
-                    device_id: Some(&device),
-                };
-                let now = now_ms();
-                let chunk = events
-                    .iter()
-                    .map(|e| client_event(conn, e, Some(viewer), now))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut body = json!({ "chunk": chunk });
-                if more && let Some(last) = events.last().and_then(|e| e.stream) {
-                    let next = match dir {
-                        Direction::Backward => last - 1,
-                        Direction::Forward => last,
-                    };
-                    body["next_batch"] = json!(token(next));
-                }
-                Ok(body)
             })
             .await
     }

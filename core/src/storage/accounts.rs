@@ -228,3 +228,39 @@ pub fn set_device_display_name(
     )?;
     Ok(n == 1)
 }
+
+/// Marks an account deactivated: no password, no profile. The row stays, so the name
+/// cannot be registered again.
+pub fn deactivate_user(conn: &Connection, user_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET deactivated = 1, password_hash = NULL, displayname = NULL, avatar_url = NULL
+         WHERE user_id = ?1",
+        params![user_id],
+    )?;
+    Ok(())
+}
+
+/// A user the user directory may show: `(user_id, localpart, displayname, avatar_url)`.
+pub type DirectoryEntry = (String, String, Option<String>, Option<String>);
+
+/// Active local users `requester` may find in the user directory: those sharing a joined
+/// room with them, and those joined to a public room (join rule `public`, or published in
+/// the room directory).
+pub fn directory_candidates(conn: &Connection, requester: &str) -> Result<Vec<DirectoryEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.user_id, u.localpart, u.displayname, u.avatar_url FROM users u
+         WHERE u.deactivated = 0 AND EXISTS (
+            SELECT 1 FROM memberships m WHERE m.user_id = u.user_id AND m.membership = 'join' AND (
+                EXISTS (SELECT 1 FROM memberships me WHERE me.room_id = m.room_id
+                        AND me.user_id = ?1 AND me.membership = 'join')
+                OR EXISTS (SELECT 1 FROM rooms r WHERE r.room_id = m.room_id AND r.published = 1)
+                OR EXISTS (SELECT 1 FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+                        WHERE cs.room_id = m.room_id AND cs.type = 'm.room.join_rules'
+                          AND cs.state_key = '' AND json_extract(e.json, '$.content.join_rule') = 'public')))
+         ORDER BY u.user_id",
+    )?;
+    let rows = stmt.query_map([requester], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

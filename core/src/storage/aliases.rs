@@ -34,3 +34,10 @@ pub fn aliases_of_room(conn: &Connection, room_id: &str) -> Result<Vec<String>> 
     let rows = stmt.query_map([room_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Points every alias of room `from` at room `to`.
+pub fn move_aliases(conn: &Connection, from: &str, to: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE room_aliases SET room_id = ?2 WHERE room_id = ?1")?
+        .execute(rusqlite::params![from, to])?;
+    Ok(())
+}

@@ -39,10 +39,10 @@ pub struct StoredEvent {
     pub txn_id: Option<String>,
 }
 
-const EVENT_COLUMNS: &str = "event_id, room_id, stream, type, state_key, sender, origin_server_ts, \
+pub(crate) const EVENT_COLUMNS: &str = "event_id, room_id, stream, type, state_key, sender, origin_server_ts, \
      json, state_before, state_after, rejected, redacted_by, txn_device, txn_id, prev_state";
 
-fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+pub(crate) fn event_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         event_id: r.get(0)?,
         room_id: r.get(1)?,
@@ -127,6 +127,9 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
         ev.txn_id,
         ev.prev_state,
     ])?;
+    if ev.stream.is_some() {
+        super::search::index_event(conn, conn.last_insert_rowid(), ev.event_type, ev.json)?;
+    }
     let mut edge = conn.prepare_cached(
         "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
     )?;
@@ -223,32 +226,6 @@ pub fn room_has_events_upto(conn: &Connection, room_id: &str, upto: i64) -> Resu
         .exists(params![room_id, upto])?)
 }
 
-/// Events relating to `event_id`, optionally of one relation and event type, oldest first,
-/// with `after < stream <= upto`.
-pub fn relations(
-    conn: &Connection,
-    event_id: &str,
-    rel_type: Option<&str>,
-    event_type: Option<&str>,
-    after: i64,
-    upto: i64,
-    limit: usize,
-    newest_first: bool,
-) -> Result<Vec<StoredEvent>> {
-    let order = if newest_first { "DESC" } else { "ASC" };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE relates_to = ?1 AND (?2 IS NULL OR rel_type = ?2) AND (?3 IS NULL OR type = ?3)
-           AND stream > ?4 AND stream <= ?5 AND rejected = 0
-         ORDER BY stream {order} LIMIT ?6"
-    ))?;
-    let rows = stmt.query_map(
-        params![event_id, rel_type, event_type, after, upto, limit as i64],
-        event_from_row,
-    )?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// Replaces an event's JSON with its redacted form and records the redaction.
 pub fn mark_redacted(
     conn: &Connection,
@@ -256,6 +233,7 @@ pub fn mark_redacted(
     redacted_json: &str,
     by: &str,
 ) -> Result<()> {
+    super::search::unindex_event(conn, event_id)?;
     conn.execute(
         "UPDATE events SET json = ?2, redacted_by = ?3, relates_to = NULL, rel_type = NULL WHERE event_id = ?1",
         params![event_id, redacted_json, by],

@@ -7,10 +7,18 @@
 
 pub mod accounts;
 pub mod aliases;
+pub mod catchup;
 pub mod events;
 pub mod federation;
+pub mod federation_e2ee;
 pub mod keys;
 pub mod media;
+pub mod presence;
+pub mod push;
+pub mod relations;
+pub mod reports;
+pub mod search;
+pub mod sliding_sync;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -37,6 +45,11 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/002_e2ee.sql")),
     M::up(include_str!("migrations/003_media.sql")),
     M::up(include_str!("migrations/004_federation.sql")),
+    M::up(include_str!("migrations/005_federation_e2ee.sql")),
+    M::up(include_str!("migrations/006_relations.sql")),
+    M::up(include_str!("migrations/007_push.sql")),
+    M::up(include_str!("migrations/008_client_extras.sql")),
+    M::up(include_str!("migrations/009_sliding_sync.sql")),
 ];
 
 /// How many idle reader connections are kept open.

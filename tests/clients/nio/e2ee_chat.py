@@ -2,9 +2,11 @@
 """End-to-end encrypted two-user chat against a Matrix homeserver, driven by
 matrix-nio with its encryption support (vodozemac).
 
-Usage: e2ee_chat.py CLIENT_URL
+Usage: e2ee_chat.py CLIENT_URL [CLIENT_URL_B]
 
-Registers two fresh users (A, B), each with its own nio crypto store. Each
+Registers two fresh users (A, B), each with its own nio crypto store. With a
+second URL, B lives on that homeserver, so the room, the keys and the
+to-device messages all cross between the two servers. Each
 side runs nio's key maintenance between syncs (upload its device and
 one-time keys, query keys of users whose device lists changed, claim
 one-time keys), as nio's own sync_forever does. A creates a room with
@@ -251,12 +253,12 @@ async def exchange(sender: Peer, receiver: Peer, room_id: str, body: str) -> Non
         raise CheckFailed(f"the stored event uses algorithm {algorithm!r}")
 
 
-async def run(url: str, store_root: str) -> None:
+async def run(url: str, url_b: str, store_root: str) -> None:
     if not ENCRYPTION_ENABLED:
         raise CheckFailed("matrix-nio was installed without encryption support (matrix-nio[e2e])")
-    say(f"homeserver {url}")
+    say(f"homeserver {url}" if url == url_b else f"homeservers {url} (A) and {url_b} (B)")
     a = Peer("A", url, store_root)
-    b = Peer("B", url, store_root)
+    b = Peer("B", url_b, store_root)
     try:
         await a.register()
         await b.register()
@@ -301,10 +303,11 @@ async def run(url: str, store_root: str) -> None:
 
 
 def main() -> int:
-    if len(sys.argv) != 2:
-        print(f"usage: {sys.argv[0]} CLIENT_URL", file=sys.stderr)
+    if len(sys.argv) not in (2, 3):
+        print(f"usage: {sys.argv[0]} CLIENT_URL [CLIENT_URL_B]", file=sys.stderr)
         return 2
     url = sys.argv[1].rstrip("/")
+    url_b = sys.argv[-1].rstrip("/")
 
     def on_alarm(_signum, _frame):
         print(f"FAIL: nio e2ee check still running after {BUDGET + 15:.0f}s, aborting", file=sys.stderr)
@@ -316,7 +319,7 @@ def main() -> int:
 
     store_root = tempfile.mkdtemp(prefix="neurite-nio-e2ee-")
     try:
-        asyncio.run(run(url, store_root))
+        asyncio.run(run(url, url_b, store_root))
     except CheckFailed as exc:
         print(f"FAIL: {exc}", file=sys.stderr)
         return 1

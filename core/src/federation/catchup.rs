@@ -1,0 +1,300 @@
+//! Catch-up when a peer connects: for every room both servers are in, each side asks the
+//! other for its forward extremities and pulls what it lacks with `get_missing_events`.
+//!
+//! Nobody has to send a new event, and nothing depends on the other side's outbox: the
+//! events fetched go through the same checks as events received in a transaction. The worker
+//! only wakes when a peer connects.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use axum::{
+    Json,
+    extract::State,
+    http::{Method, StatusCode},
+};
+use ruma::CanonicalJsonObject;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::{Signed, transport::FederationClient};
+use crate::{
+    client::AppState,
+    error::MatrixError,
+    identity::server_name_for_peer,
+    p2p::{P2p, PeerEvent},
+    rooms::{graph::version_rules, remote},
+    services::Services,
+    storage::{catchup as store, events as ev_store},
+};
+
+/// The path of the extremities endpoint.
+pub const EXTREMITIES_PATH: &str = "/_matrix/federation/unstable/org.neurite/extremities";
+/// Events asked for per `get_missing_events` request (the most the server answers).
+const PAGE: usize = 100;
+/// Most events fetched for one room in one catch-up; the rest waits for the next.
+const MAX_EVENTS_PER_ROOM: usize = 20_000;
+
+/// `GET /_matrix/federation/unstable/org.neurite/extremities`: the forward extremities of
+/// every room the requesting server shares with this one.
+pub(super) async fn extremities(
+    State(state): State<AppState>,
+    signed: Signed<Value>,
+) -> Result<Json<Value>, MatrixError> {
+    let local = state.identity.server_name().to_string();
+    let rooms = state
+        .db
+        .read(move |conn| {
+            let mut rooms = serde_json::Map::new();
+            for room in store::rooms_shared_with(conn, &local, &signed.origin)? {
+                let ids = ev_store::forward_extremities(conn, &room)?;
+                rooms.insert(room, json!(ids));
+            }
+            Ok(rooms)
+        })
+        .await?;
+    Ok(Json(json!({ "rooms": rooms })))
+}
+
+/// Starts the catch-up worker: one catch-up per peer connection, until `stop` fires.
+pub fn spawn(
+    services: Arc<Services>,
+    client: FederationClient,
+    p2p: P2p,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut peers = p2p.subscribe();
+    tokio::spawn(async move {
+        let (done_tx, mut done_rx) = mpsc::channel::<String>(16);
+        let mut running: HashSet<String> = HashSet::new();
+        // Peers that connected before this worker subscribed.
+        let mut queue: Vec<String> = p2p
+            .peers()
+            .await
+            .into_iter()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.server_name)
+            .collect();
+        loop {
+            for server in queue.drain(..) {
+                if !running.insert(server.clone()) {
+                    continue;
+                }
+                let (services, client, done) = (services.clone(), client.clone(), done_tx.clone());
+                tokio::spawn(async move {
+                    catch_up(&services, &client, &server).await;
+                    let _ = done.send(server).await;
+                });
+            }
+            tokio::select! {
+                _ = stop.changed() => break,
+                Some(server) = done_rx.recv() => { running.remove(&server); }
+                event = peers.recv() => match event {
+                    Ok(PeerEvent::Connected(peer)) => {
+                        if let Some(server) = server_name_for_peer(&peer) {
+                            queue.push(server);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        queue.extend(
+                            p2p.peers().await.into_iter().filter(|p| p.connected)
+                                .filter_map(|p| p.server_name),
+                        );
+                    }
+                    Err(_) => break,
+                },
+            }
+        }
+    });
+}
+
+/// Brings every room shared with `server` up to date with what `server` has. Returns how
+/// many events were stored.
+pub async fn catch_up(services: &AppState, client: &FederationClient, server: &str) -> usize {
+    let resp = match client
+        .request(server, Method::GET, EXTREMITIES_PATH, None)
+        .await
+    {
+        Ok(r) if r.status == StatusCode::OK => r,
+        Ok(r) => {
+            tracing::debug!(%server, status = %r.status, "peer does not offer catch-up");
+            return 0;
+        }
+        Err(e) => {
+            tracing::debug!(%server, error = %e, "catch-up request failed");
+            return 0;
+        }
+    };
+    let Some(rooms) = resp.body["rooms"].as_object() else {
+        return 0;
+    };
+    let mut stored = 0;
+    for (room_id, ids) in rooms {
+        let theirs: Vec<String> = ids
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .take(PAGE)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match catch_up_room(services, client, server, room_id, theirs).await {
+            Ok(n) => stored += n,
+            Err(e) => tracing::info!(%server, %room_id, error = %e, "room catch-up stopped"),
+        }
+    }
+    if stored > 0 {
+        tracing::info!(%server, events = stored, "caught up");
+    }
+    stored
+}
+
+/// One room: walks back from the peer's extremities to events we have, then stores what it
+/// found oldest first.
+async fn catch_up_room(
+    services: &AppState,
+    client: &FederationClient,
+    server: &str,
+    room_id: &str,
+    theirs: Vec<String>,
+) -> Result<usize, String> {
+    let rid = room_id.to_owned();
+    let tips = theirs.clone();
+    let (room, ours, have) = services
+        .db
+        .read(move |c| {
+            Ok((
+                ev_store::get_room(c, &rid)?,
+                ev_store::forward_extremities(c, &rid)?,
+                store::known_events(c, &tips)?,
+            ))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(room) = room else {
+        return Ok(0);
+    };
+    let (_, rules) = version_rules(&room.room_version).map_err(|e| e.message)?;
+    let have: HashSet<String> = have.into_iter().collect();
+    let mut frontier: Vec<String> = theirs.into_iter().filter(|id| !have.contains(id)).collect();
+    let mut found: HashMap<String, (i64, i64, Value)> = HashMap::new();
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        crate::client::percent_encode(room_id)
+    );
+    while !frontier.is_empty() && found.len() < MAX_EVENTS_PER_ROOM {
+        let body = json!({ "earliest_events": ours, "latest_events": frontier, "limit": PAGE });
+        let resp = client
+            .request(server, Method::POST, &path, Some(body))
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status != StatusCode::OK {
+            return Err(format!("get_missing_events answered {}", resp.status));
+        }
+        let mut page: Vec<Value> = resp.body["events"].as_array().cloned().unwrap_or_default();
+        let mut prevs: Vec<String> = Vec::new();
+        let mut new_ids = HashSet::new();
+        for pdu in page.drain(..).take(PAGE) {
+            if let Some((id, depth, ts, p)) = identify(&pdu, room_id, &rules) {
+                prevs.extend(p);
+                new_ids.insert(id.clone());
+                found.entry(id).or_insert((depth, ts, pdu));
+            }
+        }
+        // A server that leaves the latest events themselves out: fetch those one by one.
+        let absent: Vec<String> = frontier
+            .iter()
+            .filter(|id| !found.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in &absent {
+            let path = format!(
+                "/_matrix/federation/v1/event/{}",
+                crate::client::percent_encode(id)
+            );
+            let Ok(resp) = client.request(server, Method::GET, &path, None).await else {
+                continue;
+            };
+            let Some(pdu) = resp.body["pdus"].get(0).cloned() else {
+                continue;
+            };
+            if let Some((got, depth, ts, p)) = identify(&pdu, room_id, &rules)
+                && got == *id
+            {
+                prevs.extend(p);
+                new_ids.insert(got.clone());
+                found.insert(got, (depth, ts, pdu));
+            }
+        }
+        if new_ids.is_empty() {
+            break;
+        }
+        prevs.retain(|p| !found.contains_key(p));
+        prevs.sort();
+        prevs.dedup();
+        let check = prevs.clone();
+        let known = services
+            .db
+            .read(move |c| store::known_events(c, &check))
+            .await
+            .map_err(|e| e.to_string())?;
+        frontier = prevs.into_iter().filter(|p| !known.contains(p)).collect();
+    }
+    // The peer walks back until it meets our extremities, so a page can hold events we
+    // already have (outliers from a join, or history before a fork): keep only new ones.
+    let ids: Vec<String> = found.keys().cloned().collect();
+    let known = services
+        .db
+        .read(move |c| store::known_events(c, &ids))
+        .await
+        .map_err(|e| e.to_string())?;
+    for id in known {
+        found.remove(&id);
+    }
+    let mut ordered: Vec<(i64, i64, Value)> = found.into_values().collect();
+    ordered.sort_by_key(|(depth, ts, _)| (*depth, *ts));
+    let mut stored = 0;
+    for (i, (_, _, pdu)) in ordered.into_iter().enumerate() {
+        if super::rooms::receive_pdu(services, Some(client), server, pdu, 0)
+            .await
+            .is_ok_and(|(_, a)| matches!(a, remote::Accepted::Stored(_)))
+        {
+            stored += 1;
+        }
+        if i % 50 == 49 {
+            services.notifier.notify();
+        }
+    }
+    services.notifier.notify();
+    Ok(stored)
+}
+
+/// A fetched PDU's event id, depth, timestamp and prev events, if it verifies and belongs to
+/// the room.
+fn identify(
+    pdu: &Value,
+    room_id: &str,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Option<(String, i64, i64, Vec<String>)> {
+    let obj: CanonicalJsonObject = serde_json::from_value(pdu.clone()).ok()?;
+    if obj.get("room_id").and_then(|v| v.as_str()) != Some(room_id) {
+        return None;
+    }
+    let (id, obj) = remote::verify_pdu(obj, rules).ok()?;
+    let int = |key: &str| match obj.get(key) {
+        Some(ruma::CanonicalJsonValue::Integer(i)) => i64::from(*i),
+        _ => 0,
+    };
+    let prevs = match obj.get("prev_events") {
+        Some(ruma::CanonicalJsonValue::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((id.to_string(), int("depth"), int("origin_server_ts"), prevs))
+}
