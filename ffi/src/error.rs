@@ -4,7 +4,12 @@ use neurite_core::Error as CoreError;
 
 /// Why a call failed. Swift sees it as an `Error` enum, Kotlin as an exception class per
 /// variant, Python as exception subclasses.
+///
+/// Exported flat: each variant reaches the app as its name plus this type's `Display` text
+/// (Kotlin's `Throwable.message`, Swift's `message:` associated value), so the app gets
+/// one readable message whatever the variant.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
 pub enum NeuriteError {
     /// A field of [`crate::HomeserverConfig`] (or an argument) is unusable.
     #[error("invalid configuration: {message}")]

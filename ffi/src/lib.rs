@@ -323,9 +323,14 @@ impl Homeserver {
         if !enabled && let Err(e) = node.set_network_enabled(false).await {
             tracing::warn!(error = %e, "could not start with the network disabled");
         }
-        let events = node
-            .p2p()
-            .map(|p2p| tokio::spawn(forward_peer_events(p2p.clone(), self.listener.clone())));
+        let events = node.p2p().map(|p2p| {
+            let events = p2p.subscribe();
+            tokio::spawn(forward_peer_events(
+                p2p.clone(),
+                events,
+                self.listener.clone(),
+            ))
+        });
         *lock(&self.live) = Live {
             client_url: Some(node.client_url()),
             p2p: node.p2p().cloned(),
@@ -405,21 +410,39 @@ fn session(login: Login, homeserver_url: String) -> Session {
 }
 
 /// Passes peer connections and disconnections to the app's listener.
-async fn forward_peer_events(p2p: P2p, listener: ListenerSlot) {
+///
+/// `events` is subscribed before this task starts; peers that connected before that (static
+/// peers dialled while the node started) are reported from a snapshot taken after
+/// subscribing. `reported` keeps each peer to one `on_peer_connected` per connection and a
+/// disconnection is only reported for a peer whose connection was.
+async fn forward_peer_events(
+    p2p: P2p,
+    mut events: tokio::sync::broadcast::Receiver<neurite_core::p2p::PeerEvent>,
+    listener: ListenerSlot,
+) {
     use neurite_core::p2p::PeerEvent;
     use tokio::sync::broadcast::error::RecvError;
-    let mut events = p2p.subscribe();
+    let mut reported = std::collections::HashSet::new();
+    for peer in p2p.peers().await.into_iter().filter(|p| p.connected) {
+        reported.insert(peer.peer_id);
+        if let Some(app) = lock(&listener).clone() {
+            app.on_peer_connected(PeerInfo::from(peer));
+        }
+    }
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
             Err(RecvError::Lagged(_)) => continue,
             Err(RecvError::Closed) => break,
         };
-        let Some(app) = lock(&listener).clone() else {
-            continue;
-        };
         match event {
             PeerEvent::Connected(peer) => {
+                if !reported.insert(peer) {
+                    continue;
+                }
+                let Some(app) = lock(&listener).clone() else {
+                    continue;
+                };
                 let info = p2p
                     .peers()
                     .await
@@ -435,7 +458,14 @@ async fn forward_peer_events(p2p: P2p, listener: ListenerSlot) {
                     });
                 app.on_peer_connected(info);
             }
-            PeerEvent::Disconnected(peer) => app.on_peer_disconnected(peer.to_string()),
+            PeerEvent::Disconnected(peer) => {
+                if !reported.remove(&peer) {
+                    continue;
+                }
+                if let Some(app) = lock(&listener).clone() {
+                    app.on_peer_disconnected(peer.to_string());
+                }
+            }
         }
     }
 }
