@@ -144,16 +144,16 @@ async fn register_and_login_give_working_sessions() {
 #[tokio::test]
 async fn bad_config_is_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<Box<dyn Fn(&mut HomeserverConfig)>> = vec![
-        Box::new(|c| c.data_dir = " ".into()),
-        Box::new(|c| c.p2p_listen = vec!["not a multiaddr".into()]),
-        Box::new(|c| c.static_peers = vec!["/ip4/127.0.0.1/tcp/4001".into()]),
-        Box::new(|c| {
+    let cases: [fn(&mut HomeserverConfig); 5] = [
+        |c| c.data_dir = " ".into(),
+        |c| c.p2p_listen = vec!["not a multiaddr".into()],
+        |c| c.static_peers = vec!["/ip4/127.0.0.1/tcp/4001".into()],
+        |c| {
             c.registration = RegistrationMode::Token {
                 token: String::new(),
             }
-        }),
-        Box::new(|c| c.log_filter = Some("neurite_core=[".into())),
+        },
+        |c| c.log_filter = Some("neurite_core=[".into()),
     ];
     for (i, adjust) in cases.iter().enumerate() {
         let mut c = config(&dir);
@@ -348,4 +348,38 @@ async fn dropping_a_running_homeserver_releases_its_directory() {
     versions(&again.client_base_url().unwrap()).await;
     again.clone().stop().await.unwrap();
     let _ = url;
+}
+
+#[tokio::test]
+async fn a_static_peer_dialled_during_start_is_reported_once() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = Homeserver::new(config(&dir_b)).unwrap();
+    b.clone().start().await.unwrap();
+    let mut config_a = config(&dir_a);
+    config_a.static_peers = b.listen_addrs();
+    let a = Homeserver::new(config_a).unwrap();
+    let seen_a = Recorder::install(&a);
+    // The connection may open before start() returns: it is still reported, once.
+    a.clone().start().await.unwrap();
+    let b_id = b.peer_id();
+    seen_a
+        .wait_for("A to report its static peer B", |r| {
+            r.connected
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.peer_id == b_id)
+        })
+        .await;
+    b.clone().stop().await.unwrap();
+    seen_a
+        .wait_for("A to report B gone", |r| {
+            r.disconnected.lock().unwrap().contains(&b_id)
+        })
+        .await;
+    let connected = seen_a.connected.lock().unwrap().clone();
+    assert_eq!(connected.len(), 1, "{connected:?}");
+    assert_eq!(connected[0].discovered, "static");
+    assert_eq!(connected[0].server_name.as_deref(), Some(&*b.server_name()));
+    a.clone().stop().await.unwrap();
 }
