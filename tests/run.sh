@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the third-party clients the interop tests
-# drive (matrix-nio in a venv, matrix-js-sdk with npm), then runs every Rust test.
+# drive (matrix-nio in a venv, matrix-js-sdk with npm), runs every Rust test, then the
+# C header of the Swift package and the generated Python and Kotlin (JVM) bindings against
+# the library that build produced (bindings/test.sh).
 # Extra arguments go to `cargo test` (e.g. `tests/run.sh -p neurite-tests`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -10,3 +12,6 @@ python_line="$(bash tests/clients/install.sh | tail -n 1)"
 export NEURITE_PYTHON="${python_line#NEURITE_PYTHON=}"
 
 cargo test --workspace --locked "$@"
+
+# The generated bindings against the library cargo test just built.
+bash bindings/test.sh

@@ -143,6 +143,26 @@ impl Node {
             .await
     }
 
+    /// Logs an existing account in (a localpart or a full user id) and issues a new device.
+    ///
+    /// Fails with `M_FORBIDDEN` for a wrong user name or password.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Login> {
+        let accounts = &self.services.accounts;
+        let user_id = accounts.parse_user(username)?;
+        accounts.check_password(&user_id, password).await?;
+        accounts.issue_login(&user_id, None, None).await
+    }
+
+    /// Switches peer-to-peer networking off (app in the background) or back on; see
+    /// [`P2p::set_enabled`]. The database and the client API stay up either way. A node
+    /// without peer-to-peer networking accepts and ignores the call.
+    pub async fn set_network_enabled(&self, enabled: bool) -> Result<()> {
+        match &self.p2p {
+            Some(p2p) => p2p.set_enabled(enabled).await,
+            None => Ok(()),
+        }
+    }
+
     /// Stops accepting requests, lets running ones finish, and closes the node.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {

@@ -114,6 +114,7 @@ struct Behaviour {
 enum Command {
     Dial(Multiaddr, Discovery, oneshot::Sender<Result<(), String>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
+    SetEnabled(bool, oneshot::Sender<Result<(), String>>),
     Addresses(PeerId, oneshot::Sender<Vec<Multiaddr>>),
     Learn(PeerId, Vec<Multiaddr>),
     DialKnown(PeerId, oneshot::Sender<bool>),
@@ -181,10 +182,12 @@ impl P2p {
             .map_err(|e| Error::Network(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
             .build();
+        let mut listeners = Vec::new();
         for addr in &config.listen {
-            swarm
+            let id = swarm
                 .listen_on(addr.clone())
                 .map_err(|e| Error::Network(format!("listen on {addr}: {e}")))?;
+            listeners.push(id);
         }
         let control = swarm.behaviour().stream.new_control();
         let (commands, command_rx) = mpsc::channel(32);
@@ -199,6 +202,12 @@ impl P2p {
             connected: HashSet::new(),
             learned: config.learned.clone(),
             dial_waiters: HashMap::new(),
+            network: Network {
+                enabled: true,
+                listen: config.listen.clone(),
+                listeners,
+                mdns: mdns_on,
+            },
         };
         for addr in &config.remembered {
             if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
@@ -289,6 +298,23 @@ impl P2p {
         rx.await.unwrap_or_default()
     }
 
+    /// Turns the network off or back on, for an app going to the background and back.
+    ///
+    /// Off: listeners close, mDNS stops, every connection is closed and no new one is made
+    /// (federation requests fail and stay in the outbox). On: listen again on the configured
+    /// addresses (a port picked at random may differ from before), restart mDNS if it was
+    /// configured, and redial every known peer; the usual catch-up runs as they connect.
+    pub async fn set_enabled(&self, enabled: bool) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SetEnabled(enabled, tx))
+            .await
+            .map_err(|_| Error::Network("the network is stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Network("the network is stopped".into()))?
+            .map_err(Error::Network)
+    }
+
     /// Connects to `peer` if it can: first at the addresses this node knows, then at
     /// addresses its connected peers know (see [`P2p::find_peer`]). Returns whether a
     /// connection is open.
@@ -362,6 +388,14 @@ impl P2p {
     }
 }
 
+/// What [`P2p::set_enabled`] needs to switch the network off and on again.
+struct Network {
+    enabled: bool,
+    listen: Vec<Multiaddr>,
+    listeners: Vec<libp2p::core::transport::ListenerId>,
+    mdns: bool,
+}
+
 struct Known {
     addresses: Vec<Multiaddr>,
     discovered: Discovery,
@@ -378,9 +412,59 @@ struct Driver {
     /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
     /// failed.
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
+    network: Network,
 }
 
 impl Driver {
+    fn set_enabled(&mut self, enabled: bool) -> Result<(), String> {
+        if enabled == self.network.enabled {
+            return Ok(());
+        }
+        self.network.enabled = enabled;
+        if !enabled {
+            for id in self.network.listeners.drain(..) {
+                self.swarm.remove_listener(id);
+            }
+            self.listen_addrs.send_modify(Vec::clear);
+            self.swarm.behaviour_mut().mdns = Toggle::from(None);
+            let connected: Vec<PeerId> = self.connected.iter().copied().collect();
+            for peer in connected {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            tracing::info!("p2p network disabled");
+            return Ok(());
+        }
+        for addr in self.network.listen.clone() {
+            let id = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| format!("listen on {addr}: {e}"))?;
+            self.network.listeners.push(id);
+        }
+        if self.network.mdns {
+            let local = *self.swarm.local_peer_id();
+            let mdns = mdns::tokio::Behaviour::new(mdns::Config::default(), local)
+                .map_err(|e| format!("mdns: {e}"))?;
+            self.swarm.behaviour_mut().mdns = Toggle::from(Some(mdns));
+        }
+        let known: Vec<(PeerId, Vec<Multiaddr>)> = self
+            .peers
+            .iter()
+            .filter(|(_, k)| !k.addresses.is_empty())
+            .map(|(p, k)| (*p, k.addresses.clone()))
+            .collect();
+        for (peer, addresses) in known {
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(addresses)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(%peer, error = %e, "redial failed");
+            }
+        }
+        tracing::info!("p2p network enabled");
+        Ok(())
+    }
+
     fn remember(&mut self, peer: PeerId, addr: Multiaddr, how: Discovery) {
         // Kept without the trailing `/p2p/<id>`, so one address is one entry whatever found it.
         let addr: Multiaddr = addr
@@ -428,6 +512,9 @@ impl Driver {
         if self.connected.contains(&peer) {
             return answer(reply, true);
         }
+        if !self.network.enabled {
+            return answer(reply, false);
+        }
         let addrs = match self.peers.get(&peer) {
             Some(k) if !k.addresses.is_empty() => k.addresses.clone(),
             _ => return answer(reply, false),
@@ -461,7 +548,15 @@ impl Driver {
                 _ = stop.changed() => break,
                 command = self.commands.recv() => match command {
                     Some(Command::Dial(addr, how, reply)) => {
-                        let _ = reply.send(self.dial(addr, how));
+                        let result = if self.network.enabled {
+                            self.dial(addr, how)
+                        } else {
+                            Err("the network is disabled".into())
+                        };
+                        let _ = reply.send(result);
+                    }
+                    Some(Command::SetEnabled(enabled, reply)) => {
+                        let _ = reply.send(self.set_enabled(enabled));
                     }
                     Some(Command::Peers(reply)) => {
                         let _ = reply.send(self.peer_list());
@@ -523,6 +618,10 @@ impl Driver {
                 num_established,
                 ..
             } => {
+                if !self.network.enabled {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                    return;
+                }
                 if !self.peers.contains_key(&peer_id) {
                     let how = if endpoint.is_dialer() {
                         Discovery::Static

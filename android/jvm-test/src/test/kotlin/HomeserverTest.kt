@@ -1,0 +1,210 @@
+import java.net.URI
+import java.net.URLEncoder
+import java.net.http.HttpClient
+import java.net.http.HttpRequest
+import java.net.http.HttpResponse
+import java.nio.charset.StandardCharsets
+import java.nio.file.Files
+import java.time.Duration
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.TimeUnit
+import java.util.concurrent.atomic.AtomicInteger
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.json.JSONObject
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertNull
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Assertions.fail
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.Timeout
+import org.junit.jupiter.api.assertThrows
+import uniffi.neurite.Homeserver
+import uniffi.neurite.HomeserverConfig
+import uniffi.neurite.HomeserverListener
+import uniffi.neurite.HomeserverState
+import uniffi.neurite.NeuriteException
+import uniffi.neurite.PeerInfo
+import uniffi.neurite.RegistrationMode
+import uniffi.neurite.Session
+
+/**
+ * The generated Kotlin bindings as an Android app uses them, on the host JVM with the Linux
+ * build of the library: two homeservers in one process that know each other as static peers
+ * (loopback only, mDNS off), an account on each made through the library, and a message from
+ * one to the other through the Matrix client API over HTTP.
+ */
+class HomeserverTest {
+    private val waitMs = 30_000L
+
+    private fun config(dir: String, staticPeers: List<String> = emptyList()) = HomeserverConfig(
+        dataDir = dir,
+        clientPort = 0u,
+        p2pListen = listOf("/ip4/127.0.0.1/tcp/0"),
+        staticPeers = staticPeers,
+        mdnsEnabled = false,
+        registration = RegistrationMode.Disabled,
+        logFilter = null,
+    )
+
+    private fun tempDir(name: String) = Files.createTempDirectory(name).toString()
+
+    /** The state and peer callbacks, and a bounded wait for the ones a test expects. */
+    private class Recorder : HomeserverListener {
+        val states = CopyOnWriteArrayList<HomeserverState>()
+        val connected = CopyOnWriteArrayList<PeerInfo>()
+        private val lock = Object()
+
+        override fun onStateChanged(state: HomeserverState) = record { states.add(state) }
+        override fun onPeerConnected(peer: PeerInfo) = record { connected.add(peer) }
+        override fun onPeerDisconnected(peerId: String) {}
+
+        private fun record(add: () -> Unit) = synchronized(lock) {
+            add()
+            lock.notifyAll()
+        }
+
+        fun waitFor(what: String, timeoutMs: Long, check: () -> Boolean) = synchronized(lock) {
+            val deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs)
+            while (!check()) {
+                val left = TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime())
+                if (left <= 0) fail<Unit>("timed out waiting for $what")
+                lock.wait(left)
+            }
+        }
+    }
+
+    /** A logged-in user talking to the client API with java.net.http. */
+    private class Client(val session: Session) {
+        private val http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build()
+        private val base = session.homeserverUrl + "/_matrix/client/v3"
+
+        fun call(method: String, path: String, body: JSONObject? = null): Pair<Int, JSONObject> {
+            val publisher = if (body == null) HttpRequest.BodyPublishers.noBody()
+            else HttpRequest.BodyPublishers.ofString(body.toString())
+            val request = HttpRequest.newBuilder(URI(base + path))
+                .timeout(Duration.ofSeconds(30))
+                .header("Authorization", "Bearer " + session.accessToken)
+                .header("Content-Type", "application/json")
+                .method(method, publisher)
+                .build()
+            val response = http.send(request, HttpResponse.BodyHandlers.ofString())
+            return response.statusCode() to JSONObject(response.body())
+        }
+
+        fun ok(method: String, path: String, body: JSONObject? = null): JSONObject {
+            val (status, json) = call(method, path, body)
+            assertEquals(200, status, "$method $path: $json")
+            return json
+        }
+
+        /** Long-polls /sync until [check] holds for a response, within [timeoutMs]. */
+        fun syncUntil(what: String, timeoutMs: Long, check: (JSONObject) -> Boolean): JSONObject {
+            val deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMs)
+            var since: String? = null
+            while (System.nanoTime() < deadline) {
+                val query = "/sync?timeout=2000" + (since?.let { "&since=" + enc(it) } ?: "")
+                val sync = ok("GET", query)
+                if (check(sync)) return sync
+                since = sync.getString("next_batch")
+            }
+            fail<Unit>("timed out waiting for $what")
+            error("unreachable")
+        }
+    }
+
+    @Test
+    @Timeout(value = 180, unit = TimeUnit.SECONDS)
+    fun twoHomeserversExchangeAMessageThroughTheClientApi() = runBlocking {
+        Homeserver(config(tempDir("neurite-b"))).use { b ->
+            b.start()
+            val bAddrs = b.listenAddrs()
+            assertTrue(bAddrs.all { it.endsWith("/p2p/" + b.peerId()) }, bAddrs.toString())
+            Homeserver(config(tempDir("neurite-a"), staticPeers = bAddrs)).use { a ->
+                assertNotEquals(a.serverName(), b.serverName())
+                val seen = Recorder()
+                a.setListener(seen)
+                a.start()
+                assertThrows<NeuriteException.AlreadyRunning> { runBlocking { a.start() } }
+                seen.waitFor("A to connect to its static peer B", waitMs) {
+                    seen.connected.any { it.peerId == b.peerId() }
+                }
+                assertTrue(a.peers().any { it.peerId == b.peerId() && it.connected })
+
+                val alice = Client(withTimeout(waitMs) { a.registerUser("alice", "alice's secret") })
+                val bob = Client(withTimeout(waitMs) { b.registerUser("bob", "bob's secret") })
+                assertEquals("@alice:" + a.serverName(), alice.session.userId)
+                assertEquals("@bob:" + b.serverName(), bob.session.userId)
+                assertThrows<NeuriteException.UserExists> {
+                    runBlocking { a.registerUser("alice", "again") }
+                }
+                assertThrows<NeuriteException.InvalidCredentials> {
+                    runBlocking { b.login("bob", "wrong") }
+                }
+
+                val room = alice.ok(
+                    "POST", "/createRoom",
+                    JSONObject().put("preset", "private_chat").put("name", "Across"),
+                ).getString("room_id")
+                alice.ok("POST", "/rooms/${enc(room)}/invite",
+                    JSONObject().put("user_id", bob.session.userId))
+                bob.syncUntil("bob's invite", waitMs) {
+                    it.optJSONObject("rooms")?.optJSONObject("invite")?.has(room) == true
+                }
+                bob.ok("POST", "/join/${enc(room)}", JSONObject())
+                alice.syncUntil("bob's join on A", waitMs) { sync ->
+                    joinedMembers(sync, room) == 2
+                }
+
+                val text = "hello from alice on ${a.serverName()}"
+                val eventId = alice.ok(
+                    "PUT", "/rooms/${enc(room)}/send/m.room.message/txn${txn.incrementAndGet()}",
+                    JSONObject().put("msgtype", "m.text").put("body", text),
+                ).getString("event_id")
+                val sync = bob.syncUntil("alice's message on B", waitMs) { sync ->
+                    timeline(sync, room).any { it.optString("event_id") == eventId }
+                }
+                val message = timeline(sync, room).first { it.optString("event_id") == eventId }
+                assertEquals(alice.session.userId, message.getString("sender"))
+                assertEquals(text, message.getJSONObject("content").getString("body"))
+
+                a.stop()
+                b.stop()
+                assertNull(a.clientBaseUrl())
+                assertThrows<NeuriteException.NotRunning> { runBlocking { a.stop() } }
+                assertEquals(HomeserverState.Running, seen.states[1])
+                assertEquals(HomeserverState.Stopped, seen.states.last())
+            }
+        }
+    }
+
+    @Test
+    fun badConfigThrowsInvalidConfig() {
+        val dir = tempDir("neurite-bad")
+        for (bad in listOf(
+            config(""),
+            config(dir, staticPeers = listOf("/ip4/127.0.0.1/tcp/1")),
+            config(dir).copy(p2pListen = listOf("not a multiaddr")),
+            config(dir).copy(registration = RegistrationMode.Token("")),
+        )) {
+            assertThrows<NeuriteException.InvalidConfig> { Homeserver(bad) }
+        }
+    }
+
+    companion object {
+        private val txn = AtomicInteger()
+
+        fun enc(s: String): String = URLEncoder.encode(s, StandardCharsets.UTF_8)
+
+        fun timeline(sync: JSONObject, room: String): List<JSONObject> {
+            val events = sync.optJSONObject("rooms")?.optJSONObject("join")?.optJSONObject(room)
+                ?.optJSONObject("timeline")?.optJSONArray("events") ?: return emptyList()
+            return (0 until events.length()).map { events.getJSONObject(it) }
+        }
+
+        fun joinedMembers(sync: JSONObject, room: String): Int =
+            sync.optJSONObject("rooms")?.optJSONObject("join")?.optJSONObject(room)
+                ?.optJSONObject("summary")?.optInt("m.joined_member_count", -1) ?: -1
+    }
+}
