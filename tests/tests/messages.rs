@@ -1101,3 +1101,44 @@ async fn joined_history_visibility_hides_events_before_the_join() {
         .await;
     assert!(event_ids(&page["chunk"]).contains(&before));
 }
+
+#[tokio::test]
+async fn timestamp_to_event_finds_the_closest_visible_event_each_way() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let ids = send_many(&alice, &room, "at ", 3).await;
+    let ts_of = |ev: &Value| ev["origin_server_ts"].as_i64().unwrap();
+    let first = get_event(&alice, &room, &ids[0]).await;
+    let last = get_event(&alice, &room, &ids[2]).await;
+    let path = |ts: i64, dir: &str| {
+        format!(
+            "/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={ts}&dir={dir}",
+            enc(&room)
+        )
+    };
+
+    // Backwards from after the last message: the last message.
+    let found = assert_status(&alice.get(&path(ts_of(&last) + 60_000, "b")).await, 200);
+    assert_eq!(found["event_id"], ids[2].as_str(), "{found}");
+    assert_eq!(found["origin_server_ts"], ts_of(&last), "{found}");
+    // Forwards from the first message's time: an event no older than it.
+    let found = assert_status(&alice.get(&path(ts_of(&first), "f")).await, 200);
+    assert!(ts_of(&found) >= ts_of(&first), "{found}");
+    // Forwards from the future, or backwards from before the room existed: nothing.
+    assert_error(
+        &alice.get(&path(ts_of(&last) + 60_000, "f")).await,
+        404,
+        "M_NOT_FOUND",
+    );
+    assert_error(&alice.get(&path(0, "b")).await, 404, "M_NOT_FOUND");
+
+    // Bad parameters, and a room the user is not in.
+    let base = format!("/_matrix/client/v1/rooms/{}/timestamp_to_event", enc(&room));
+    assert_error(&alice.get(&format!("{base}?dir=f")).await, 400, "M_MISSING_PARAM");
+    assert_error(&alice.get(&format!("{base}?ts=1")).await, 400, "M_MISSING_PARAM");
+    assert_error(&alice.get(&format!("{base}?ts=x&dir=f")).await, 400, "M_INVALID_PARAM");
+    assert_error(&alice.get(&format!("{base}?ts=1&dir=up")).await, 400, "M_INVALID_PARAM");
+    let bob = node.register("bob").await;
+    assert_error(&bob.get(&path(ts_of(&last), "b")).await, 403, "M_FORBIDDEN");
+}

@@ -235,6 +235,39 @@ pub struct ContextParams {
     filter: Option<String>,
 }
 
+#[derive(Deserialize)]
+pub struct TimestampParams {
+    ts: Option<String>,
+    dir: Option<String>,
+}
+
+/// `GET /v1/rooms/{roomId}/timestamp_to_event`.
+pub async fn timestamp_to_event(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+    Path(room): Path<String>,
+    Query(q): Query<TimestampParams>,
+) -> ApiResult<Json<Value>> {
+    let ts = q
+        .ts
+        .ok_or_else(|| MatrixError::missing_param("ts is required"))?
+        .parse::<i64>()
+        .map_err(|_| MatrixError::invalid_param("ts must be an integer (milliseconds)"))?;
+    let dir = match q.dir.as_deref() {
+        Some("f") => Direction::Forward,
+        Some("b") => Direction::Backward,
+        Some(_) => return Err(MatrixError::invalid_param("dir must be f or b")),
+        None => return Err(MatrixError::missing_param("dir is required")),
+    };
+    let (event_id, origin_server_ts) = state
+        .rooms
+        .timestamp_to_event(session.user_id.as_str(), &room, ts, dir)
+        .await?;
+    Ok(Json(
+        json!({ "event_id": event_id, "origin_server_ts": origin_server_ts }),
+    ))
+}
+
 /// `GET /rooms/{roomId}/context/{eventId}`.
 pub async fn context(
     State(state): State<AppState>,

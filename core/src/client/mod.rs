@@ -434,6 +434,10 @@ pub fn router(state: AppState) -> Router {
             get(events::relations_by_type_and_event),
         )
         .route("/rooms/{room}/threads", get(events::threads))
+        .route(
+            "/rooms/{room}/timestamp_to_event",
+            get(events::timestamp_to_event),
+        )
         .route("/media/config", get(media::config))
         .route("/media/download/{server}/{media}", get(media::download))
         .route(

@@ -379,6 +379,29 @@ impl Rooms {
             .await
     }
 
+    /// `GET /v1/rooms/{roomId}/timestamp_to_event`: the event closest to `ts` (milliseconds)
+    /// in direction `dir` among those the user may see, as `(event_id, origin_server_ts)`.
+    pub async fn timestamp_to_event(
+        &self,
+        user: &str,
+        room_id: &str,
+        ts: i64,
+        dir: Direction,
+    ) -> Result<(String, i64)> {
+        let (user, room_id) = (user.to_owned(), room_id.to_owned());
+        let now_pos = self.db.current_pos();
+        self.db
+            .read(move |conn| {
+                let range = require_visible(conn, &room_id, &user, now_pos)?;
+                let forward = matches!(dir, Direction::Forward);
+                ev_store::closest_to_ts(conn, &room_id, ts, forward, range.floor, range.upto)?
+                    .ok_or_else(|| {
+                        MatrixError::not_found("No event found at or around that time").into()
+                    })
+            })
+            .await
+    }
+
     /// `GET /rooms/{roomId}/context/{eventId}`.
     pub async fn context(
         &self,

@@ -443,3 +443,30 @@ pub fn users_sharing_rooms(conn: &Connection, user_id: &str) -> Result<Vec<Strin
     let rows = stmt.query_map([user_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// The room's timeline event whose `origin_server_ts` is closest to `ts` at or after it
+/// (`forward`) or at or before it, among positions in `(floor, upto]`.
+pub fn closest_to_ts(
+    conn: &Connection,
+    room_id: &str,
+    ts: i64,
+    forward: bool,
+    floor: i64,
+    upto: i64,
+) -> Result<Option<(String, i64)>> {
+    let sql = if forward {
+        "SELECT event_id, origin_server_ts FROM events
+         WHERE room_id = ?1 AND stream > ?3 AND stream <= ?4 AND rejected = 0 AND outlier = 0
+           AND origin_server_ts >= ?2
+         ORDER BY origin_server_ts, stream LIMIT 1"
+    } else {
+        "SELECT event_id, origin_server_ts FROM events
+         WHERE room_id = ?1 AND stream > ?3 AND stream <= ?4 AND rejected = 0 AND outlier = 0
+           AND origin_server_ts <= ?2
+         ORDER BY origin_server_ts DESC, stream DESC LIMIT 1"
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![room_id, ts, floor, upto], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
