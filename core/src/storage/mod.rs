@@ -66,10 +66,6 @@ const MAX_IDLE_READERS: usize = 4;
 /// checkpoint threshold: 1000 pages of 4 KiB).
 const CHECKPOINT_WAL_BYTES: u64 = 1000 * 4096;
 
-/// Size the WAL file is cut back to when SQLite starts it over after a checkpoint (below
-/// [`CHECKPOINT_WAL_BYTES`], or the file's size would keep waking the checkpointer).
-const WAL_SIZE_LIMIT: u64 = 1024 * 1024;
-
 /// The writer looks at the WAL's size once per this many commits.
 const CHECKPOINT_CHECK_EVERY: u32 = 16;
 
@@ -174,9 +170,6 @@ impl Db {
         })?;
         // The checkpointer thread does this instead (see the module documentation).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // After a checkpoint the WAL is rewritten from its start; this cuts the file back
-        // then, so that its size keeps telling how much is waiting to be checkpointed.
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64)?;
         let checkpoint = spawn_checkpointer(path)?;
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
