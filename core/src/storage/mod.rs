@@ -4,12 +4,6 @@
 //! [`Db::write`]; it runs on tokio's blocking pool so the async runtime never waits on disk.
 //! The database runs in WAL mode, so readers never block the writer and a transaction that
 //! committed survives a crash of the process.
-//!
-//! Checkpoints (copying the WAL back into the database file, with two `fsync`s) do not run
-//! on the writer: SQLite's automatic checkpoint would stall the commit that crosses the
-//! threshold for tens of milliseconds. A checkpointer thread with its own connection runs a
-//! passive checkpoint instead, woken by the writer when the WAL has grown past
-//! [`CHECKPOINT_WAL_BYTES`]; commits go on meanwhile.
 
 pub mod accounts;
 pub mod aliases;
@@ -34,7 +28,6 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicI64, Ordering},
-        mpsc,
     },
     time::Duration,
 };
@@ -62,13 +55,6 @@ const MIGRATIONS: &[M<'static>] = &[
 /// How many idle reader connections are kept open.
 const MAX_IDLE_READERS: usize = 4;
 
-/// Size of the WAL past which the checkpointer is woken (SQLite's default automatic
-/// checkpoint threshold: 1000 pages of 4 KiB).
-const CHECKPOINT_WAL_BYTES: u64 = 1000 * 4096;
-
-/// The writer looks at the WAL's size once per this many commits.
-const CHECKPOINT_CHECK_EVERY: u32 = 16;
-
 /// Handle to the node's database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -85,50 +71,6 @@ struct Inner {
 struct Writer {
     conn: Connection,
     pos: i64,
-    checkpoints: Checkpoints,
-}
-
-/// The writer's side of the checkpointer.
-struct Checkpoints {
-    /// Commits since the WAL size was last looked at.
-    commits: u32,
-    /// The WAL file, whose size decides when to checkpoint.
-    wal_path: PathBuf,
-    /// Wakes the checkpointer thread (which exits when this is dropped).
-    wake: mpsc::SyncSender<()>,
-}
-
-impl Checkpoints {
-    /// Called after each commit: wakes the checkpointer when the WAL has grown too large.
-    fn after_commit(&mut self) {
-        self.commits += 1;
-        if self.commits < CHECKPOINT_CHECK_EVERY {
-            return;
-        }
-        self.commits = 0;
-        if std::fs::metadata(&self.wal_path).is_ok_and(|m| m.len() > CHECKPOINT_WAL_BYTES) {
-            // A full channel means a checkpoint is already pending.
-            let _ = self.wake.try_send(());
-        }
-    }
-}
-
-/// Runs passive checkpoints on its own connection whenever the writer asks, until the
-/// writer goes away. A passive checkpoint never blocks readers or the writer.
-fn spawn_checkpointer(path: &Path) -> Result<mpsc::SyncSender<()>> {
-    let conn = open_connection(path, false)?;
-    let (tx, rx) = mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            while rx.recv().is_ok() {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
-                }
-            }
-        })
-        .map_err(|e| Error::Task(format!("cannot start the checkpointer: {e}")))?;
-    Ok(tx)
 }
 
 /// A write transaction. Hands out stream positions that become visible when it commits.
@@ -168,23 +110,10 @@ impl Db {
         let pos = conn.query_row("SELECT pos FROM stream_position WHERE id = 1", [], |r| {
             r.get(0)
         })?;
-        // The checkpointer thread does this instead (see the module documentation).
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoint = spawn_checkpointer(path)?;
-        let mut wal_path = path.as_os_str().to_owned();
-        wal_path.push("-wal");
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Mutex::new(Writer {
-                    conn,
-                    pos,
-                    checkpoints: Checkpoints {
-                        commits: 0,
-                        wal_path: wal_path.into(),
-                        wake: checkpoint,
-                    },
-                }),
+                writer: Mutex::new(Writer { conn, pos }),
                 readers: Mutex::new(Vec::new()),
                 committed: AtomicI64::new(pos),
             }),
@@ -267,7 +196,6 @@ impl Inner {
             Ok(value) => {
                 writer.pos = end_pos;
                 self.committed.store(end_pos, Ordering::Release);
-                writer.checkpoints.after_commit();
                 Ok(value)
             }
             // Positions handed out by a failed transaction were never visible; they are reused.
