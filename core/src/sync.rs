@@ -5,7 +5,11 @@
 //! `_d{pos}` appears when to-device messages above `pos` are still waiting (see
 //! [`crate::e2ee::sync`]).
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
@@ -198,6 +202,7 @@ impl Builder<'_> {
         let mut invite = Map::new();
         let mut leave = Map::new();
         let memberships = ev_store::memberships_of_user(self.conn, self.user)?;
+        let touched = self.rooms_touched_since()?;
         for m in &memberships {
             if !self.filter.room.allows_room(&m.room_id) {
                 continue;
@@ -205,7 +210,7 @@ impl Builder<'_> {
             let changed = self.since.is_none_or(|s| m.stream > s);
             match m.membership.as_str() {
                 "join" => {
-                    if let Some(room) = self.joined_room(m)? {
+                    if let Some(room) = self.joined_room(m, touched.as_ref())? {
                         join.insert(m.room_id.clone(), room);
                     }
                 }
@@ -380,12 +385,45 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn joined_room(&self, m: &MembershipRow) -> Result<Option<Value>> {
+    /// On an incremental sync, every room with something stored since `since` that a joined
+    /// room's entry could show: an event, a receipt, or room account data of the user. A room
+    /// outside this set (and with no typing change) has nothing new, so it is skipped without
+    /// the per-room reads. `None` on an initial sync.
+    fn rooms_touched_since(&self) -> Result<Option<HashSet<String>>> {
+        let Some(since) = self.since else {
+            return Ok(None);
+        };
+        let mut rooms = ev_store::rooms_with_events_after(self.conn, since)?;
+        rooms.extend(user_data::rooms_with_receipts_after(self.conn, since)?);
+        for (room, _, _) in user_data::account_data_since(self.conn, self.user, since)? {
+            if !room.is_empty() {
+                rooms.insert(room);
+            }
+        }
+        Ok(Some(rooms))
+    }
+
+    fn joined_room(
+        &self,
+        m: &MembershipRow,
+        touched: Option<&HashSet<String>>,
+    ) -> Result<Option<Value>> {
         let room_id = m.room_id.as_str();
         // A room joined after `since` is new to the client: send it whole.
         let since = self.since.filter(|s| m.stream <= *s);
         // `full_state` sends all state, but the timeline still starts at `since`.
         let state_since = if self.full_state { None } else { since };
+        // Nothing stored for the room since then and nobody started or stopped typing: the
+        // checks below would all come out empty.
+        if state_since.is_some()
+            && touched.is_some_and(|t| !t.contains(room_id))
+            && self
+                .typing
+                .changed_since(room_id, self.since_typing)
+                .is_none()
+        {
+            return Ok(None);
+        }
         let after = since.unwrap_or(0);
         let (timeline, limited, visible) = self.timeline(room_id, after, self.now_pos)?;
         let receipts = user_data::receipts_since(self.conn, room_id, after)?;

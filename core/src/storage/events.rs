@@ -216,6 +216,18 @@ pub fn count_room_events_between(
         .query_row(params![room_id, after, upto], |r| r.get(0))?)
 }
 
+/// Rooms with an event (of any kind) at a stream position above `after`. Ordered by stream
+/// so that SQLite searches the stream index (`DISTINCT` would make it scan the room index).
+pub fn rooms_with_events_after(
+    conn: &Connection,
+    after: i64,
+) -> Result<std::collections::HashSet<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT room_id FROM events WHERE stream > ?1 ORDER BY stream")?;
+    let rows = stmt.query_map([after], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Whether the room has any event with `stream <= before` (used to decide whether a page
 /// is the last one).
 pub fn room_has_events_upto(conn: &Connection, room_id: &str, upto: i64) -> Result<bool> {

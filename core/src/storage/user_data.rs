@@ -104,6 +104,18 @@ pub fn receipts_since(conn: &Connection, room_id: &str, since: i64) -> Result<Ve
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Rooms with a receipt stored at a stream position above `after` (searched through the
+/// stream index).
+pub fn rooms_with_receipts_after(
+    conn: &Connection,
+    after: i64,
+) -> Result<std::collections::HashSet<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT room_id FROM receipts WHERE stream > ?1 ORDER BY stream")?;
+    let rows = stmt.query_map([after], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Stores a filter and returns its id.
 pub fn insert_filter(conn: &Connection, user_id: &str, json: &str) -> Result<i64> {
     let next: i64 = conn
