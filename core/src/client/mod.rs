@@ -11,6 +11,7 @@ mod keys;
 mod media;
 mod presence;
 mod push;
+mod pushers;
 mod reports;
 mod rooms;
 mod search;
@@ -338,6 +339,9 @@ fn client_routes() -> Router<AppState> {
             "/pushrules/{scope}/{kind}/{rule}/actions",
             get(push::get_actions).put(push::put_actions),
         )
+        .route("/pushers", get(pushers::pushers))
+        .route("/pushers/set", post(pushers::set_pusher))
+        .route("/notifications", get(pushers::notifications))
         .route("/user/{user}/rooms/{room}/tags", get(user::get_tags))
         .route(
             "/user/{user}/rooms/{room}/tags/{tag}",
