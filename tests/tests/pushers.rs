@@ -4,7 +4,8 @@
 //! Matrix errors, and a pusher going away with the device that set it (logout, device
 //! deletion) and with the account. Notifications: every event the user's push rules notify
 //! for is listed newest first, `only=highlight` keeps mentions, pages follow `next_token`,
-//! and a read receipt marks them read.
+//! and a read receipt marks them read. Also the empty third-party lists settings screens ask
+//! for (`/thirdparty/protocols`, `/account/3pid`).
 
 use neurite_tests::{TestNode, User, assert_error, enc};
 use reqwest::Method;
@@ -414,4 +415,19 @@ async fn notifications_are_listed_filtered_paginated_and_marked_read() {
     // Leaving the room forgets its notifications.
     bob.leave(&room).await;
     assert!(listed(&notifications(&bob, "").await).is_empty());
+}
+
+#[tokio::test]
+async fn settings_screens_get_empty_third_party_lists() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    assert_eq!(alice.get_ok("/thirdparty/protocols").await, json!({}));
+    assert_eq!(
+        alice.get_ok("/account/3pid").await,
+        json!({ "threepids": [] })
+    );
+    let (status, _) = node
+        .request(Method::GET, "/_matrix/client/v3/account/3pid", None, None)
+        .await;
+    assert_eq!(status.as_u16(), 401);
 }

@@ -353,6 +353,8 @@ fn client_routes() -> Router<AppState> {
         )
         .route("/user_directory/search", post(user::search_user_directory))
         .route("/voip/turnServer", get(user::turn_server))
+        .route("/thirdparty/protocols", get(user::thirdparty_protocols))
+        .route("/account/3pid", get(user::threepids))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/query", post(keys::query))
         .route("/keys/claim", post(keys::claim))
