@@ -287,6 +287,8 @@ impl Accounts {
             .write(move |txn| {
                 store::deactivate_user(txn, &uid)?;
                 store::delete_devices_except(txn, &uid, None)?;
+                crate::storage::pushers::delete_all(txn, &uid)?;
+                crate::storage::pushers::clear_notifications(txn, &uid)?;
                 keys::prune_orphan_signatures(txn, &uid)?;
                 let pos = txn.next_pos();
                 keys::mark_device_list_changed(txn, &uid, pos)

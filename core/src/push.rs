@@ -30,9 +30,9 @@ use crate::{
     error::{MatrixError, Result},
     notifier::Notifier,
     storage::{
-        Db, events as ev_store,
+        Db, events as ev_store, now_ms,
         push::{self as store, PUSH_RULES_TYPE},
-        state as state_store, user_data,
+        pushers as pusher_store, state as state_store, user_data,
     },
 };
 
@@ -285,6 +285,88 @@ impl PushRules {
     }
 }
 
+/// A page of `/notifications`.
+#[derive(Debug, Default)]
+pub struct NotificationPage {
+    /// The notifications, newest first, in the client format of the endpoint.
+    pub notifications: Vec<Value>,
+    /// Where the next page starts, if there may be one.
+    pub next_token: Option<String>,
+}
+
+impl PushRules {
+    /// A user's pushers.
+    pub async fn pushers(&self, user: &UserId) -> Result<Vec<pusher_store::PusherRow>> {
+        let user = user.to_string();
+        self.db.read(move |c| pusher_store::list(c, &user)).await
+    }
+
+    /// Creates or replaces a pusher, owned by the device `pusher.device_id`.
+    pub async fn set_pusher(
+        &self,
+        user: &UserId,
+        pusher: pusher_store::PusherRow,
+        append: bool,
+    ) -> Result<()> {
+        let user = user.to_string();
+        self.db
+            .write(move |txn| pusher_store::set(txn, &user, &pusher, append, now_ms()))
+            .await
+    }
+
+    /// Deletes a pusher; deleting one that does not exist is not an error.
+    pub async fn delete_pusher(&self, user: &UserId, app_id: &str, pushkey: &str) -> Result<()> {
+        let (user, app_id, pushkey) = (user.to_string(), app_id.to_owned(), pushkey.to_owned());
+        self.db
+            .write(move |txn| pusher_store::delete(txn, &user, &app_id, &pushkey).map(|_| ()))
+            .await
+    }
+
+    /// A page of a user's notifications, newest first, before the `from` token.
+    pub async fn notifications(
+        &self,
+        user: &UserId,
+        device: &str,
+        from: Option<i64>,
+        only_highlight: bool,
+        limit: usize,
+    ) -> Result<NotificationPage> {
+        let (user, device) = (user.to_string(), device.to_owned());
+        self.db
+            .read(move |conn| {
+                let rows = pusher_store::notifications(conn, &user, from, only_highlight, limit)?;
+                let now = now_ms();
+                let viewer = crate::rooms::format::Viewer {
+                    user_id: &user,
+                    device_id: Some(&device),
+                };
+                let mut page = NotificationPage {
+                    next_token: (rows.len() == limit)
+                        .then(|| rows.last().map(|r| r.stream.to_string()))
+                        .flatten(),
+                    ..Default::default()
+                };
+                for row in rows {
+                    let Some(ev) = ev_store::get_event(conn, &row.event_id)? else {
+                        continue;
+                    };
+                    let event = crate::rooms::format::client_event(conn, &ev, Some(viewer), now)?;
+                    let actions: Value =
+                        serde_json::from_str(&row.actions).unwrap_or_else(|_| json!([]));
+                    page.notifications.push(json!({
+                        "actions": actions,
+                        "event": event,
+                        "read": row.read,
+                        "room_id": row.room_id,
+                        "ts": row.ts,
+                    }));
+                }
+                Ok(page)
+            })
+            .await
+    }
+}
+
 fn apply(rules: &mut Ruleset, kind: RuleKind, rule_id: &str, change: RuleChange) -> Result<()> {
     match change {
         RuleChange::Put {
@@ -385,6 +467,15 @@ pub fn record_event(
                 thread.unwrap_or(""),
                 highlight,
             )?;
+            pusher_store::insert_notification(
+                conn,
+                &m.user_id,
+                room_id,
+                stream,
+                thread.unwrap_or(""),
+                highlight,
+                &serde_json::to_string(&actions)?,
+            )?;
         }
     }
     Ok(())
@@ -404,6 +495,7 @@ fn forget_on_leave(conn: &Connection, room_id: &str, json: &str) -> Result<()> {
     }
     if let Some(user) = event["state_key"].as_str() {
         store::clear_room(conn, user, room_id)?;
+        pusher_store::clear_room_notifications(conn, user, room_id)?;
     }
     Ok(())
 }

@@ -192,6 +192,11 @@ impl UserData {
                         root => push_store::ReceiptScope::Thread(root),
                     };
                     push_store::clear_upto(txn, &receipt.user_id, &room, scope, upto)?;
+                    let thread = match scope {
+                        push_store::ReceiptScope::All => None,
+                        push_store::ReceiptScope::Thread(t) => Some(t),
+                    };
+                    crate::storage::pushers::mark_read(txn, &receipt.user_id, &room, thread, upto)?;
                 }
                 Ok(())
             })

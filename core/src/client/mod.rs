@@ -11,6 +11,7 @@ mod keys;
 mod media;
 mod presence;
 mod push;
+mod pushers;
 mod reports;
 mod rooms;
 mod search;
@@ -338,6 +339,9 @@ fn client_routes() -> Router<AppState> {
             "/pushrules/{scope}/{kind}/{rule}/actions",
             get(push::get_actions).put(push::put_actions),
         )
+        .route("/pushers", get(pushers::pushers))
+        .route("/pushers/set", post(pushers::set_pusher))
+        .route("/notifications", get(pushers::notifications))
         .route("/user/{user}/rooms/{room}/tags", get(user::get_tags))
         .route(
             "/user/{user}/rooms/{room}/tags/{tag}",
@@ -349,6 +353,8 @@ fn client_routes() -> Router<AppState> {
         )
         .route("/user_directory/search", post(user::search_user_directory))
         .route("/voip/turnServer", get(user::turn_server))
+        .route("/thirdparty/protocols", get(user::thirdparty_protocols))
+        .route("/account/3pid", get(user::threepids))
         .route("/keys/upload", post(keys::upload))
         .route("/keys/query", post(keys::query))
         .route("/keys/claim", post(keys::claim))

@@ -234,3 +234,13 @@ pub async fn search_user_directory(
 pub async fn turn_server(Auth(_): Auth) -> ApiResult<Json<Value>> {
     Err(MatrixError::not_found("No TURN server is configured"))
 }
+
+/// `GET /thirdparty/protocols`: no application services bridge other networks here.
+pub async fn thirdparty_protocols(Auth(_): Auth) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({})))
+}
+
+/// `GET /account/3pid`: accounts have no email addresses or phone numbers bound.
+pub async fn threepids(Auth(_): Auth) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "threepids": [] })))
+}

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod media;
 pub mod presence;
 pub mod push;
+pub mod pushers;
 pub mod relations;
 pub mod reports;
 pub mod search;
@@ -51,6 +52,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/008_client_extras.sql")),
     M::up(include_str!("migrations/009_sliding_sync.sql")),
     M::up(include_str!("migrations/010_remote_presence.sql")),
+    M::up(include_str!("migrations/011_pushers.sql")),
 ];
 
 /// How many idle reader connections are kept open.
