@@ -102,6 +102,19 @@ fn all_rooms_list(range_end: u64, timeline_limit: u64) -> Value {
 }
 
 #[tokio::test]
+async fn versions_advertise_simplified_sliding_sync() {
+    let node = TestNode::start().await;
+    let (status, versions) = node
+        .request(reqwest::Method::GET, "/_matrix/client/versions", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.simplified_msc3575"],
+        true
+    );
+}
+
+#[tokio::test]
 async fn lists_are_ordered_by_recency_and_cut_by_ranges() {
     let node = TestNode::start().await;
     let alice = node.register("alice").await;
