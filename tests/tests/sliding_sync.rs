@@ -102,6 +102,19 @@ fn all_rooms_list(range_end: u64, timeline_limit: u64) -> Value {
 }
 
 #[tokio::test]
+async fn versions_advertise_simplified_sliding_sync() {
+    let node = TestNode::start().await;
+    let (status, versions) = node
+        .request(reqwest::Method::GET, "/_matrix/client/versions", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        versions["unstable_features"]["org.matrix.simplified_msc3575"],
+        true
+    );
+}
+
+#[tokio::test]
 async fn lists_are_ordered_by_recency_and_cut_by_ranges() {
     let node = TestNode::start().await;
     let alice = node.register("alice").await;
@@ -759,4 +772,42 @@ async fn rooms_carry_unread_counts_and_bundled_edits() {
         "hello",
         "{original_event}"
     );
+}
+
+/// The user's own read receipt resets a room's unread counts: the room goes out again with
+/// them, while another member's receipt only travels in the receipts extension.
+#[tokio::test]
+async fn an_own_read_receipt_sends_the_room_again_with_its_counts() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await;
+    let message = alice.send_text(&room, "read me").await;
+    let body = json!({
+        "lists": { "all": { "ranges": [[0, 9]], "timeline_limit": 1 } },
+        "extensions": { "receipts": { "enabled": true } },
+    });
+    let first = sliding(&bob, None, &body).await;
+    assert_eq!(first["rooms"][&room]["notification_count"], 1, "{first}");
+    let receipt = format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&message));
+    let (status, resp) = bob.post(&receipt, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let next = sliding_until(&bob, &pos_of(&first), &body, |r| {
+        r["rooms"].get(&room).is_some()
+    })
+    .await;
+    assert_eq!(next["rooms"][&room]["notification_count"], 0, "{next}");
+    assert!(
+        next["extensions"]["receipts"]["rooms"].get(&room).is_some(),
+        "{next}"
+    );
+    // Alice's receipt is news for Bob's receipts extension, not for his room list.
+    let (status, resp) = alice.post(&receipt, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{resp}");
+    let after = sliding_until(&bob, &pos_of(&next), &body, |r| {
+        r["extensions"]["receipts"]["rooms"].get(&room).is_some()
+    })
+    .await;
+    assert!(after["rooms"].get(&room).is_none(), "{after}");
 }

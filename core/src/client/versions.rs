@@ -12,7 +12,14 @@ pub async fn versions() -> Json<Value> {
         "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"],
         // Authenticated media (`/_matrix/client/v1/media`, v1.11) without claiming v1.11.
         // `org.matrix.msc3981`: `/relations?recurse` (v1.10) without claiming v1.10.
-        "unstable_features": { "org.matrix.msc3916.stable": true, "org.matrix.msc3981": true },
+        // v1.6 is not claimed either: `/timestamp_to_event` is not served yet.
+        // `org.matrix.simplified_msc3575`: simplified sliding sync (MSC4186), the gate for
+        // matrix-rust-sdk's room list and Element X.
+        "unstable_features": {
+            "org.matrix.msc3916.stable": true,
+            "org.matrix.msc3981": true,
+            "org.matrix.simplified_msc3575": true,
+        },
     }))
 }
 

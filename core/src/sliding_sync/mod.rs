@@ -568,7 +568,12 @@ fn build(conn: &Connection, ctx: &Ctx, now_pos: i64, typing: &Typing) -> Result<
         if let Some(upto) = known_upto {
             let new_events = changed.contains(room_id)
                 && ev_store::count_room_events_between(conn, room_id, upto, now_pos)? > 0;
-            if !new_events && membership.stream <= upto {
+            // A read receipt of the user's own resets the room's unread counts: the client
+            // learns the new counts from the room itself.
+            let own_receipt = !new_events
+                && changed.contains(room_id)
+                && store::own_receipt_between(conn, room_id, user, upto, now_pos)?;
+            if !new_events && !own_receipt && membership.stream <= upto {
                 continue;
             }
         } else {

@@ -224,6 +224,23 @@ pub fn rooms_changed_between(
     Ok(out)
 }
 
+/// Whether the user's own receipts in `room_id` changed in `(after, upto]` (they move the
+/// room's unread counts, so the room goes out again).
+pub fn own_receipt_between(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS(SELECT 1 FROM receipts
+             WHERE room_id = ?1 AND user_id = ?2 AND stream > ?3 AND stream <= ?4)",
+        )?
+        .query_row(params![room_id, user_id, after, upto], |r| r.get(0))?)
+}
+
 /// Whether the user's global account data changed in `(after, upto]`.
 pub fn global_account_data_changed(
     conn: &Connection,
