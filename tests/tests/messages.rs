@@ -1135,10 +1135,26 @@ async fn timestamp_to_event_finds_the_closest_visible_event_each_way() {
 
     // Bad parameters, and a room the user is not in.
     let base = format!("/_matrix/client/v1/rooms/{}/timestamp_to_event", enc(&room));
-    assert_error(&alice.get(&format!("{base}?dir=f")).await, 400, "M_MISSING_PARAM");
-    assert_error(&alice.get(&format!("{base}?ts=1")).await, 400, "M_MISSING_PARAM");
-    assert_error(&alice.get(&format!("{base}?ts=x&dir=f")).await, 400, "M_INVALID_PARAM");
-    assert_error(&alice.get(&format!("{base}?ts=1&dir=up")).await, 400, "M_INVALID_PARAM");
+    assert_error(
+        &alice.get(&format!("{base}?dir=f")).await,
+        400,
+        "M_MISSING_PARAM",
+    );
+    assert_error(
+        &alice.get(&format!("{base}?ts=1")).await,
+        400,
+        "M_MISSING_PARAM",
+    );
+    assert_error(
+        &alice.get(&format!("{base}?ts=x&dir=f")).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    assert_error(
+        &alice.get(&format!("{base}?ts=1&dir=up")).await,
+        400,
+        "M_INVALID_PARAM",
+    );
     let bob = node.register("bob").await;
     assert_error(&bob.get(&path(ts_of(&last), "b")).await, 403, "M_FORBIDDEN");
 }

@@ -248,11 +248,10 @@ pub async fn timestamp_to_event(
     Path(room): Path<String>,
     Query(q): Query<TimestampParams>,
 ) -> ApiResult<Json<Value>> {
-    let ts = q
-        .ts
-        .ok_or_else(|| MatrixError::missing_param("ts is required"))?
-        .parse::<i64>()
-        .map_err(|_| MatrixError::invalid_param("ts must be an integer (milliseconds)"))?;
+    let ts =
+        q.ts.ok_or_else(|| MatrixError::missing_param("ts is required"))?
+            .parse::<i64>()
+            .map_err(|_| MatrixError::invalid_param("ts must be an integer (milliseconds)"))?;
     let dir = match q.dir.as_deref() {
         Some("f") => Direction::Forward,
         Some("b") => Direction::Backward,

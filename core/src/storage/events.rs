@@ -479,6 +479,8 @@ pub fn closest_to_ts(
     };
     Ok(conn
         .prepare_cached(sql)?
-        .query_row(params![room_id, ts, floor, upto], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![room_id, ts, floor, upto], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?)
 }
