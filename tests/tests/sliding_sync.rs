@@ -112,6 +112,13 @@ async fn versions_advertise_simplified_sliding_sync() {
         versions["unstable_features"]["org.matrix.simplified_msc3575"],
         true
     );
+    // Element X also wants authenticated media, which came with v1.11.
+    assert!(
+        versions["versions"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == "v1.11")),
+        "{versions}"
+    );
 }
 
 #[tokio::test]

@@ -9,10 +9,14 @@ use crate::rooms::graph::{DEFAULT_VERSION, SUPPORTED_VERSIONS};
 /// `GET /_matrix/client/versions`: only versions whose endpoints this node serves.
 pub async fn versions() -> Json<Value> {
     Json(json!({
-        "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5"],
-        // Authenticated media (`/_matrix/client/v1/media`, v1.11) without claiming v1.11.
-        // `org.matrix.msc3981`: `/relations?recurse` (v1.10) without claiming v1.10.
-        // v1.6 is not claimed either: `/timestamp_to_event` is not served yet.
+        // v1.6 brought `/timestamp_to_event`, v1.7 asynchronous uploads, v1.10 `/relations`
+        // with `recurse`, v1.11 authenticated media: all served. (Optional parts a server
+        // may turn off, such as URL previews and login tokens, are off.)
+        "versions": [
+            "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+            "v1.10", "v1.11",
+        ],
+        // The unstable names of what those versions made stable, for older clients;
         // `org.matrix.simplified_msc3575`: simplified sliding sync (MSC4186), the gate for
         // matrix-rust-sdk's room list and Element X.
         "unstable_features": {
