@@ -40,6 +40,9 @@ pub struct Accounts {
     server_name: ruma::OwnedServerName,
     cost: PasswordCost,
     notifier: Arc<Notifier>,
+    /// One password hash at a time: each takes `cost.memory_kib` of memory, and the
+    /// allocator keeps what concurrent hashes used long after they finish.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Random URL-safe string of `len` characters.
@@ -79,6 +82,7 @@ impl Accounts {
             server_name: server_name.to_owned(),
             cost,
             notifier,
+            hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -125,6 +129,7 @@ impl Accounts {
     async fn hash_password(&self, password: &str) -> Result<String> {
         let hasher = self.hasher()?;
         let password = password.to_owned();
+        let _turn = self.hashing.acquire().await;
         tokio::task::spawn_blocking(move || {
             hasher
                 .hash_password(password.as_bytes())
@@ -235,6 +240,7 @@ impl Accounts {
         };
         let hasher = self.hasher()?;
         let password = password.to_owned();
+        let _turn = self.hashing.acquire().await;
         let ok = tokio::task::spawn_blocking(move || {
             hasher
                 .verify_password(password.as_bytes(), hash.as_str())
