@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
+use crate::e2ee::remote::server_of;
 use crate::{
     error::{MatrixError, Result},
     filter::EventFilter,
@@ -252,7 +253,7 @@ const MAX_REMOTE_UPDATES: usize = 100;
 
 /// Whether `user` belongs to `server`.
 fn is_local(user: &str, server: &str) -> bool {
-    user.split_once(':').is_some_and(|(_, s)| s == server)
+    server_of(user) == Some(server)
 }
 
 /// Queues the user's current presence for every other server sharing a room with them.

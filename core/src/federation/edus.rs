@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::e2ee::remote::server_of;
 use crate::{
     client::AppState,
     error::Result,
@@ -59,7 +60,7 @@ pub async fn send_receipt(
 }
 
 fn from_origin(user: &str, origin: &str) -> bool {
-    user.split_once(':').is_some_and(|(_, s)| s == origin)
+    server_of(user) == Some(origin)
 }
 
 /// Applies EDUs received from `origin`; anything about users of other servers is ignored.

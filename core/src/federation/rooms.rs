@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Signed, transport::FederationClient};
+use crate::e2ee::remote::server_of;
 use crate::{
     client::{AppState, Path},
     error::{Error, MatrixError, Result},
@@ -25,10 +26,6 @@ use crate::{
         accounts, events as ev_store, federation as fed_store, now_ms, state as state_store,
     },
 };
-
-fn server_of(user: &str) -> Option<&str> {
-    user.split_once(':').map(|(_, s)| s)
-}
 
 fn obj_of(v: &Value) -> std::result::Result<CanonicalJsonObject, MatrixError> {
     serde_json::from_value(v.clone())

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Signed;
+use crate::e2ee::remote::server_of;
 use crate::{
     client::{AppState, Path, Query, percent_decode},
     error::{Error, MatrixError, Result},
@@ -28,10 +29,6 @@ use crate::{
 
 /// Most events one backfill answers.
 const MAX_BACKFILL: usize = 100;
-
-fn server_of(user: &str) -> Option<&str> {
-    user.split_once(':').map(|(_, s)| s)
-}
 
 /// Whether a user of `server` has any membership in the room, now or in the past.
 fn server_ever_in_room(conn: &Connection, room_id: &str, server: &str) -> Result<bool> {
