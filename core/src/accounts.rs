@@ -43,6 +43,42 @@ pub struct Accounts {
     /// One password hash at a time: each takes `cost.memory_kib` of memory, and the
     /// allocator keeps what concurrent hashes used long after they finish.
     hashing: Arc<tokio::sync::Semaphore>,
+    /// Sessions of recently seen tokens, so that most requests authenticate without a trip
+    /// to the database.
+    sessions: Arc<std::sync::Mutex<SessionCache>>,
+}
+
+/// Most tokens remembered; past that the cache starts over.
+const MAX_CACHED_SESSIONS: usize = 256;
+
+/// Token hash → session, valid while the database's token generation is `generation`.
+#[derive(Default)]
+struct SessionCache {
+    generation: u64,
+    sessions: std::collections::HashMap<Vec<u8>, Session>,
+}
+
+impl SessionCache {
+    fn get(&mut self, generation: u64, hash: &[u8]) -> Option<Session> {
+        if self.generation != generation {
+            self.generation = generation;
+            self.sessions.clear();
+            return None;
+        }
+        self.sessions.get(hash).cloned()
+    }
+
+    /// Remembers an answer read after the generation was `generation`; an answer read before
+    /// a token was removed is dropped here, because the removal moved the generation.
+    fn put(&mut self, generation: u64, hash: Vec<u8>, session: Session) {
+        if self.generation != generation {
+            return;
+        }
+        if self.sessions.len() >= MAX_CACHED_SESSIONS {
+            self.sessions.clear();
+        }
+        self.sessions.insert(hash, session);
+    }
 }
 
 /// Random URL-safe string of `len` characters.
@@ -83,6 +119,7 @@ impl Accounts {
             cost,
             notifier,
             hashing: Arc::new(tokio::sync::Semaphore::new(1)),
+            sessions: Default::default(),
         }
     }
 
@@ -253,13 +290,29 @@ impl Accounts {
     /// Finds the session of an access token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Session>> {
         let hash = token_hash(token);
-        let owner = self.db.read(move |c| store::token_owner(c, &hash)).await?;
-        Ok(owner.and_then(|o| {
+        // The generation is read before the database, so a removal that commits during the
+        // lookup moves it and keeps the stale answer out of the cache.
+        let generation = self.db.token_generation();
+        if let Some(session) = self.cached_sessions().get(generation, &hash) {
+            return Ok(Some(session));
+        }
+        let key = hash.clone();
+        let owner = self.db.read(move |c| store::token_owner(c, &key)).await?;
+        let session = owner.and_then(|o| {
             UserId::parse(o.user_id).ok().map(|user_id| Session {
                 user_id,
                 device_id: o.device_id,
             })
-        }))
+        });
+        if let Some(s) = &session {
+            self.cached_sessions().put(generation, hash, s.clone());
+        }
+        Ok(session)
+    }
+
+    fn cached_sessions(&self) -> std::sync::MutexGuard<'_, SessionCache> {
+        // The cache holds no invariant a panic could break half-way.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Logs a device out (deletes the device, its tokens and its keys).

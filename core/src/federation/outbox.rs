@@ -48,7 +48,8 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
-        let mut changes = services.notifier.subscribe();
+        // Only commits that queued something wake the worker, not every write of the node.
+        let mut changes = services.db.outbox_changes();
         let mut peers = p2p.subscribe();
         let (done_tx, mut done_rx) = mpsc::channel::<(String, bool)>(16);
         let mut in_flight: HashSet<String> = HashSet::new();

@@ -28,13 +28,14 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use rusqlite::{Connection, OpenFlags, Transaction};
+use rusqlite::{Connection, OpenFlags, Transaction, hooks::Action};
 use rusqlite_migration::{M, Migrations};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
@@ -53,6 +54,8 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/009_sliding_sync.sql")),
     M::up(include_str!("migrations/010_remote_presence.sql")),
     M::up(include_str!("migrations/011_pushers.sql")),
+    M::up(include_str!("migrations/012_search_batches.sql")),
+    M::up(include_str!("migrations/013_leaner_event_writes.sql")),
 ];
 
 /// How many idle reader connections are kept open.
@@ -69,6 +72,35 @@ struct Inner {
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
     committed: AtomicI64,
+    touched: Arc<Touched>,
+    /// Bumped after every commit that queued something for another server.
+    outbox: watch::Sender<u64>,
+    /// Bumped after every commit that removed or changed an access token or a device.
+    tokens: AtomicU64,
+}
+
+/// What the transaction in progress on the writer changed, as seen by SQLite's update hook.
+/// Only the tables someone outside the transaction waits on are tracked.
+#[derive(Default)]
+struct Touched {
+    outbox: AtomicBool,
+    tokens: AtomicBool,
+}
+
+impl Touched {
+    fn record(&self, action: Action, table: &str) {
+        match (table, action) {
+            ("outbox" | "edu_outbox", Action::SQLITE_INSERT) => {
+                self.outbox.store(true, Ordering::Relaxed)
+            }
+            // Inserting a token invalidates no other; deleting a device deletes its tokens
+            // through a cascade, so devices count too.
+            ("access_tokens" | "devices", Action::SQLITE_DELETE | Action::SQLITE_UPDATE) => {
+                self.tokens.store(true, Ordering::Relaxed)
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Writer {
@@ -113,12 +145,20 @@ impl Db {
         let pos = conn.query_row("SELECT pos FROM stream_position WHERE id = 1", [], |r| {
             r.get(0)
         })?;
+        let touched = Arc::new(Touched::default());
+        let hook = touched.clone();
+        conn.update_hook(Some(
+            move |action: Action, _db: &str, table: &str, _row: i64| hook.record(action, table),
+        ))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 writer: Mutex::new(Writer { conn, pos }),
                 readers: Mutex::new(Vec::new()),
                 committed: AtomicI64::new(pos),
+                touched,
+                outbox: watch::channel(0).0,
+                tokens: AtomicU64::new(0),
             }),
         })
     }
@@ -158,6 +198,19 @@ impl Db {
     pub fn current_pos(&self) -> i64 {
         self.inner.committed.load(Ordering::Acquire)
     }
+
+    /// A receiver that sees every commit, after this call, that queued events or EDUs for
+    /// another server.
+    pub fn outbox_changes(&self) -> watch::Receiver<u64> {
+        self.inner.outbox.subscribe()
+    }
+
+    /// A counter that changes after every commit that removed or changed an access token or
+    /// a device. Read it before looking a token up: an answer is still good while the
+    /// counter has not moved.
+    pub fn token_generation(&self) -> u64 {
+        self.inner.tokens.load(Ordering::Acquire)
+    }
 }
 
 impl Inner {
@@ -168,6 +221,8 @@ impl Inner {
             .map_err(|_| Error::Task("writer poisoned".into()))?;
         let writer = &mut *guard;
         let start_pos = writer.pos;
+        self.touched.outbox.store(false, Ordering::Relaxed);
+        self.touched.tokens.store(false, Ordering::Relaxed);
         let txn = writer
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -199,6 +254,12 @@ impl Inner {
             Ok(value) => {
                 writer.pos = end_pos;
                 self.committed.store(end_pos, Ordering::Release);
+                if self.touched.tokens.swap(false, Ordering::Relaxed) {
+                    self.tokens.fetch_add(1, Ordering::AcqRel);
+                }
+                if self.touched.outbox.swap(false, Ordering::Relaxed) {
+                    self.outbox.send_modify(|v| *v = v.wrapping_add(1));
+                }
                 Ok(value)
             }
             // Positions handed out by a failed transaction were never visible; they are reused.
@@ -250,4 +311,104 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database in a fresh directory, removed when dropped.
+    struct TempDb(PathBuf, Db);
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open_temp() -> TempDb {
+        let mut name = [0u8; 8];
+        getrandom::fill(&mut name).expect("random");
+        let dir = std::env::temp_dir().join(format!(
+            "neurite-db-{}",
+            data_encoding::HEXLOWER.encode(&name)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = Db::open(&dir.join(DB_FILE)).expect("open");
+        TempDb(dir, db)
+    }
+
+    #[test]
+    fn only_commits_that_queue_federation_work_wake_the_outbox() {
+        let temp = open_temp();
+        let db = &temp.1;
+        let rx = db.outbox_changes();
+        db.write_blocking(|txn| {
+            txn.execute(
+                "INSERT INTO filters (user_id, filter_id, json) VALUES ('@a:x', 1, '{}')",
+                [],
+            )?;
+            Ok(())
+        })
+        .expect("unrelated write");
+        assert!(
+            !rx.has_changed().expect("open"),
+            "an unrelated write woke the outbox"
+        );
+        // A queued EDU that rolls back wakes nobody.
+        let failed: Result<()> = db.write_blocking(|txn| {
+            txn.execute(
+                "INSERT INTO edu_outbox (destination, json) VALUES ('b', '{}')",
+                [],
+            )?;
+            Err(Error::Task("rolled back".into()))
+        });
+        assert!(failed.is_err());
+        assert!(
+            !rx.has_changed().expect("open"),
+            "a rolled-back write woke the outbox"
+        );
+        db.write_blocking(|txn| {
+            txn.execute(
+                "INSERT INTO edu_outbox (destination, json) VALUES ('b', '{}')",
+                [],
+            )?;
+            Ok(())
+        })
+        .expect("queue");
+        assert!(
+            rx.has_changed().expect("open"),
+            "a queued EDU did not wake the outbox"
+        );
+    }
+
+    #[test]
+    fn removing_tokens_by_cascade_moves_the_token_generation() {
+        let temp = open_temp();
+        let db = &temp.1;
+        db.write_blocking(|txn| {
+            txn.execute_batch(
+                "INSERT INTO users (user_id, localpart, created_ts) VALUES ('@a:x', 'a', 0);
+                 INSERT INTO devices (user_id, device_id) VALUES ('@a:x', 'D');
+                 INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)
+                     VALUES (x'00', '@a:x', 'D', 0);",
+            )?;
+            Ok(())
+        })
+        .expect("seed");
+        let before = db.token_generation();
+        // Deleting the user removes its device and token through cascades alone.
+        db.write_blocking(|txn| {
+            txn.execute("DELETE FROM users WHERE user_id = '@a:x'", [])?;
+            Ok(())
+        })
+        .expect("delete");
+        assert_ne!(db.token_generation(), before);
+        let left: i64 = db
+            .read_blocking(|c| {
+                Ok(c.query_row("SELECT count(*) FROM access_tokens", [], |r| r.get(0))?)
+            })
+            .expect("count");
+        assert_eq!(left, 0);
+    }
 }
