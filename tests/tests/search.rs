@@ -246,3 +246,49 @@ async fn bad_searches_get_matrix_errors() {
         json!({ "search_categories": {} })
     );
 }
+
+/// Messages join the index in batches; whether a message is in a written batch or still
+/// waiting (also across a restart), search finds it, and a redacted one is never found.
+#[tokio::test]
+async fn messages_waiting_for_their_batch_are_found_and_redactions_respected() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let mut ids = Vec::new();
+    // More than one batch (64), so some are indexed as they go and the rest wait.
+    for i in 0..100 {
+        ids.push(alice.send_text(&room, &format!("walrus number {i}")).await);
+    }
+    // A waiting message redacted before any search was made.
+    let redacted = ids.pop().expect("last");
+    alice
+        .put_ok(
+            &format!(
+                "/rooms/{}/redact/{}/{}",
+                enc(&room),
+                enc(&redacted),
+                fresh_txn()
+            ),
+            json!({}),
+        )
+        .await;
+    let dir = node.stop().await;
+    let node = TestNode::start_in(dir, |_| {}).await;
+    let alice = node.login("alice", "correct horse").await;
+    let found = search(
+        &alice,
+        json!({ "search_term": "walrus", "order_by": "recent" }),
+    )
+    .await;
+    assert_eq!(found["count"], 99, "{found}");
+    let mut page = result_ids(&found);
+    assert!(!page.contains(&redacted));
+    // The newest ten, newest first.
+    page.truncate(10);
+    let newest: Vec<String> = ids.iter().rev().take(10).cloned().collect();
+    assert_eq!(page, newest);
+    // Waiting messages written after the search are found by the next one.
+    let late = alice.send_text(&room, "late walrus").await;
+    let found = search(&alice, json!({ "search_term": "late" })).await;
+    assert_eq!(result_ids(&found), vec![late]);
+}

@@ -152,6 +152,10 @@ impl Rooms {
             return Ok(json!({ "results": [], "count": 0, "highlights": [] }));
         };
         let (user, device) = (user.to_owned(), device.to_owned());
+        // Messages still waiting for their batch join the index first.
+        self.db
+            .write(|txn| store::catch_up(txn).map(|_| ()))
+            .await?;
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {

@@ -127,8 +127,10 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
         ev.txn_id,
         ev.prev_state,
     ])?;
-    if ev.stream.is_some() {
-        super::search::index_event(conn, conn.last_insert_rowid(), ev.event_type, ev.json)?;
+    if let Some(stream) = ev.stream
+        && super::search::searchable_key(ev.event_type).is_some()
+    {
+        super::search::index_when_due(conn, stream)?;
     }
     let mut edge = conn.prepare_cached(
         "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",

@@ -15,8 +15,51 @@ pub fn searchable_key(event_type: &str) -> Option<&'static str> {
     }
 }
 
-/// Adds a newly stored event to the index if it has searchable text.
-pub fn index_event(conn: &Connection, nid: i64, event_type: &str, json: &str) -> Result<()> {
+/// Most searchable events left out of the index between batches. A batch is written by the
+/// transaction that stores the event reaching this count, or before any search.
+const BATCH: i64 = 64;
+
+/// Called for a searchable event stored at `stream`: indexes the waiting batch once it is
+/// full. Until then the event waits, so that a message costs no index write of its own.
+pub fn index_when_due(conn: &Connection, stream: i64) -> Result<()> {
+    if stream - indexed_upto(conn)? >= BATCH {
+        catch_up(conn)?;
+    }
+    Ok(())
+}
+
+fn indexed_upto(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT stream FROM search_progress WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Adds every searchable timeline event not yet indexed; returns how many were added.
+/// Runs in a write transaction, before each search and when a batch is full.
+pub fn catch_up(conn: &Connection) -> Result<usize> {
+    let from = indexed_upto(conn)?;
+    let waiting: Vec<(i64, i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT nid, stream, type, json FROM events
+             WHERE stream > ?1 AND type IN ('m.room.message', 'm.room.name', 'm.room.topic')
+               AND redacted_by IS NULL
+             ORDER BY stream",
+        )?
+        .query_map([from], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let Some(upto) = waiting.last().map(|w| w.1) else {
+        return Ok(0);
+    };
+    for (nid, _, ty, json) in &waiting {
+        index_event(conn, *nid, ty, json)?;
+    }
+    conn.prepare_cached("UPDATE search_progress SET stream = ?1 WHERE id = 1")?
+        .execute([upto])?;
+    Ok(waiting.len())
+}
+
+/// Adds one stored event to the index if it has searchable text.
+fn index_event(conn: &Connection, nid: i64, event_type: &str, json: &str) -> Result<()> {
     let Some(key) = searchable_key(event_type) else {
         return Ok(());
     };
