@@ -10,7 +10,9 @@
 #   --out DIR     keep the JSON results and server logs there (default: a temporary folder)
 #
 # Environment: SYNAPSE_VERSION (default below), NEURITE_BIN (skip the cargo build and use
-# this binary), CARGO_TARGET_DIR (default ~/.cache/neurite/release-target), PYTHON.
+# this binary), NEURITE_PROFILE (cargo profile to build, default release; small-release is the
+# size-tuned profile the phone library ships with), CARGO_TARGET_DIR (default
+# ~/.cache/neurite/release-target), PYTHON.
 #
 # Everything listens on 127.0.0.1 only. Synapse is installed from PyPI into a virtual
 # environment under ~/.cache/neurite/synapse-venv; both servers store into SQLite.
@@ -53,8 +55,9 @@ SYNAPSE_PY="${VENV}/bin/python"
 # --- Neurite ---------------------------------------------------------------------------
 if [ -z "${NEURITE_BIN:-}" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${CACHE}/release-target}"
-  (cd "$ROOT" && cargo build --release -p neurite-demo --locked)
-  NEURITE_BIN="${CARGO_TARGET_DIR}/release/neurite"
+  NEURITE_PROFILE="${NEURITE_PROFILE:-release}"
+  (cd "$ROOT" && cargo build --profile "$NEURITE_PROFILE" -p neurite-demo --locked)
+  NEURITE_BIN="${CARGO_TARGET_DIR}/${NEURITE_PROFILE}/neurite"
 fi
 
 free_port() {
