@@ -86,21 +86,31 @@ pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
 /// presence for) if it changed or if either of them joined that room since (a new
 /// room-mate's presence is news even when it did not change).
 pub fn changed_for(conn: &Connection, user_id: &str, since: i64) -> Result<Vec<PresenceRow>> {
+    // Start from the user's rooms and their members (an index walk), not from every user
+    // the node knows: the cost follows the user's rooms, not the size of the node.
     let mut stmt = conn.prepare_cached(
-        "SELECT x.user_id, x.state, x.status_msg, x.last_active_ts, x.displayname, x.avatar_url
-         FROM (SELECT u.user_id AS user_id, coalesce(p.state, 'offline') AS state,
+        "WITH mine AS (
+             SELECT room_id, stream FROM memberships WHERE user_id = ?1 AND membership = 'join'
+         ),
+         candidates AS (
+             SELECT m2.user_id AS user_id, max(max(mine.stream, m2.stream)) > ?2 AS new_mate
+             FROM mine JOIN memberships m2 ON m2.room_id = mine.room_id
+             WHERE m2.membership = 'join' AND m2.user_id != ?1
+             GROUP BY m2.user_id
+             UNION ALL
+             SELECT ?1, 0
+         )
+         SELECT x.user_id, x.state, x.status_msg, x.last_active_ts, x.displayname, x.avatar_url
+         FROM candidates c JOIN
+              (SELECT u.user_id AS user_id, coalesce(p.state, 'offline') AS state,
                       p.status_msg AS status_msg, p.last_active_ts AS last_active_ts,
                       u.displayname AS displayname, u.avatar_url AS avatar_url,
                       coalesce(p.stream, 0) AS stream
                FROM users u LEFT JOIN presence p ON p.user_id = u.user_id
                UNION ALL
                SELECT user_id, state, status_msg, last_active_ts, NULL, NULL, stream
-               FROM remote_presence) x
-         WHERE (x.user_id = ?1 AND x.stream > ?2) OR (x.user_id != ?1 AND EXISTS (
-             SELECT 1 FROM memberships m1 JOIN memberships m2 ON m1.room_id = m2.room_id
-             WHERE m1.user_id = ?1 AND m1.membership = 'join'
-               AND m2.user_id = x.user_id AND m2.membership = 'join'
-               AND (x.stream > ?2 OR m1.stream > ?2 OR m2.stream > ?2)))
+               FROM remote_presence) x ON x.user_id = c.user_id
+         WHERE x.stream > ?2 OR c.new_mate
          ORDER BY x.stream, x.user_id",
     )?;
     let rows = stmt.query_map(params![user_id, since], from_row)?;
