@@ -3,11 +3,13 @@
 
 Usage: bench/profile/sync_idle.py PATH_TO_NEURITE [--rooms 100] [--messages 100]
                                   [--syncs 200] [--idle 60] [--skip-sync] [--skip-idle]
+                                  [--filter]
 
   * incremental /sync: one user in ROOMS rooms of MESSAGES messages each; after an initial
     sync, SYNCS rounds of "send one message into a room, then /sync?since=…&timeout=0";
     the latency of the sync is recorded (median, p95). An empty incremental sync (nothing
-    new, timeout=0) is measured the same way.
+    new, timeout=0) is measured the same way. --filter sends the load generator's inline
+    filter (timeline limit 10) with every sync, as bench/loadgen.py does.
   * idle CPU: utime+stime of the process (from /proc/PID/stat) over IDLE seconds of a node
     doing nothing (mDNS off), then the same for one node of a connected pair.
 
@@ -97,8 +99,11 @@ def sync_figures(binary):
                 n += 1
                 c.call("PUT", f"/rooms/{room}/send/m.room.message/t{n}",
                        {"msgtype": "m.text", "body": f"message {m}"})
+        flt = ""
+        if "--filter" in sys.argv:
+            flt = "&filter=" + urllib.parse.quote('{"room":{"timeline":{"limit":10}}}')
         t = time.perf_counter()
-        since = c.call("GET", "/sync?timeout=0")["next_batch"]
+        since = c.call("GET", f"/sync?timeout=0{flt}")["next_batch"]
         initial = (time.perf_counter() - t) * 1000
         one, empty = [], []
         for i in range(syncs):
@@ -106,10 +111,10 @@ def sync_figures(binary):
             c.call("PUT", f"/rooms/{ids[i % len(ids)]}/send/m.room.message/t{n}",
                    {"msgtype": "m.text", "body": f"new {i}"})
             t = time.perf_counter()
-            since = c.call("GET", f"/sync?timeout=0&since={since}")["next_batch"]
+            since = c.call("GET", f"/sync?timeout=0&since={since}{flt}")["next_batch"]
             one.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            since = c.call("GET", f"/sync?timeout=0&since={since}")["next_batch"]
+            since = c.call("GET", f"/sync?timeout=0&since={since}{flt}")["next_batch"]
             empty.append((time.perf_counter() - t) * 1000)
         print(f"initial /sync ({rooms} rooms x {messages} messages): {initial:.1f} ms")
         print(f"incremental /sync, one new message: {summary(one)}")
