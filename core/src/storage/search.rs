@@ -15,8 +15,9 @@ pub fn searchable_key(event_type: &str) -> Option<&'static str> {
     }
 }
 
-/// Most searchable events left out of the index between batches. A batch is written by the
-/// transaction that stores the event reaching this count, or before any search.
+/// How far (in stream positions, so also in messages) the index may fall behind the
+/// timeline. A batch is written by the transaction that stores a searchable event this far
+/// past the index, or before any search.
 const BATCH: i64 = 64;
 
 /// Called for a searchable event stored at `stream`: indexes the waiting batch once it is
