@@ -289,6 +289,15 @@ impl User {
         .await;
     }
 
+    /// Redacts an event (no reason), which must succeed.
+    pub async fn redact(&self, room: &str, event: &str) {
+        self.put_ok(
+            &format!("/rooms/{}/redact/{}/{}", enc(room), enc(event), fresh_txn()),
+            json!({}),
+        )
+        .await;
+    }
+
     /// Sends an `m.room.message` text and returns the event id.
     pub async fn send_text(&self, room: &str, body: &str) -> String {
         let txn = format!("t{}", next_txn());

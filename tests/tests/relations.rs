@@ -51,19 +51,6 @@ async fn edit(user: &User, room: &str, target: &str, body: &str) -> String {
     .await
 }
 
-async fn redact(user: &User, room: &str, event: &str) {
-    user.put_ok(
-        &format!(
-            "/rooms/{}/redact/{}/{}",
-            enc(room),
-            enc(event),
-            neurite_tests::fresh_txn()
-        ),
-        json!({}),
-    )
-    .await;
-}
-
 fn relations_path(room: &str, event: &str, rest: &str, pairs: &[(&str, &str)]) -> String {
     format!(
         "/_matrix/client/v1/rooms/{}/relations/{}{rest}{}",
@@ -582,19 +569,19 @@ async fn redacted_edits_and_redacted_originals_bundle_no_edit() {
     assert_eq!(bundle(&ev)["m.replace"]["event_id"], second);
 
     // Redacting the latest edit falls back to the one before.
-    redact(&alice, &room, &second).await;
+    alice.redact(&room, &second).await;
     let ev = get_event(&alice, &room, &original).await;
     assert_eq!(bundle(&ev)["m.replace"]["event_id"], first, "{ev}");
 
     // With every edit redacted there is nothing to bundle.
-    redact(&alice, &room, &first).await;
+    alice.redact(&room, &first).await;
     let ev = get_event(&alice, &room, &original).await;
     assert!(bundle(&ev)["m.replace"].is_null(), "{ev}");
 
     // A redacted original bundles no edit, even a valid one.
     let other = alice.send_text(&room, "other").await;
     edit(&alice, &room, &other, "other, edited").await;
-    redact(&alice, &room, &other).await;
+    alice.redact(&room, &other).await;
     let messages = alice.messages(&room, &[("limit", "30")]).await;
     let ev = find(&messages["chunk"], &other);
     assert!(bundle(ev)["m.replace"].is_null(), "{ev}");
@@ -611,7 +598,7 @@ async fn thread_summary_counts_replies_and_tracks_participation() {
     thread_reply(&bob, &room, &root, "one").await;
     let redacted = thread_reply(&bob, &room, &root, "two").await;
     let latest = thread_reply(&bob, &room, &root, "three").await;
-    redact(&bob, &room, &redacted).await;
+    bob.redact(&room, &redacted).await;
     let latest_edit = edit(&bob, &room, &latest, "three, edited").await;
 
     for (viewer, participated) in [(&alice, true), (&bob, true), (&carol, false)] {
@@ -686,7 +673,7 @@ async fn references_are_bundled_as_a_chunk_of_ids() {
             relates(text("ref 3"), "m.reference", &target),
         )
         .await;
-    redact(&alice, &room, &gone).await;
+    alice.redact(&room, &gone).await;
     // Annotations are not aggregated by the server.
     alice
         .send_event(
@@ -936,6 +923,6 @@ async fn the_same_annotation_twice_is_refused_until_redacted() {
     // Another key is another annotation.
     alice.put_ok(&path(), react("🎉")).await;
     // Once the first is redacted the same key may be sent again.
-    redact(&alice, &room, &first).await;
+    alice.redact(&room, &first).await;
     alice.put_ok(&path(), react("👍")).await;
 }

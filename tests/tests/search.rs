@@ -1,6 +1,6 @@
 //! Server-side search: `POST /search` with the `room_events` category.
 
-use neurite_tests::{TestNode, User, assert_error, enc, fresh_txn};
+use neurite_tests::{TestNode, User, assert_error, enc};
 use serde_json::{Value, json};
 
 async fn search(user: &User, criteria: Value) -> Value {
@@ -79,17 +79,7 @@ async fn only_rooms_and_history_the_user_can_see_are_searched() {
         .into_iter()
         .find(|id| *id != before_leave)
         .expect("a second result");
-    alice
-        .put_ok(
-            &format!(
-                "/rooms/{}/redact/{}/{}",
-                enc(&room),
-                enc(&first),
-                fresh_txn()
-            ),
-            json!({}),
-        )
-        .await;
+    alice.redact(&room, &first).await;
     assert_eq!(
         search(&alice, json!({ "search_term": "pineapple" })).await["count"],
         1
@@ -261,17 +251,7 @@ async fn messages_waiting_for_their_batch_are_found_and_redactions_respected() {
     }
     // A waiting message redacted before any search was made.
     let redacted = ids.pop().expect("last");
-    alice
-        .put_ok(
-            &format!(
-                "/rooms/{}/redact/{}/{}",
-                enc(&room),
-                enc(&redacted),
-                fresh_txn()
-            ),
-            json!({}),
-        )
-        .await;
+    alice.redact(&room, &redacted).await;
     let dir = node.stop().await;
     let node = TestNode::start_in(dir, |_| {}).await;
     let alice = node.login("alice", "correct horse").await;
