@@ -153,9 +153,7 @@ impl Rooms {
         };
         let (user, device) = (user.to_owned(), device.to_owned());
         // Messages still waiting for their batch join the index first.
-        self.db
-            .write(|txn| store::catch_up(txn).map(|_| ()))
-            .await?;
+        self.db.write(|txn| store::catch_up(txn)).await?;
         let now_pos = self.db.current_pos();
         self.db
             .read(move |conn| {

@@ -35,28 +35,27 @@ fn indexed_upto(conn: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
-/// Adds every searchable timeline event not yet indexed; returns how many were added.
-/// Runs in a write transaction, before each search and when a batch is full.
-pub fn catch_up(conn: &Connection) -> Result<usize> {
+/// Adds every searchable timeline event not yet indexed. Runs in a write transaction, before
+/// each search and when a batch is full. Which events are searchable is `searchable_key`'s to
+/// say, so every event past the index is looked at and the index moves past all of them.
+pub fn catch_up(conn: &Connection) -> Result<()> {
     let from = indexed_upto(conn)?;
     let waiting: Vec<(i64, i64, String, String)> = conn
         .prepare_cached(
             "SELECT nid, stream, type, json FROM events
-             WHERE stream > ?1 AND type IN ('m.room.message', 'm.room.name', 'm.room.topic')
-               AND redacted_by IS NULL
-             ORDER BY stream",
+             WHERE stream > ?1 AND redacted_by IS NULL ORDER BY stream",
         )?
         .query_map([from], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     let Some(upto) = waiting.last().map(|w| w.1) else {
-        return Ok(0);
+        return Ok(());
     };
     for (nid, _, ty, json) in &waiting {
         index_event(conn, *nid, ty, json)?;
     }
     conn.prepare_cached("UPDATE search_progress SET stream = ?1 WHERE id = 1")?
         .execute([upto])?;
-    Ok(waiting.len())
+    Ok(())
 }
 
 /// Adds one stored event to the index if it has searchable text.
