@@ -12,7 +12,9 @@ Starts `neurite run` on a free loopback port in a temporary data directory, meas
 and prints them. Only loopback traffic; the node is stopped at the end.
 """
 import http.client
+import socket
 import json
+import shutil
 import os
 import statistics
 import subprocess
@@ -29,15 +31,10 @@ def rss_kib(pid):
     return 0
 
 
-def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    binary = sys.argv[1]
-    sends = int(sys.argv[sys.argv.index("--sends") + 1]) if "--sends" in sys.argv else 1000
-    data = tempfile.mkdtemp(prefix="neurite-bench-")
+def start_node(binary, data):
+    """Starts `neurite run` on a free loopback port with `data` as its data folder and waits
+    (30 s at most) for the first 200 on /versions. Returns (process, port, start-up in ms)."""
     # Find a free port first so start-up can be timed against a known address.
-    import socket
-
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -49,20 +46,37 @@ def main():
          "--p2p-listen", "/ip4/127.0.0.1/tcp/0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    deadline = t0 + 30
+    while True:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/_matrix/client/versions")
+            if c.getresponse().status == 200:
+                return proc, port, (time.perf_counter() - t0) * 1000
+        except OSError:
+            pass
+        if time.perf_counter() > deadline:
+            stop_node(proc)
+            sys.exit("node did not answer within 30 s")
+        time.sleep(0.0005)
+
+
+def stop_node(proc):
+    proc.terminate()
     try:
-        deadline = t0 + 30
-        while True:
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                c.request("GET", "/_matrix/client/versions")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.perf_counter() > deadline:
-                sys.exit("node did not answer within 30 s")
-            time.sleep(0.0005)
-        startup_ms = (time.perf_counter() - t0) * 1000
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    binary = sys.argv[1]
+    sends = int(sys.argv[sys.argv.index("--sends") + 1]) if "--sends" in sys.argv else 1000
+    data = tempfile.mkdtemp(prefix="neurite-bench-")
+    proc, port, startup_ms = start_node(binary, data)
+    try:
         time.sleep(2)
         idle_rss = rss_kib(proc.pid)
 
@@ -98,11 +112,8 @@ def main():
               f"p95 {q(0.95):.3f} ms, p99 {q(0.99):.3f} ms")
         print(f"RSS after the sends:             {busy_rss / 1024:.1f} MiB")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_node(proc)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,22 +5,36 @@ the database and the node key) and on an existing one (a phone app's every launc
 Usage: bench/profile/startup.py PATH_TO_NEURITE   (7 starts of each kind, medians; loopback,
 mDNS off)
 """
-import http.client, socket, subprocess, sys, tempfile, time, statistics
-if len(sys.argv) < 2:
-    sys.exit(__doc__)
-b=sys.argv[1]
-def one(d):
-    s=socket.socket(); s.bind(("127.0.0.1",0)); port=s.getsockname()[1]; s.close()
-    t0=time.perf_counter()
-    p=subprocess.Popen([b,"run","--data-dir",d,"--client-addr",f"127.0.0.1:{port}","--registration","open","--no-mdns","--p2p-listen","/ip4/127.0.0.1/tcp/0"],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL)
-    while True:
-        try:
-            c=http.client.HTTPConnection("127.0.0.1",port,timeout=5); c.request("GET","/_matrix/client/versions")
-            if c.getresponse().status==200: break
-        except OSError: time.sleep(0.0005)
-    ms=(time.perf_counter()-t0)*1000; p.terminate(); p.wait(); return ms
-fresh=[one(tempfile.mkdtemp()) for _ in range(7)]
-d=tempfile.mkdtemp(); one(d)
-again=[one(d) for _ in range(7)]
-print(f"start-up, fresh data folder:    median {statistics.median(fresh):.1f} ms")
-print(f"start-up, existing data folder: median {statistics.median(again):.1f} ms")
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from quick_figures import start_node, stop_node  # noqa: E402
+
+
+def one(binary, data, keep=False):
+    proc, _, ms = start_node(binary, data)
+    stop_node(proc)
+    if not keep:
+        shutil.rmtree(data, ignore_errors=True)
+    return ms
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    binary = sys.argv[1]
+    fresh = [one(binary, tempfile.mkdtemp(prefix="neurite-start-")) for _ in range(7)]
+    data = tempfile.mkdtemp(prefix="neurite-start-")
+    one(binary, data, keep=True)
+    again = [one(binary, data, keep=True) for _ in range(7)]
+    shutil.rmtree(data, ignore_errors=True)
+    print(f"start-up, fresh data folder:    median {statistics.median(fresh):.1f} ms")
+    print(f"start-up, existing data folder: median {statistics.median(again):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
