@@ -26,6 +26,9 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from quick_figures import stop_node as stop  # noqa: E402
+
 
 def arg(name, default):
     return int(sys.argv[sys.argv.index(name) + 1]) if name in sys.argv else default
@@ -42,14 +45,6 @@ def start(binary, extra=()):
     threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
     u = urllib.parse.urlparse(info["client_url"])
     return p, (u.hostname, u.port), info
-
-
-def stop(p):
-    p.terminate()
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        p.kill()
 
 
 class Client:
