@@ -58,6 +58,8 @@ impl Node {
                 p2p_stopped.clone(),
             );
             crate::federation::outbox::spawn(services.clone(), client, p2p.clone(), p2p_stopped);
+            // Events left waiting by the last run (or by a migration) are tried again.
+            crate::federation::inbound::resume(&services).await;
             Some(p2p)
         };
         let listener = match TcpListener::bind(addr).await {

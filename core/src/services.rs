@@ -53,6 +53,8 @@ pub struct Services {
     pub push: PushRules,
     /// Presence of local users.
     pub presence: Presence,
+    /// Events from other servers waiting for the events they depend on.
+    pub(crate) inbound: crate::federation::inbound::Inbound,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -109,6 +111,7 @@ impl Services {
             media,
             push,
             presence,
+            inbound: Default::default(),
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

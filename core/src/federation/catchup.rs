@@ -96,6 +96,7 @@ pub fn spawn(
                         if let Some(server) = server_name_for_peer(&peer) {
                             queue.push(server);
                         }
+                        super::inbound::peer_connected(&services).await;
                     }
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -258,18 +259,12 @@ async fn catch_up_room(
     let mut ordered: Vec<(i64, i64, Value)> = found.into_values().collect();
     ordered.sort_by_key(|(depth, ts, _)| (*depth, *ts));
     let mut stored = 0;
-    for (i, (_, _, pdu)) in ordered.into_iter().enumerate() {
-        if super::rooms::receive_pdu(services, Some(client), server, pdu, 0)
-            .await
-            .is_ok_and(|(_, a)| matches!(a, remote::Accepted::Stored(_)))
-        {
-            stored += 1;
-        }
-        if i % 50 == 49 {
-            services.notifier.notify();
-        }
+    let pdus: Vec<Value> = ordered.into_iter().map(|(_, _, pdu)| pdu).collect();
+    // The same way in as a transaction: what depends on missing events waits for them.
+    for chunk in pdus.chunks(50) {
+        let results = super::inbound::receive(services, server, chunk.to_vec()).await;
+        stored += results.iter().filter(|(_, r)| r.is_ok()).count();
     }
-    services.notifier.notify();
     Ok(stored)
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod catchup;
 pub mod devices;
 pub mod edus;
+pub mod inbound;
 pub mod outbox;
 pub mod query;
 pub mod rooms;
@@ -197,6 +198,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v1/event/{event}",
             get(rooms::get_event),
+        )
+        .route(
+            "/_matrix/federation/v1/event_auth/{room}/{event}",
+            get(rooms::event_auth),
         )
         .route(
             "/_matrix/federation/v1/query/directory",

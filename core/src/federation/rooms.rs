@@ -181,15 +181,20 @@ fn accept_membership(
     if id.as_str() != event_id {
         return Err(MatrixError::bad_json("Event id does not match the event").into());
     }
-    match remote::accept_pdu(txn, room_id, id.clone(), &obj, &rules)? {
-        Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
-        Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
+    match super::inbound::accept_and_welcome(txn, room_id, &id, &obj, &rules, local)? {
+        Accepted::Stored(_) | Accepted::Known => {}
+        Accepted::Rejected(why) | Accepted::SoftFailed(why) => {
             return Err(MatrixError::forbidden(format!("Not allowed: {why}")).into());
         }
-        Err(missing) => {
-            return Err(
-                MatrixError::bad_json(format!("Unknown prev events: {:?}", missing.0)).into(),
-            );
+        Accepted::Outlier => {
+            return Err(MatrixError::forbidden("Not allowed: the event has no place here").into());
+        }
+        Accepted::Missing(missing) => {
+            return Err(MatrixError::bad_json(format!(
+                "Unknown events: auth {:?}, prev {:?}",
+                missing.auth, missing.prev
+            ))
+            .into());
         }
     }
     fed_store::enqueue_for_room(txn, room_id, id.as_str(), local, Some(origin), now_ms())?;
@@ -206,21 +211,27 @@ pub(super) async fn send_join(
     let origin = signed.origin.clone();
     let local = state.identity.server_name().to_string();
     let room = room_id.clone();
+    let id = state
+        .db
+        .write(move |txn| accept_membership(txn, &room_id, &event_id, obj, &origin, &local))
+        .await?;
+    // The answer is read after the commit, so the single writer is not held while it is built.
+    let (r, local) = (room.clone(), state.identity.server_name().to_string());
     let response = state
         .db
-        .write(move |txn| {
+        .read(move |conn| {
             // The state the joining server needs: the room's state before the join.
-            let state_before = state_store::current_state(txn, &room_id)?;
-            let id = accept_membership(txn, &room_id, &event_id, obj, &origin, &local)?;
-            let mut state_pdus = Vec::new();
-            for ev_id in state_before.values() {
-                if let Some(json) = ev_store::get_event_json(txn, ev_id)? {
-                    state_pdus.push(serde_json::from_str::<Value>(&json)?);
-                }
-            }
-            let chain =
-                auth_chain_pdus(txn, state_before.values().cloned().chain([id.to_string()]))?;
-            let servers = fed_store::servers_in_room(txn, &room_id)?;
+            let ev = ev_store::get_event(conn, id.as_str())?
+                .ok_or_else(|| MatrixError::not_found("Unknown event"))?;
+            let state_before = match ev.state_before {
+                Some(group) => state_store::load_state_group(conn, group)?,
+                None => state_store::StateMap::new(),
+            };
+            let state_pdus = event_values(conn, state_before.values())?;
+            let chain_ids =
+                graph::auth_chain(conn, state_before.values().cloned().chain([id.to_string()]))?;
+            let chain = event_values(conn, chain_ids.iter())?;
+            let servers = fed_store::servers_in_room(conn, &r)?;
             Ok(json!({
                 "origin": local,
                 "state": state_pdus,
@@ -245,27 +256,14 @@ pub(super) async fn send_join(
 /// How long after serving a join the room's presence is sent to the joining server.
 const PRESENCE_AFTER_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn auth_chain_pdus(
+/// The stored PDUs of `ids` (those this node has), as JSON.
+fn event_values<'a>(
     conn: &rusqlite::Connection,
-    start: impl Iterator<Item = String>,
+    ids: impl Iterator<Item = &'a String>,
 ) -> Result<Vec<Value>> {
-    let mut seen = HashSet::new();
-    let mut todo: Vec<String> = Vec::new();
-    for id in start {
-        if let Some(pdu) = graph::load_pdu(conn, &id)? {
-            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
-        }
-    }
     let mut out = Vec::new();
-    while let Some(id) = todo.pop() {
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        if let Some(json) = ev_store::get_event_json(conn, &id)? {
-            let pdu = graph::load_pdu(conn, &id)?;
-            if let Some(p) = pdu {
-                todo.extend(p.data.auth_events.iter().map(|e| e.to_string()));
-            }
+    for id in ids {
+        if let Some(json) = ev_store::get_event_json(conn, id)? {
             out.push(serde_json::from_str::<Value>(&json)?);
         }
     }
@@ -369,106 +367,20 @@ pub(super) async fn send_transaction(
     signed: Signed<Transaction>,
 ) -> std::result::Result<Json<Value>, MatrixError> {
     let mut results = Map::new();
-    let client = state.federation().cloned();
     let Transaction { pdus, edus } = signed.body;
-    for pdu in pdus.into_iter().take(50) {
-        let outcome = receive_pdu(&state, client.as_ref(), &signed.origin, pdu, 0).await;
-        let (id, result) = match outcome {
-            Ok((id, Accepted::Stored(_) | Accepted::Known)) => (id, json!({})),
-            Ok((id, Accepted::Rejected(why) | Accepted::SoftFailed(why))) => {
-                (id, json!({ "error": why }))
-            }
-            Err((id, e)) => (id, json!({ "error": e })),
-        };
+    let pdus: Vec<Value> = pdus.into_iter().take(50).collect();
+    for (id, outcome) in super::inbound::receive(&state, &signed.origin, pdus).await {
         if !id.is_empty() {
+            let result = match outcome {
+                Ok(()) => json!({}),
+                Err(why) => json!({ "error": why }),
+            };
             results.insert(id, result);
         }
     }
     super::edus::receive(&state, &signed.origin, edus).await;
     state.notifier.notify();
     Ok(Json(json!({ "pdus": results })))
-}
-
-/// Checks and stores one PDU, fetching missing prev events from `origin` first.
-pub(super) async fn receive_pdu(
-    state: &AppState,
-    client: Option<&FederationClient>,
-    origin: &str,
-    pdu: Value,
-    depth: usize,
-) -> std::result::Result<(String, Accepted), (String, String)> {
-    let obj = obj_of(&pdu).map_err(|e| (String::new(), e.message))?;
-    let Some(room_id) = str_field(&obj, "room_id").map(str::to_owned) else {
-        return Err((String::new(), "PDU without a room id".into()));
-    };
-    let rid = room_id.clone();
-    let room = state
-        .db
-        .read(move |c| ev_store::get_room(c, &rid))
-        .await
-        .map_err(|e| (String::new(), e.to_string()))?;
-    let Some(room) = room else {
-        return Err((String::new(), "This server is not in that room".into()));
-    };
-    let (_, rules) = version_rules(&room.room_version).map_err(|e| (String::new(), e.message))?;
-    let (event_id, obj) = remote::verify_pdu(obj, &rules).map_err(|e| (String::new(), e))?;
-    let id = event_id.to_string();
-    for _attempt in 0..2 {
-        let (rid, eid, o, r) = (
-            room_id.clone(),
-            event_id.clone(),
-            obj.clone(),
-            rules.clone(),
-        );
-        let outcome = state
-            .db
-            .write(move |txn| remote::accept_pdu(txn, &rid, eid, &o, &r))
-            .await
-            .map_err(|e| (id.clone(), e.to_string()))?;
-        match outcome {
-            Ok(accepted) => return Ok((id, accepted)),
-            Err(missing) => {
-                let Some(client) = client else { break };
-                if depth > 8 {
-                    break;
-                }
-                fetch_missing(state, client, origin, &room_id, &missing.0, depth).await;
-            }
-        }
-    }
-    Err((id, "prev events could not be fetched".into()))
-}
-
-/// Asks `origin` for the events between what we have and `missing`, and stores them.
-async fn fetch_missing(
-    state: &AppState,
-    client: &FederationClient,
-    origin: &str,
-    room_id: &str,
-    missing: &[String],
-    depth: usize,
-) {
-    let rid = room_id.to_owned();
-    let earliest = state
-        .db
-        .read(move |c| ev_store::forward_extremities(c, &rid))
-        .await
-        .unwrap_or_default();
-    let path = format!(
-        "/_matrix/federation/v1/get_missing_events/{}",
-        crate::client::percent_encode(room_id)
-    );
-    let body = json!({ "earliest_events": earliest, "latest_events": missing, "limit": 50 });
-    let Ok(resp) = client
-        .request(origin, Method::POST, &path, Some(body))
-        .await
-    else {
-        return;
-    };
-    let events = resp.body["events"].as_array().cloned().unwrap_or_default();
-    for ev in events {
-        let _ = Box::pin(receive_pdu(state, Some(client), origin, ev, depth + 1)).await;
-    }
 }
 
 #[derive(Deserialize)]
@@ -478,9 +390,16 @@ pub(super) struct MissingBody {
     latest_events: Vec<String>,
     #[serde(default)]
     limit: Option<usize>,
+    #[serde(default)]
+    min_depth: Option<i64>,
 }
 
-/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`.
+/// Most events one `get_missing_events` answers, and most ids it takes.
+const MAX_MISSING_EVENTS: usize = 100;
+
+/// `POST /_matrix/federation/v1/get_missing_events/{roomId}`: the events before
+/// `latest_events` (not those themselves), walking back through prev events until
+/// `earliest_events` or `min_depth`, closest first, answered oldest first.
 pub(super) async fn get_missing_events(
     State(state): State<AppState>,
     Path(room_id): Path<String>,
@@ -494,48 +413,71 @@ pub(super) async fn get_missing_events(
             if !server_in_room(conn, &room_id, &origin)? {
                 return Err(MatrixError::forbidden("Your server is not in this room").into());
             }
-            let limit = body.limit.unwrap_or(10).min(100);
-            let stop: HashSet<String> = body.earliest_events.into_iter().collect();
-            let mut seen = HashSet::new();
-            let mut todo = body.latest_events;
+            let limit = body.limit.unwrap_or(10).min(MAX_MISSING_EVENTS);
+            let min_depth = body.min_depth.unwrap_or(0);
+            let stop: HashSet<&str> = body
+                .earliest_events
+                .iter()
+                .take(MAX_MISSING_EVENTS)
+                .map(String::as_str)
+                .collect();
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut queue = std::collections::VecDeque::new();
+            for id in body.latest_events.iter().take(MAX_MISSING_EVENTS) {
+                if let Some(pdu) = graph::load_pdu(conn, id)? {
+                    queue.extend(pdu.data.prev_events.iter().map(|e| e.to_string()));
+                }
+            }
             let mut out = Vec::new();
-            while let Some(id) = todo.pop() {
-                if !seen.insert(id.clone()) {
-                    continue;
-                }
-                let Some(pdu) = graph::load_pdu(conn, &id)? else {
-                    continue;
-                };
-                for p in &pdu.data.prev_events {
-                    if !stop.contains(p.as_str()) {
-                        todo.insert(0, p.to_string());
-                    }
-                }
-                if !seen.contains(&id) || out.len() < limit {
-                    if let Some(ev) = ev_store::get_event(conn, &id)?
-                        && ev.room_id == room_id
-                        && !stop.contains(&id)
-                        && !body_contains_latest(&id, &seen)
-                    {
-                        out.push((
-                            ev.stream.unwrap_or(0),
-                            serde_json::from_str::<Value>(&ev.json)?,
-                        ));
-                    }
-                }
+            while let Some(id) = queue.pop_front() {
                 if out.len() >= limit {
                     break;
                 }
+                if stop.contains(id.as_str()) || !seen.insert(id.clone()) {
+                    continue;
+                }
+                let Some(ev) = ev_store::get_event(conn, &id)?.filter(|e| e.room_id == room_id)
+                else {
+                    continue;
+                };
+                let Some(pdu) = graph::load_pdu(conn, &id)? else {
+                    continue;
+                };
+                let depth = i64::try_from(u64::from(pdu.data.depth)).unwrap_or(i64::MAX);
+                if depth < min_depth {
+                    continue;
+                }
+                queue.extend(pdu.data.prev_events.iter().map(|e| e.to_string()));
+                out.push((depth, super::state::pdu_for_server(conn, &ev, &origin)?));
             }
-            out.sort_by_key(|(s, _)| *s);
+            out.sort_by_key(|(depth, _)| *depth);
             Ok(out.into_iter().map(|(_, v)| v).collect::<Vec<_>>())
         })
         .await?;
     Ok(Json(json!({ "events": events })))
 }
 
-fn body_contains_latest(_id: &str, _seen: &HashSet<String>) -> bool {
-    false
+/// `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`: the auth chain of an event.
+pub(super) async fn event_auth(
+    State(state): State<AppState>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    signed: Signed<Value>,
+) -> std::result::Result<Json<Value>, MatrixError> {
+    let origin = signed.origin;
+    let chain = state
+        .db
+        .read(move |conn| {
+            if !server_in_room(conn, &room_id, &origin)? {
+                return Err(MatrixError::forbidden("Your server is not in this room").into());
+            }
+            ev_store::get_event(conn, &event_id)?
+                .filter(|e| e.room_id == room_id)
+                .ok_or_else(|| MatrixError::not_found("Unknown event in this room"))?;
+            let ids = graph::auth_chain(conn, [event_id])?;
+            event_values(conn, ids.iter())
+        })
+        .await?;
+    Ok(Json(json!({ "auth_chain": chain })))
 }
 
 /// `GET /_matrix/federation/v1/event/{eventId}`.
@@ -657,26 +599,29 @@ async fn join_through(
         .unwrap_or_default();
     let room = room_id.to_owned();
     let join_id = pdu.event_id.clone();
+    let our_join = join_id.to_string();
     let joined = state
         .db
         .write(move |txn| {
             // Store the auth chain and state, oldest dependencies first where we can.
             let mut state_map = state_store::StateMap::new();
-            for ev in chain.iter().chain(state_pdus.iter()) {
-                let obj = obj_of(ev)?;
-                remote::store_outlier(txn, &room, obj, &rules)?;
+            if ev_store::get_room(txn, &room)?.is_none() {
+                ev_store::insert_room(txn, &room, &version, "")?;
             }
+            let everything = chain.iter().chain(state_pdus.iter()).cloned().collect();
+            super::inbound::store_outliers_in(txn, &room, everything, &rules)?;
             for ev in &state_pdus {
                 let obj = obj_of(ev)?;
                 let (id, obj) = remote::verify_pdu(obj, &rules).map_err(Error::Event)?;
+                // Only state that passed its own auth checks counts.
+                if !ev_store::get_event(txn, id.as_str())?.is_some_and(|e| !e.rejected) {
+                    continue;
+                }
                 if let (Some(ty), Some(key)) =
                     (str_field(&obj, "type"), str_field(&obj, "state_key"))
                 {
                     state_map.insert((ty.to_owned(), key.to_owned()), id.to_string());
                 }
-            }
-            if ev_store::get_room(txn, &room)?.is_none() {
-                ev_store::insert_room(txn, &room, &version, "")?;
             }
             let group = state_store::create_state_group(txn, &room, None, &state_map)?;
             // The state before our join is the resident server's answer (each event's signatures
@@ -700,18 +645,21 @@ async fn join_through(
                 }
             }
             let mut ctx = RoomCtx::load(txn, &room)?;
+            // What this node had of the room before (when it was in it once already).
+            let earlier = ctx.prevs.clone();
             ctx.depth = i64::try_from(u64::from(pdu.data.depth)).unwrap_or(i64::MAX);
             graph::check_auth(txn, &ctx, &pdu)?;
             graph::persist_event(txn, &mut ctx, &pdu, &signed, None)?;
-            txn.execute(
-                "DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id != ?2",
-                rusqlite::params![room, join_id.as_str()],
-            )?;
-            Ok(())
+            ev_store::set_only_extremity(txn, &room, join_id.as_str())?;
+            Ok(earlier)
         })
         .await;
-    joined?;
+    let earlier = joined?;
     state.notifier.notify();
+    // Back in a room this node left: fetch what happened while it was away.
+    if !earlier.is_empty() {
+        super::inbound::fill_gap(state, client, server, room_id, earlier, &our_join).await;
+    }
     Ok(())
 }
 
@@ -816,11 +764,13 @@ pub async fn invite_user(
         .db
         .write(move |txn| {
             match remote::accept_pdu(txn, &r, event_id.clone(), &signed, &rules)? {
-                Ok(Accepted::Stored(_)) | Ok(Accepted::Known) => {}
-                Ok(Accepted::Rejected(why)) | Ok(Accepted::SoftFailed(why)) => {
+                Accepted::Stored(_) | Accepted::Known => {}
+                Accepted::Rejected(why) | Accepted::SoftFailed(why) => {
                     return Err(MatrixError::forbidden(format!("Invite not allowed: {why}")).into());
                 }
-                Err(_) => return Err(Error::Event("invite lost its place in the room".into())),
+                Accepted::Outlier | Accepted::Missing(_) => {
+                    return Err(Error::Event("invite lost its place in the room".into()));
+                }
             }
             fed_store::enqueue_for_room(txn, &r, event_id.as_str(), &local, None, now_ms())?;
             Ok(())

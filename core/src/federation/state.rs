@@ -93,7 +93,7 @@ fn visible_to_server(conn: &Connection, ev: &StoredEvent, server: &str) -> Resul
 }
 
 /// The event as `server` may see it: whole, or redacted.
-fn pdu_for_server(conn: &Connection, ev: &StoredEvent, server: &str) -> Result<Value> {
+pub(super) fn pdu_for_server(conn: &Connection, ev: &StoredEvent, server: &str) -> Result<Value> {
     let json: Value = serde_json::from_str(&ev.json)?;
     if visible_to_server(conn, ev, server)? {
         return Ok(json);
@@ -106,28 +106,6 @@ fn pdu_for_server(conn: &Connection, ev: &StoredEvent, server: &str) -> Result<V
     let redacted = ruma::canonical_json::redact(obj, &rules.redaction, None)
         .map_err(|e| Error::Event(e.to_string()))?;
     Ok(serde_json::to_value(redacted)?)
-}
-
-/// The ids of the auth chain of `start` (the events they cite, transitively).
-fn auth_chain_ids(conn: &Connection, start: impl Iterator<Item = String>) -> Result<Vec<String>> {
-    let mut seen = HashSet::new();
-    let mut todo = Vec::new();
-    for id in start {
-        if let Some(pdu) = graph::load_pdu(conn, &id)? {
-            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
-        }
-    }
-    let mut out = Vec::new();
-    while let Some(id) = todo.pop() {
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        if let Some(pdu) = graph::load_pdu(conn, &id)? {
-            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
-            out.push(id);
-        }
-    }
-    Ok(out)
 }
 
 /// The state before `event_id` and its auth chain, as ids, for `origin`.
@@ -147,7 +125,7 @@ fn state_ids_at(
         return Err(MatrixError::forbidden("Your server may not see this event").into());
     }
     let state: Vec<String> = state_before(conn, &ev)?.into_values().collect();
-    let chain = auth_chain_ids(conn, state.iter().cloned())?;
+    let chain = graph::auth_chain(conn, state.iter().cloned())?;
     Ok((state, chain))
 }
 

@@ -313,6 +313,33 @@ pub fn load_pdu(conn: &Connection, event_id: &str) -> Result<Option<Pdu>> {
     Ok(Some(pdu))
 }
 
+/// The auth chain of `start`: the events they cite as auth events, transitively, in the order
+/// found. The starting events are not included (unless one cites another); events this node
+/// does not have are skipped.
+pub fn auth_chain(
+    conn: &Connection,
+    start: impl IntoIterator<Item = String>,
+) -> Result<Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = Vec::new();
+    for id in start {
+        if let Some(pdu) = load_pdu(conn, &id)? {
+            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some(pdu) = load_pdu(conn, &id)? {
+            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// Checks an event against the authorization rules and the room's current state.
 /// A failure is the client's `403 M_FORBIDDEN`.
 pub fn check_auth(conn: &Connection, ctx: &RoomCtx, pdu: &Pdu) -> Result<()> {
@@ -396,6 +423,8 @@ pub fn persist_event(
             txn_device: txn_id.map(|t| t.device_id.as_str()),
             txn_id: txn_id.map(|t| t.txn_id.as_str()),
             prev_events: &prevs,
+            outlier: false,
+            rejected: false,
         },
     )?;
     ev_store::advance_extremities(txn, &room_id, event_id, &prevs)?;

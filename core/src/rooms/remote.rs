@@ -31,17 +31,33 @@ use crate::{
 pub enum Accepted {
     /// Stored in the timeline at this stream position.
     Stored(i64),
+    /// Stored outside the timeline (an auth-chain event, or one whose state was learnt from
+    /// another server).
+    Outlier,
     /// Already known.
     Known,
-    /// Failed the authorization rules; kept only as rejected.
+    /// Failed the authorization rules on complete data; kept only as rejected.
     Rejected(String),
     /// Allowed by its own history but not by the current state: kept out of the timeline.
     SoftFailed(String),
+    /// Depends on events this node lacks: nothing was stored.
+    Missing(Missing),
 }
 
-/// A PDU's prev events that this node lacks.
-#[derive(Debug)]
-pub struct MissingPrevs(pub Vec<String>);
+/// The events a PDU depends on that this node lacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Missing {
+    /// Auth events not stored at all.
+    pub auth: Vec<String>,
+    /// Prev events not stored with a known state after them.
+    pub prev: Vec<String>,
+}
+
+impl Missing {
+    fn is_empty(&self) -> bool {
+        self.auth.is_empty() && self.prev.is_empty()
+    }
+}
 
 /// Checks a PDU's signatures and content hash; returns its event id and the object to use
 /// (redacted if the content hash does not match).
@@ -102,31 +118,192 @@ fn new_event<'a>(
         txn_device: None,
         txn_id: None,
         prev_events: prevs,
+        outlier: true,
+        rejected: false,
     }
 }
 
-/// Stores an event outside the timeline (auth chains and state from a join), after checking
-/// its signatures. Known events are left alone.
+/// Whether a stored event is settled: in the timeline, rejected, or an outlier whose state is
+/// known. Anything else (an outlier with no state) may still be promoted.
+fn settled(ev: &ev_store::StoredEvent) -> bool {
+    ev.stream.is_some() || ev.rejected || ev.state_after.is_some()
+}
+
+/// The auth events of `pdu` that this node does not have at all. From room version 12 on,
+/// the create event is one of them without being listed: its id is the room id's.
+fn missing_auth(conn: &Connection, pdu: &Pdu, rules: &RoomVersionRules) -> Result<Vec<String>> {
+    let mut wanted: Vec<OwnedEventId> = pdu.data.auth_events.iter().cloned().collect();
+    if rules.authorization.room_create_event_id_as_room_id
+        && let Some(room_id) = &pdu.data.room_id
+        && let Ok(create) = EventId::parse(format!("${}", room_id.strip_sigil()))
+    {
+        wanted.push(create);
+    }
+    let mut out = Vec::new();
+    for a in wanted {
+        if ev_store::get_event(conn, a.as_str())?.is_none() {
+            out.push(a.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Checks an event's room and its auth against its own auth events (which must all be
+/// here). `Ok(None)` when it passes.
+fn check_own_auth(
+    conn: &Connection,
+    room_id: &str,
+    pdu: &Pdu,
+    rules: &RoomVersionRules,
+) -> Result<Option<String>> {
+    if pdu
+        .data
+        .room_id
+        .as_ref()
+        .is_some_and(|r| r.as_str() != room_id)
+    {
+        return Ok(Some("event is for another room".into()));
+    }
+    // A database error must not pass for a missing event.
+    let failed = std::cell::RefCell::new(None);
+    let fetch_event = |id: &EventId| match load_pdu(conn, id.as_str()) {
+        Ok(p) => p,
+        Err(e) => {
+            *failed.borrow_mut() = Some(e);
+            None
+        }
+    };
+    let outcome =
+        state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event);
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
+    }
+    Ok(outcome.err())
+}
+
+/// Stores an event outside the timeline with no known state: an event of an auth chain or
+/// of a room state learnt from another server. Its own auth events must be here (else
+/// [`Accepted::Missing`]); it is checked against them and kept as rejected if it fails.
 pub fn store_outlier(
     conn: &Connection,
     room_id: &str,
-    obj: CanonicalJsonObject,
-    rules: &RoomVersionRules,
-) -> Result<String> {
-    let (event_id, obj) = verify_pdu(obj, rules).map_err(Error::Event)?;
+    event_id: &EventId,
+    obj: &CanonicalJsonObject,
+) -> Result<Accepted> {
     if ev_store::get_event(conn, event_id.as_str())?.is_some() {
-        return Ok(event_id.to_string());
+        return Ok(Accepted::Known);
     }
-    let pdu = Pdu::from_object(event_id.clone(), &obj)?;
-    let json = serde_json::to_string(&obj)?;
-    let (ty, _) = kind_and_key(&obj);
+    let pdu = Pdu::from_object(event_id.to_owned(), obj)?;
+    let rules = room_rules(conn, room_id)?;
+    let auth = missing_auth(conn, &pdu, &rules)?;
+    if !auth.is_empty() {
+        return Ok(Accepted::Missing(Missing {
+            auth,
+            prev: Vec::new(),
+        }));
+    }
+    let verdict = check_own_auth(conn, room_id, &pdu, &rules)?;
+    let json = serde_json::to_string(obj)?;
+    let (ty, _) = kind_and_key(obj);
     let prevs: Vec<String> = pdu.data.prev_events.iter().map(|e| e.to_string()).collect();
-    ev_store::insert_event(conn, &new_event(&pdu, room_id, &json, &ty, &prevs))?;
-    conn.execute(
-        "UPDATE events SET outlier = 1 WHERE event_id = ?1",
-        [event_id.as_str()],
-    )?;
-    Ok(event_id.to_string())
+    let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
+    row.rejected = verdict.is_some();
+    ev_store::insert_event(conn, &row)?;
+    Ok(match verdict {
+        Some(why) => {
+            tracing::info!(event = %event_id, reason = %why, "rejected auth-chain event");
+            Accepted::Rejected(why)
+        }
+        None => Accepted::Outlier,
+    })
+}
+
+fn room_rules(conn: &Connection, room_id: &str) -> Result<RoomVersionRules> {
+    let room = ev_store::get_room(conn, room_id)?
+        .ok_or_else(|| Error::Event(format!("unknown room {room_id}")))?;
+    Ok(super::graph::version_rules(&room.room_version)?.1)
+}
+
+/// Records an event that this node cannot place in its own graph (its prev events are
+/// beyond what it has), with the state before it as another server reported it: the event
+/// becomes an outlier whose state is known, so events that follow it can be placed.
+/// The reported state must already be stored; the event is checked against it.
+pub fn store_with_state(
+    txn: &mut WriteTxn<'_>,
+    room_id: &str,
+    event_id: &EventId,
+    obj: &CanonicalJsonObject,
+    state_before: &StateMap,
+) -> Result<Accepted> {
+    let known = ev_store::get_event(txn, event_id.as_str())?;
+    if known.as_ref().is_some_and(settled) {
+        return Ok(Accepted::Known);
+    }
+    let pdu = Pdu::from_object(event_id.to_owned(), obj)?;
+    let rules = room_rules(txn, room_id)?;
+    let auth = missing_auth(txn, &pdu, &rules)?;
+    if !auth.is_empty() {
+        return Ok(Accepted::Missing(Missing {
+            auth,
+            prev: Vec::new(),
+        }));
+    }
+    let mut verdict = check_own_auth(txn, room_id, &pdu, &rules)?;
+    if verdict.is_none() {
+        verdict = check_against_state(txn, &pdu, &rules, state_before)?;
+    }
+    let (ty, state_key) = kind_and_key(obj);
+    let before = state_store::create_state_group(txn, room_id, None, state_before)?;
+    let after = match (&state_key, &verdict) {
+        (Some(key), None) => state_store::create_state_group(
+            txn,
+            room_id,
+            Some(before),
+            &StateMap::from([((ty.clone(), key.clone()), event_id.to_string())]),
+        )?,
+        _ => before,
+    };
+    if known.is_some() {
+        ev_store::set_outlier_state(txn, event_id.as_str(), before, after)?;
+    } else {
+        let json = serde_json::to_string(obj)?;
+        let prevs: Vec<String> = pdu.data.prev_events.iter().map(|e| e.to_string()).collect();
+        let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
+        row.state_before = Some(before);
+        row.state_after = Some(after);
+        row.rejected = verdict.is_some();
+        ev_store::insert_event(txn, &row)?;
+    }
+    Ok(match verdict {
+        Some(why) => Accepted::Rejected(why),
+        None => Accepted::Outlier,
+    })
+}
+
+/// Checks an event against a room state (its state before, or the current state).
+fn check_against_state(
+    conn: &Connection,
+    pdu: &Pdu,
+    rules: &RoomVersionRules,
+    state: &StateMap,
+) -> Result<Option<String>> {
+    let failed = std::cell::RefCell::new(None);
+    let fetch_state = |t: &StateEventType, k: &str| {
+        let id = state.get(&(t.to_string(), k.to_owned()))?;
+        match load_pdu(conn, id) {
+            Ok(p) => p,
+            Err(e) => {
+                *failed.borrow_mut() = Some(e);
+                None
+            }
+        }
+    };
+    let outcome =
+        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state);
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
+    }
+    Ok(outcome.err())
 }
 
 fn to_res_map(state: &StateMap) -> state_res::StateMap<OwnedEventId> {
@@ -147,24 +324,6 @@ fn from_res_map(state: state_res::StateMap<OwnedEventId>) -> StateMap {
         .collect()
 }
 
-/// Every event reachable from `start` through auth events (including `start`).
-fn auth_chain(
-    conn: &Connection,
-    start: impl IntoIterator<Item = String>,
-) -> Result<HashSet<String>> {
-    let mut seen = HashSet::new();
-    let mut todo: Vec<String> = start.into_iter().collect();
-    while let Some(id) = todo.pop() {
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        if let Some(pdu) = load_pdu(conn, &id)? {
-            todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
-        }
-    }
-    Ok(seen)
-}
-
 /// Resolves several room states into one with state resolution v2.
 pub fn resolve_states(
     conn: &Connection,
@@ -177,10 +336,11 @@ pub fn resolve_states(
     let maps: Vec<state_res::StateMap<OwnedEventId>> = states.iter().map(to_res_map).collect();
     let mut chains = Vec::new();
     for s in states {
-        let chain = auth_chain(conn, s.values().cloned())?;
+        let chain = super::graph::auth_chain(conn, s.values().cloned())?;
         chains.push(
             chain
                 .iter()
+                .chain(s.values())
                 .filter_map(|id| EventId::parse(id).ok())
                 .collect::<EventIdSet<OwnedEventId>>(),
         );
@@ -281,74 +441,53 @@ fn state_of_group(conn: &Connection, group: Option<i64>) -> Result<StateMap> {
     }
 }
 
-/// Checks a verified PDU and adds it to the room's timeline.
+/// The spec's checks on receipt of a verified PDU, and its place in the graph.
 ///
-/// Fails with [`MissingPrevs`] (inside `Ok(Err(..))`) if prev events are unknown, so the caller
-/// can fetch them first.
+/// Nothing is stored while an auth event or a prev event is missing ([`Accepted::Missing`]):
+/// an event is rejected only when the authorization rules fail on complete data. A prev event
+/// counts as present once the state after it is known (it is in the timeline, rejected, or
+/// an outlier whose state another server reported).
 pub fn accept_pdu(
     txn: &mut WriteTxn<'_>,
     room_id: &str,
     event_id: OwnedEventId,
     obj: &CanonicalJsonObject,
     rules: &RoomVersionRules,
-) -> Result<std::result::Result<Accepted, MissingPrevs>> {
-    if let Some(known) = ev_store::get_event(txn, event_id.as_str())? {
-        if known.stream.is_some() || known.rejected {
-            return Ok(Ok(Accepted::Known));
-        }
-        // An outlier joins the timeline now: store it afresh.
-        txn.execute(
-            "DELETE FROM events WHERE event_id = ?1",
-            [event_id.as_str()],
-        )?;
+) -> Result<Accepted> {
+    let known = ev_store::get_event(txn, event_id.as_str())?;
+    if known.as_ref().is_some_and(settled) {
+        return Ok(Accepted::Known);
     }
     let pdu = Pdu::from_object(event_id.clone(), obj)?;
-    if pdu
-        .data
-        .room_id
-        .as_ref()
-        .is_some_and(|r| r.as_str() != room_id)
-    {
-        return Ok(Ok(Accepted::Rejected("event is for another room".into())));
-    }
     let json = serde_json::to_string(obj)?;
     let (ty, state_key) = kind_and_key(obj);
     let prevs: Vec<String> = pdu.data.prev_events.iter().map(|e| e.to_string()).collect();
 
-    let reject = |txn: &mut WriteTxn<'_>, why: String| -> Result<Accepted> {
-        ev_store::insert_event(txn, &new_event(&pdu, room_id, &json, &ty, &prevs))?;
-        txn.execute(
-            "UPDATE events SET rejected = 1 WHERE event_id = ?1",
-            [event_id.as_str()],
-        )?;
-        tracing::info!(event = %event_id, reason = %why, "rejected incoming event");
-        Ok(Accepted::Rejected(why))
+    // Everything it depends on must be here first.
+    let mut missing = Missing {
+        auth: missing_auth(txn, &pdu, rules)?,
+        prev: Vec::new(),
     };
-
-    // Auth against the event's own auth events.
-    let fetch_event = |id: &EventId| load_pdu(txn, id.as_str()).ok().flatten();
-    if let Err(e) =
-        state_res::check_state_independent_auth_rules(&rules.authorization, &pdu, fetch_event)
-    {
-        return reject(txn, e).map(Ok);
-    }
-
-    // The state before the event: its prev events' states, resolved.
-    let mut missing = Vec::new();
     let mut prev_states = Vec::new();
     let mut prev_groups = Vec::new();
     for p in &prevs {
         match ev_store::get_event(txn, p)? {
-            Some(ev) if ev.stream.is_some() && !ev.rejected => {
+            Some(ev) if ev.state_after.is_some() => {
                 prev_groups.push(ev.state_after);
                 prev_states.push(state_of_group(txn, ev.state_after)?);
             }
-            _ => missing.push(p.clone()),
+            _ => missing.prev.push(p.clone()),
         }
     }
     if !missing.is_empty() {
-        return Ok(Err(MissingPrevs(missing)));
+        return Ok(Accepted::Missing(missing));
     }
+    // An outlier with no state so far is stored afresh, now with its place in the graph.
+    if known.is_some() {
+        ev_store::delete_outlier(txn, event_id.as_str())?;
+    }
+
+    // The state before the event: its prev events' states, resolved.
     let (state_before, before_group) = if prev_states.len() == 1 {
         (prev_states.remove(0), prev_groups[0])
     } else {
@@ -356,34 +495,21 @@ pub fn accept_pdu(
         let group = state_store::create_state_group(txn, room_id, None, &resolved)?;
         (resolved, Some(group))
     };
-    let fetch_state = |t: &StateEventType, k: &str| {
-        state_before
-            .get(&(t.to_string(), k.to_owned()))
-            .and_then(|id| load_pdu(txn, id).ok().flatten())
-    };
-    if let Err(e) =
-        state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_state)
-    {
-        return reject(txn, e).map(Ok);
-    }
 
-    // Soft-fail: allowed by its history, but not by the room as it is now.
-    let current = state_store::current_state(txn, room_id)?;
-    let fetch_current = |t: &StateEventType, k: &str| {
-        current
-            .get(&(t.to_string(), k.to_owned()))
-            .and_then(|id| load_pdu(txn, id).ok().flatten())
-    };
-    if let Err(e) =
-        state_res::check_state_dependent_auth_rules(&rules.authorization, &pdu, fetch_current)
-    {
-        ev_store::insert_event(txn, &new_event(&pdu, room_id, &json, &ty, &prevs))?;
-        txn.execute(
-            "UPDATE events SET outlier = 1 WHERE event_id = ?1",
-            [event_id.as_str()],
-        )?;
-        tracing::info!(event = %event_id, reason = %e, "soft-failed incoming event");
-        return Ok(Ok(Accepted::SoftFailed(e)));
+    // Auth against its own auth events, then against the state before it. A rejected event
+    // keeps the state before it as the state after it, so events citing it can be placed.
+    let mut verdict = check_own_auth(txn, room_id, &pdu, rules)?;
+    if verdict.is_none() {
+        verdict = check_against_state(txn, &pdu, rules, &state_before)?;
+    }
+    if let Some(why) = verdict {
+        let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
+        row.state_before = before_group;
+        row.state_after = before_group;
+        row.rejected = true;
+        ev_store::insert_event(txn, &row)?;
+        tracing::info!(event = %event_id, reason = %why, "rejected incoming event");
+        return Ok(Accepted::Rejected(why));
     }
 
     let mut state_after = before_group;
@@ -398,9 +524,22 @@ pub fn accept_pdu(
             &change,
         )?);
     }
+
+    // Soft-fail: allowed by its history, but not by the room as it is now.
+    let current = state_store::current_state(txn, room_id)?;
+    if let Some(why) = check_against_state(txn, &pdu, rules, &current)? {
+        let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
+        row.state_before = before_group;
+        row.state_after = state_after;
+        ev_store::insert_event(txn, &row)?;
+        tracing::info!(event = %event_id, reason = %why, "soft-failed incoming event");
+        return Ok(Accepted::SoftFailed(why));
+    }
+
     let stream = txn.next_pos();
     let (relates_to, rel_type) = super::graph::relation_of(&pdu);
     let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
+    row.outlier = false;
     row.stream = Some(stream);
     row.state_before = before_group;
     row.state_after = state_after;
@@ -424,7 +563,7 @@ pub fn accept_pdu(
         pdu.data.sender.as_str(),
         crate::push::thread_root(relates_to.as_deref(), rel_type.as_deref()),
     )?;
-    Ok(Ok(Accepted::Stored(stream)))
+    Ok(Accepted::Stored(stream))
 }
 
 /// Recomputes a room's current state from its forward extremities.

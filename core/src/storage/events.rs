@@ -99,6 +99,11 @@ pub struct NewEvent<'a> {
     pub txn_id: Option<&'a str>,
     /// Prev events, recorded as graph edges.
     pub prev_events: &'a [String],
+    /// Kept out of the timeline (an auth-chain event, a soft-failed event, or one known only
+    /// through another server's state).
+    pub outlier: bool,
+    /// Failed the authorization rules.
+    pub rejected: bool,
 }
 
 /// Inserts an event and its graph edges.
@@ -106,8 +111,8 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO events (event_id, room_id, stream, type, state_key, sender, origin_server_ts,
             depth, json, state_before, state_after, relates_to, rel_type, txn_device, txn_id,
-            prev_state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            prev_state, outlier, rejected)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         ev.event_id,
@@ -126,6 +131,8 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
         ev.txn_device,
         ev.txn_id,
         ev.prev_state,
+        ev.outlier,
+        ev.rejected,
     ])?;
     if let Some(stream) = ev.stream
         && super::search::searchable_key(ev.event_type).is_some()
@@ -138,6 +145,27 @@ pub fn insert_event(conn: &Connection, ev: &NewEvent<'_>) -> Result<()> {
     for prev in ev.prev_events {
         edge.execute(params![ev.event_id, prev])?;
     }
+    Ok(())
+}
+
+/// Removes an outlier that is about to be stored again with what is now known about it.
+pub fn delete_outlier(conn: &Connection, event_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM events WHERE event_id = ?1 AND stream IS NULL")?
+        .execute([event_id])?;
+    Ok(())
+}
+
+/// Records the state around an outlier whose state was learnt from another server.
+pub fn set_outlier_state(
+    conn: &Connection,
+    event_id: &str,
+    state_before: i64,
+    state_after: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE events SET state_before = ?2, state_after = ?3 WHERE event_id = ?1 AND stream IS NULL",
+    )?
+    .execute(params![event_id, state_before, state_after])?;
     Ok(())
 }
 
@@ -284,11 +312,36 @@ pub fn advance_extremities(
     for prev in prevs {
         del.execute(params![room_id, prev])?;
     }
+    // An event placed after one of its children (history fetched after a join that cites
+    // it) is no extremity.
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+        "INSERT OR IGNORE INTO forward_extremities (room_id, event_id)
+         SELECT ?1, ?2 WHERE NOT EXISTS (
+            SELECT 1 FROM event_edges e JOIN events c ON c.event_id = e.event_id
+            WHERE e.prev_event_id = ?2 AND c.stream IS NOT NULL AND c.outlier = 0
+              AND c.rejected = 0)",
     )?
     .execute(params![room_id, event_id])?;
     Ok(())
+}
+
+/// Makes `event_id` the room's only forward extremity (after a join from another server's
+/// state).
+pub fn set_only_extremity(conn: &Connection, room_id: &str, event_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id != ?2")?
+        .execute(params![room_id, event_id])?;
+    Ok(())
+}
+
+/// The depth of the room's oldest event in this node's timeline: what this node has of the
+/// room's history reaches back to there.
+pub fn min_timeline_depth(conn: &Connection, room_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT min(depth) FROM events WHERE room_id = ?1 AND stream IS NOT NULL
+             AND outlier = 0 AND rejected = 0",
+        )?
+        .query_row([room_id], |r| r.get(0))?)
 }
 
 /// A room's version and state group.

@@ -20,6 +20,7 @@ pub mod relations;
 pub mod reports;
 pub mod search;
 pub mod sliding_sync;
+pub mod staged;
 pub mod state;
 pub mod to_device;
 pub mod user_data;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/011_pushers.sql")),
     M::up(include_str!("migrations/012_search_batches.sql")),
     M::up(include_str!("migrations/013_leaner_event_writes.sql")),
+    M::up(include_str!("migrations/014_staged_events.sql")),
 ];
 
 /// How many idle reader connections are kept open.

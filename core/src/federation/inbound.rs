@@ -1,0 +1,855 @@
+//! The one way in for PDUs from other servers: transactions, catch-up, and every answer to a
+//! fetch go through [`receive`].
+//!
+//! Each PDU is verified (signatures, content hash), then offered to the room graph
+//! ([`remote::accept_pdu`]: auth against its auth events, against the state before it,
+//! soft-fail against the current state). One that depends on events this node lacks is not
+//! rejected: it waits in the holding area (`staged_events`) while a resolver fetches what is
+//! missing, and is tried again whenever anything new is stored in its room.
+//!
+//! The resolver, one at a time per room, repeats until nothing more can be done:
+//! 1. try every waiting event, shallowest first, until a pass stores nothing;
+//! 2. for events missing auth events: `event_auth` of the waiting event;
+//! 3. for events missing prev events: `get_missing_events` from our forward extremities;
+//! 4. for prev events still missing after that (history from before this node joined, or
+//!    beyond what the peer walks back): the state at that event (`/state`), so the events
+//!    after it can be placed in the graph.
+//!
+//! Each fetch asks the server that handed us the event first, then its sender's server, then
+//! other servers in the room. Bounds: the holding area per room and per sending server,
+//! an expiry for waiting events, the number of events fetched per round and of rounds per
+//! run, and a back-off for fetches that found nothing. When events still wait after a run,
+//! the room is tried again after a back-off (and whenever a peer connects), never on a
+//! timer while nothing waits.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::http::{Method, StatusCode};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, OwnedEventId};
+use serde_json::{Value, json};
+
+use super::transport::FederationClient;
+use crate::{
+    client::{AppState, percent_encode},
+    e2ee::remote::server_of,
+    error::Result,
+    rooms::{
+        graph::version_rules,
+        remote::{self, Accepted, Missing},
+    },
+    storage::{
+        WriteTxn, events as ev_store, federation as fed_store, now_ms, staged, staged::StagedEvent,
+        state::StateMap,
+    },
+};
+
+/// Most events of one room waiting at once.
+pub const MAX_STAGED_PER_ROOM: usize = 2_000;
+/// Most waiting events handed over by one server.
+pub const MAX_STAGED_PER_ORIGIN: usize = 1_000;
+/// How long an event may wait for what it depends on.
+const STAGED_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Fetch-and-retry rounds in one resolver run.
+const MAX_ROUNDS: usize = 12;
+/// Servers asked for one missing piece.
+const MAX_SERVERS_ASKED: usize = 3;
+/// Events asked for per `get_missing_events`.
+const MISSING_EVENTS_LIMIT: usize = 100;
+/// Waiting events whose gaps are fetched per round.
+const MAX_GAPS_PER_ROUND: usize = 20;
+/// Prev events whose state is fetched per round.
+const MAX_STATE_FETCHES_PER_ROUND: usize = 4;
+/// Most events taken from one `event_auth` or `/state` answer.
+const MAX_FETCHED_EVENTS: usize = 2_000;
+/// How long a fetch that found nothing is not repeated (unless a peer connects).
+const FAILED_FETCH_PAUSE: Duration = Duration::from_secs(20);
+/// Most remembered failed fetches.
+const MAX_FAILED_FETCHES: usize = 10_000;
+/// First and longest wait before a room whose events still wait is tried again.
+const MIN_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// What the inbound path keeps in memory: which rooms are being resolved, and which fetches
+/// recently found nothing. Both bounded by the rooms this node is in and by
+/// [`MAX_FAILED_FETCHES`].
+#[derive(Default)]
+pub struct Inbound {
+    rooms: Mutex<HashMap<String, RoomRun>>,
+    failed: Mutex<HashMap<String, Instant>>,
+}
+
+#[derive(Default)]
+struct RoomRun {
+    /// A resolver task is running for the room.
+    running: bool,
+    /// Something changed while it ran: run again.
+    dirty: bool,
+    /// Wait before the next retry when events still wait.
+    retry: Duration,
+    /// A retry is scheduled.
+    retry_scheduled: bool,
+}
+
+impl Inbound {
+    fn recently_failed(&self, key: &str) -> bool {
+        let Ok(failed) = self.failed.lock() else {
+            return false;
+        };
+        failed
+            .get(key)
+            .is_some_and(|at| at.elapsed() < FAILED_FETCH_PAUSE)
+    }
+
+    fn note_failure(&self, key: String) {
+        if let Ok(mut failed) = self.failed.lock() {
+            if failed.len() >= MAX_FAILED_FETCHES {
+                failed.retain(|_, at| at.elapsed() < FAILED_FETCH_PAUSE);
+                if failed.len() >= MAX_FAILED_FETCHES {
+                    failed.clear();
+                }
+            }
+            failed.insert(key, Instant::now());
+        }
+    }
+}
+
+/// The outcome of one received PDU, for the `/send` answer.
+pub type PduResult = (String, std::result::Result<(), String>);
+
+/// Verifies and takes in PDUs handed over by `origin`. Events that depend on missing ones
+/// wait; the rooms concerned are resolved in the background.
+pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<PduResult> {
+    let mut results = Vec::new();
+    let mut by_room: HashMap<String, Vec<(OwnedEventId, CanonicalJsonObject)>> = HashMap::new();
+    let mut versions: HashMap<String, Option<String>> = HashMap::new();
+    for pdu in pdus {
+        let Ok(obj) = serde_json::from_value::<CanonicalJsonObject>(pdu) else {
+            results.push((String::new(), Err("Invalid PDU".into())));
+            continue;
+        };
+        let Some(room_id) = str_field(&obj, "room_id").map(str::to_owned) else {
+            results.push((String::new(), Err("PDU without a room id".into())));
+            continue;
+        };
+        if !versions.contains_key(&room_id) {
+            let rid = room_id.clone();
+            let version = state
+                .db
+                .read(move |c| Ok(ev_store::get_room(c, &rid)?.map(|r| r.room_version)))
+                .await
+                .ok()
+                .flatten();
+            versions.insert(room_id.clone(), version);
+        }
+        let Some(version) = versions.get(&room_id).cloned().flatten() else {
+            results.push((String::new(), Err("This server is not in that room".into())));
+            continue;
+        };
+        let Ok((_, rules)) = version_rules(&version) else {
+            results.push((String::new(), Err("Unsupported room version".into())));
+            continue;
+        };
+        match remote::verify_pdu(obj, &rules) {
+            Ok((id, obj)) => by_room.entry(room_id).or_default().push((id, obj)),
+            Err(e) => results.push((String::new(), Err(e))),
+        }
+    }
+    for (room_id, events) in by_room {
+        let (rid, from) = (room_id.clone(), origin.to_owned());
+        let local = state.identity.server_name().to_string();
+        let outcome = state
+            .db
+            .write(move |txn| take_in(txn, &rid, &from, &local, events))
+            .await;
+        match outcome {
+            Ok((room_results, _changed)) => results.extend(room_results),
+            Err(e) => {
+                tracing::warn!(room = %room_id, error = %e, "could not take in events");
+                continue;
+            }
+        }
+        kick(state, &room_id);
+    }
+    state.notifier.notify();
+    results
+}
+
+/// Offers verified events of one room to the graph; holds those that depend on missing
+/// events. Returns each event's outcome and whether anything was stored or held.
+fn take_in(
+    txn: &mut WriteTxn<'_>,
+    room_id: &str,
+    origin: &str,
+    local: &str,
+    events: Vec<(OwnedEventId, CanonicalJsonObject)>,
+) -> Result<(Vec<PduResult>, bool)> {
+    let Some(room) = ev_store::get_room(txn, room_id)? else {
+        return Ok((Vec::new(), false));
+    };
+    let (_, rules) = version_rules(&room.room_version)?;
+    let mut results = Vec::new();
+    let mut changed = false;
+    for (id, obj) in events {
+        let outcome = accept_and_welcome(txn, room_id, &id, &obj, &rules, local)?;
+        let result = match outcome {
+            Accepted::Stored(_) | Accepted::Outlier => {
+                changed = true;
+                Ok(())
+            }
+            Accepted::Known => Ok(()),
+            Accepted::Rejected(why) | Accepted::SoftFailed(why) => {
+                changed = true;
+                Err(why)
+            }
+            Accepted::Missing(_) => match hold(txn, room_id, origin, &id, &obj)? {
+                Some(why) => Err(why),
+                None => {
+                    changed = true;
+                    Ok(())
+                }
+            },
+        };
+        results.push((id.to_string(), result));
+    }
+    Ok((results, changed))
+}
+
+/// Puts an event in the holding area unless a bound says no (the reason is returned).
+fn hold(
+    txn: &WriteTxn<'_>,
+    room_id: &str,
+    origin: &str,
+    id: &EventId,
+    obj: &CanonicalJsonObject,
+) -> Result<Option<String>> {
+    if staged::is_staged(txn, id.as_str())? {
+        return Ok(None);
+    }
+    if staged::count_in_room(txn, room_id)? >= MAX_STAGED_PER_ROOM {
+        return Ok(Some(
+            "Too many events of this room wait for missing events".into(),
+        ));
+    }
+    if staged::count_from_origin(txn, origin)? >= MAX_STAGED_PER_ORIGIN {
+        return Ok(Some(
+            "Too many of your events wait for missing events".into(),
+        ));
+    }
+    let depth = match obj.get("depth") {
+        Some(CanonicalJsonValue::Integer(i)) => i64::from(*i),
+        _ => 0,
+    };
+    staged::stage(
+        txn,
+        &StagedEvent {
+            event_id: id.to_string(),
+            room_id: room_id.to_owned(),
+            origin: origin.to_owned(),
+            depth,
+            json: serde_json::to_string(obj)?,
+            received_ts: now_ms(),
+        },
+    )?;
+    Ok(None)
+}
+
+/// [`remote::accept_pdu`], and when the event brings a server into the room for the first
+/// time, our forward extremities are queued for that server: events sent before it was
+/// known to be here would otherwise never reach it until someone cites them.
+pub(crate) fn accept_and_welcome(
+    txn: &mut WriteTxn<'_>,
+    room_id: &str,
+    id: &EventId,
+    obj: &CanonicalJsonObject,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+    local: &str,
+) -> Result<Accepted> {
+    let joining = joining_server(obj);
+    let new_server = match joining {
+        Some(server) if server != local => !fed_store::servers_in_room(txn, room_id)?
+            .iter()
+            .any(|s| s == server),
+        _ => false,
+    };
+    let outcome = remote::accept_pdu(txn, room_id, id.to_owned(), obj, rules)?;
+    if new_server
+        && matches!(outcome, Accepted::Stored(_))
+        && let Some(server) = joining
+    {
+        let now = now_ms();
+        for extremity in ev_store::forward_extremities(txn, room_id)? {
+            if extremity != id.as_str() {
+                fed_store::enqueue(txn, server, &extremity, now)?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// The server of the user an `m.room.member` join is about.
+fn joining_server(obj: &CanonicalJsonObject) -> Option<&str> {
+    if str_field(obj, "type") != Some("m.room.member") {
+        return None;
+    }
+    let Some(CanonicalJsonValue::Object(content)) = obj.get("content") else {
+        return None;
+    };
+    if content.get("membership") != Some(&CanonicalJsonValue::String("join".into())) {
+        return None;
+    }
+    server_of(str_field(obj, "state_key")?)
+}
+
+fn str_field<'a>(obj: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
+    match obj.get(key) {
+        Some(CanonicalJsonValue::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Makes sure the room's waiting events are tried (now, or once the running resolver ends).
+pub fn kick(state: &AppState, room_id: &str) {
+    let Ok(mut rooms) = state.inbound.rooms.lock() else {
+        return;
+    };
+    let run = rooms.entry(room_id.to_owned()).or_default();
+    if run.running {
+        run.dirty = true;
+        return;
+    }
+    run.running = true;
+    let (state, room) = (state.clone(), room_id.to_owned());
+    tokio::spawn(async move {
+        loop {
+            let progress = resolve_room(&state, &room).await;
+            let Ok(mut rooms) = state.inbound.rooms.lock() else {
+                return;
+            };
+            let Some(run) = rooms.get_mut(&room) else {
+                return;
+            };
+            if run.dirty {
+                run.dirty = false;
+                continue;
+            }
+            run.running = false;
+            match progress {
+                Resolved::Done => {
+                    rooms.remove(&room);
+                }
+                Resolved::Waiting { progressed } => {
+                    run.retry = if progressed {
+                        MIN_RETRY
+                    } else {
+                        (run.retry * 2).clamp(MIN_RETRY, MAX_RETRY)
+                    };
+                    if !run.retry_scheduled {
+                        run.retry_scheduled = true;
+                        let (state, room, wait) = (state.clone(), room.clone(), run.retry);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            if let Ok(mut rooms) = state.inbound.rooms.lock()
+                                && let Some(run) = rooms.get_mut(&room)
+                            {
+                                run.retry_scheduled = false;
+                            }
+                            if state.federation().is_some() {
+                                kick(&state, &room);
+                            }
+                        });
+                    }
+                }
+            }
+            return;
+        }
+    });
+}
+
+/// A peer connected: what it has may be what our waiting events lack. Forget failed fetches
+/// and try every room with waiting events again.
+pub async fn peer_connected(state: &AppState) {
+    if let Ok(mut failed) = state.inbound.failed.lock() {
+        failed.clear();
+    }
+    resume(state).await;
+}
+
+/// Tries every room that has waiting events (at start, and when a peer connects).
+pub async fn resume(state: &AppState) {
+    let rooms = state.db.read(staged::rooms).await.unwrap_or_default();
+    for room in rooms {
+        kick(state, &room);
+    }
+}
+
+enum Resolved {
+    /// Nothing waits any more.
+    Done,
+    /// Events still wait; `progressed` if this run stored or fetched anything.
+    Waiting { progressed: bool },
+}
+
+/// One resolver run for a room.
+async fn resolve_room(state: &AppState, room_id: &str) -> Resolved {
+    let mut progressed = false;
+    let mut asked_gaps: HashSet<String> = HashSet::new();
+    for _ in 0..MAX_ROUNDS {
+        let (stored, waiting) = match drain(state, room_id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(room = %room_id, error = %e, "could not try waiting events");
+                return Resolved::Waiting { progressed };
+            }
+        };
+        if stored > 0 {
+            progressed = true;
+            state.notifier.notify();
+        }
+        if waiting.is_empty() {
+            return Resolved::Done;
+        }
+        let Some(client) = state.federation().cloned() else {
+            return Resolved::Waiting { progressed };
+        };
+        let fetched = fetch_missing(state, &client, room_id, &waiting, &mut asked_gaps).await;
+        if fetched == 0 {
+            return Resolved::Waiting { progressed };
+        }
+        progressed = true;
+    }
+    Resolved::Waiting { progressed }
+}
+
+/// Tries every waiting event of the room, shallowest first, until a pass stores nothing.
+/// Returns how many were stored and what the rest still lack.
+async fn drain(state: &AppState, room_id: &str) -> Result<(usize, Vec<(StagedEvent, Missing)>)> {
+    let room = room_id.to_owned();
+    let local = state.identity.server_name().to_string();
+    state
+        .db
+        .write(move |txn| {
+            staged::expire(txn, now_ms() - STAGED_TTL.as_millis() as i64)?;
+            let Some(row) = ev_store::get_room(txn, &room)? else {
+                return Ok((0, Vec::new()));
+            };
+            let (_, rules) = version_rules(&row.room_version)?;
+            let mut stored = 0;
+            loop {
+                let mut waiting = Vec::new();
+                let mut pass = 0;
+                for ev in staged::in_room(txn, &room, MAX_STAGED_PER_ROOM)? {
+                    let obj: CanonicalJsonObject = serde_json::from_str(&ev.json)?;
+                    let Ok(id) = EventId::parse(&ev.event_id) else {
+                        staged::unstage(txn, &ev.event_id)?;
+                        continue;
+                    };
+                    match accept_and_welcome(txn, &room, &id, &obj, &rules, &local)? {
+                        Accepted::Missing(missing) => waiting.push((ev, missing)),
+                        outcome => {
+                            if !matches!(outcome, Accepted::Known) {
+                                pass += 1;
+                            }
+                            staged::unstage(txn, &ev.event_id)?;
+                        }
+                    }
+                }
+                stored += pass;
+                if pass == 0 || waiting.is_empty() {
+                    return Ok((stored, waiting));
+                }
+            }
+        })
+        .await
+}
+
+/// Servers to ask about a waiting event: the one that handed it over, its sender's, then
+/// the others in the room.
+async fn candidates(state: &AppState, room_id: &str, ev: &StagedEvent) -> Vec<String> {
+    let local = state.identity.server_name().to_string();
+    let mut out = vec![ev.origin.clone()];
+    if let Ok(v) = serde_json::from_str::<Value>(&ev.json)
+        && let Some(server) = v["sender"].as_str().and_then(server_of)
+    {
+        out.push(server.to_owned());
+    }
+    let rid = room_id.to_owned();
+    let mut others = state
+        .db
+        .read(move |c| fed_store::servers_in_room(c, &rid))
+        .await
+        .unwrap_or_default();
+    others.sort();
+    out.extend(others);
+    let mut seen = HashSet::new();
+    out.retain(|s| *s != local && seen.insert(s.clone()));
+    out
+}
+
+/// Fetches what waiting events lack; returns how many events were stored or held.
+async fn fetch_missing(
+    state: &AppState,
+    client: &FederationClient,
+    room_id: &str,
+    waiting: &[(StagedEvent, Missing)],
+    asked_gaps: &mut HashSet<String>,
+) -> usize {
+    let mut got = 0;
+    // Auth events: the auth chain of the waiting event.
+    let mut chains = 0;
+    for (ev, missing) in waiting {
+        if missing.auth.is_empty() || chains >= MAX_GAPS_PER_ROUND {
+            continue;
+        }
+        let key = format!("auth {}", ev.event_id);
+        if state.inbound.recently_failed(&key) {
+            continue;
+        }
+        chains += 1;
+        let mut found = 0;
+        for server in candidates(state, room_id, ev)
+            .await
+            .into_iter()
+            .take(MAX_SERVERS_ASKED)
+        {
+            let path = format!(
+                "/_matrix/federation/v1/event_auth/{}/{}",
+                percent_encode(room_id),
+                percent_encode(&ev.event_id)
+            );
+            let Some(body) = get_json(client, &server, Method::GET, &path, None).await else {
+                continue;
+            };
+            let pdus = take_array(&body["auth_chain"]);
+            found = store_outliers(state, room_id, pdus).await;
+            if found > 0 {
+                break;
+            }
+        }
+        if found == 0 {
+            state.inbound.note_failure(key);
+        }
+        got += found;
+    }
+
+    // Prev events: the gap between our forward extremities and the waiting events.
+    let gaps: Vec<&StagedEvent> = waiting
+        .iter()
+        .filter(|(ev, m)| !m.prev.is_empty() && !asked_gaps.contains(&ev.event_id))
+        .map(|(ev, _)| ev)
+        .take(MAX_GAPS_PER_ROUND)
+        .collect();
+    if let Some(first) = gaps.first() {
+        let latest: Vec<String> = gaps.iter().map(|e| e.event_id.clone()).collect();
+        asked_gaps.extend(latest.iter().cloned());
+        let rid = room_id.to_owned();
+        let (earliest, min_depth) = state
+            .db
+            .read(move |c| {
+                Ok((
+                    ev_store::forward_extremities(c, &rid)?,
+                    ev_store::min_timeline_depth(c, &rid)?.unwrap_or(0),
+                ))
+            })
+            .await
+            .unwrap_or_default();
+        let path = format!(
+            "/_matrix/federation/v1/get_missing_events/{}",
+            percent_encode(room_id)
+        );
+        let body = json!({
+            "earliest_events": earliest,
+            "latest_events": latest,
+            "limit": MISSING_EVENTS_LIMIT,
+            "min_depth": min_depth,
+        });
+        for server in candidates(state, room_id, first)
+            .await
+            .into_iter()
+            .take(MAX_SERVERS_ASKED)
+        {
+            let key = format!("gap {server} {}", first.event_id);
+            if state.inbound.recently_failed(&key) {
+                continue;
+            }
+            let Some(answer) =
+                get_json(client, &server, Method::POST, &path, Some(body.clone())).await
+            else {
+                state.inbound.note_failure(key);
+                continue;
+            };
+            let events = take_array(&answer["events"]);
+            if events.is_empty() {
+                state.inbound.note_failure(key);
+                continue;
+            }
+            let n = hold_fetched(state, room_id, &server, events).await;
+            got += n;
+            if n > 0 {
+                break;
+            }
+        }
+        if got > 0 {
+            return got;
+        }
+    }
+
+    // Prev events that the gap did not bring: learn the state after them instead.
+    let mut fetches = 0;
+    for (ev, missing) in waiting {
+        if fetches >= MAX_STATE_FETCHES_PER_ROUND {
+            break;
+        }
+        if !asked_gaps.contains(&ev.event_id) {
+            continue;
+        }
+        for prev in &missing.prev {
+            let key = format!("state {prev}");
+            if fetches >= MAX_STATE_FETCHES_PER_ROUND || state.inbound.recently_failed(&key) {
+                continue;
+            }
+            fetches += 1;
+            let mut placed = false;
+            for server in candidates(state, room_id, ev)
+                .await
+                .into_iter()
+                .take(MAX_SERVERS_ASKED)
+            {
+                if state_at(state, client, &server, room_id, prev).await {
+                    placed = true;
+                    break;
+                }
+            }
+            if placed {
+                got += 1;
+            } else {
+                state.inbound.note_failure(key);
+            }
+        }
+    }
+    got
+}
+
+/// Learns the state before `event_id` from `server`, stores it (checked against its auth
+/// chain) and the event itself as an outlier with that state. Returns whether it worked.
+async fn state_at(
+    state: &AppState,
+    client: &FederationClient,
+    server: &str,
+    room_id: &str,
+    event_id: &str,
+) -> bool {
+    let path = format!(
+        "/_matrix/federation/v1/state/{}?event_id={}",
+        percent_encode(room_id),
+        percent_encode(event_id)
+    );
+    let Some(body) = get_json(client, server, Method::GET, &path, None).await else {
+        return false;
+    };
+    let path = format!("/_matrix/federation/v1/event/{}", percent_encode(event_id));
+    let Some(event) = get_json(client, server, Method::GET, &path, None).await else {
+        return false;
+    };
+    let Some(pdu) = event["pdus"].get(0).cloned() else {
+        return false;
+    };
+    let mut chain = take_array(&body["auth_chain"]);
+    let state_pdus = take_array(&body["pdus"]);
+    chain.extend(state_pdus.iter().cloned());
+    store_outliers(state, room_id, chain).await;
+
+    let rid = room_id.to_owned();
+    let wanted = event_id.to_owned();
+    let outcome = state
+        .db
+        .write(move |txn| {
+            let Some(room) = ev_store::get_room(txn, &rid)? else {
+                return Ok(false);
+            };
+            let (_, rules) = version_rules(&room.room_version)?;
+            let mut state_map = StateMap::new();
+            for pdu in state_pdus {
+                let Some((id, obj)) = verified(pdu, &rid, &rules) else {
+                    return Ok(false);
+                };
+                // Only state events this node holds unrejected (checked above) count.
+                match ev_store::get_event(txn, id.as_str())? {
+                    Some(ev) if !ev.rejected => {}
+                    _ => return Ok(false),
+                }
+                if let (Some(ty), Some(key)) =
+                    (str_field(&obj, "type"), str_field(&obj, "state_key"))
+                {
+                    state_map.insert((ty.to_owned(), key.to_owned()), id.to_string());
+                }
+            }
+            let Some((id, obj)) = verified(pdu, &rid, &rules) else {
+                return Ok(false);
+            };
+            if id.as_str() != wanted {
+                return Ok(false);
+            }
+            let outcome = remote::store_with_state(txn, &rid, &id, &obj, &state_map)?;
+            Ok(!matches!(outcome, Accepted::Missing(_)))
+        })
+        .await;
+    matches!(outcome, Ok(true))
+}
+
+/// Verifies a fetched PDU of the room.
+pub(crate) fn verified(
+    pdu: Value,
+    room_id: &str,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Option<(OwnedEventId, CanonicalJsonObject)> {
+    let obj: CanonicalJsonObject = serde_json::from_value(pdu).ok()?;
+    match str_field(&obj, "room_id") {
+        Some(r) if r == room_id => remote::verify_pdu(obj, rules).ok(),
+        Some(_) => None,
+        // From room version 12 on, the create event has no room id: the room id is its own.
+        None => {
+            let (id, obj) = remote::verify_pdu(obj, rules).ok()?;
+            let own = room_id.strip_prefix('!')?;
+            (id.as_str().strip_prefix('$') == Some(own)).then_some((id, obj))
+        }
+    }
+}
+
+/// Stores fetched auth-chain or state events as outliers, each once its own auth events are
+/// here. Returns how many were stored.
+async fn store_outliers(state: &AppState, room_id: &str, pdus: Vec<Value>) -> usize {
+    let rid = room_id.to_owned();
+    state
+        .db
+        .write(move |txn| {
+            let Some(room) = ev_store::get_room(txn, &rid)? else {
+                return Ok(0);
+            };
+            let (_, rules) = version_rules(&room.room_version)?;
+            store_outliers_in(txn, &rid, pdus, &rules)
+        })
+        .await
+        .unwrap_or(0)
+}
+
+/// [`store_outliers`] inside a write transaction: verifies each PDU (dropping those of other
+/// rooms or that fail verification) and stores it once its auth events are here. Auth chains
+/// come in any order, so this repeats until nothing moves.
+pub(crate) fn store_outliers_in(
+    txn: &mut WriteTxn<'_>,
+    room_id: &str,
+    pdus: Vec<Value>,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> Result<usize> {
+    let mut todo: Vec<(OwnedEventId, CanonicalJsonObject)> = pdus
+        .into_iter()
+        .take(MAX_FETCHED_EVENTS)
+        .filter_map(|p| verified(p, room_id, rules))
+        .collect();
+    let mut stored = 0;
+    loop {
+        let mut left = Vec::new();
+        let before = stored;
+        for (id, obj) in todo {
+            match remote::store_outlier(txn, room_id, &id, &obj)? {
+                Accepted::Missing(_) => left.push((id, obj)),
+                Accepted::Known => {}
+                _ => stored += 1,
+            }
+        }
+        if left.is_empty() || stored == before {
+            return Ok(stored);
+        }
+        todo = left;
+    }
+}
+
+/// Puts fetched timeline events in the holding area (the next pass places them).
+async fn hold_fetched(state: &AppState, room_id: &str, server: &str, pdus: Vec<Value>) -> usize {
+    let (rid, from) = (room_id.to_owned(), server.to_owned());
+    state
+        .db
+        .write(move |txn| {
+            let Some(room) = ev_store::get_room(txn, &rid)? else {
+                return Ok(0);
+            };
+            let (_, rules) = version_rules(&room.room_version)?;
+            let mut held = 0;
+            for pdu in pdus.into_iter().take(MISSING_EVENTS_LIMIT) {
+                let Some((id, obj)) = verified(pdu, &rid, &rules) else {
+                    continue;
+                };
+                if ev_store::get_event(txn, id.as_str())?
+                    .is_some_and(|e| e.stream.is_some() || e.rejected || e.state_after.is_some())
+                    || staged::is_staged(txn, id.as_str())?
+                {
+                    continue;
+                }
+                if hold(txn, &rid, &from, &id, &obj)?.is_none() {
+                    held += 1;
+                }
+            }
+            Ok(held)
+        })
+        .await
+        .unwrap_or(0)
+}
+
+/// Fetches the events between `earliest` (what this node has) and `latest` from `server` and
+/// lets them wait for their place: used after joining a room again, for what happened while
+/// this node was away.
+pub(crate) async fn fill_gap(
+    state: &AppState,
+    client: &FederationClient,
+    server: &str,
+    room_id: &str,
+    earliest: Vec<String>,
+    latest: &str,
+) {
+    let path = format!(
+        "/_matrix/federation/v1/get_missing_events/{}",
+        percent_encode(room_id)
+    );
+    let body = json!({
+        "earliest_events": earliest,
+        "latest_events": [latest],
+        "limit": MISSING_EVENTS_LIMIT,
+    });
+    if let Some(answer) = get_json(client, server, Method::POST, &path, Some(body)).await {
+        let events = take_array(&answer["events"]);
+        if hold_fetched(state, room_id, server, events).await > 0 {
+            kick(state, room_id);
+        }
+    }
+}
+
+/// A federation request's JSON answer, if it was a 200.
+async fn get_json(
+    client: &FederationClient,
+    server: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Option<Value> {
+    match client.request(server, method, path, body).await {
+        Ok(resp) if resp.status == StatusCode::OK => Some(resp.body),
+        Ok(resp) => {
+            tracing::debug!(%server, %path, status = %resp.status, "fetch refused");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(%server, %path, error = %e, "fetch failed");
+            None
+        }
+    }
+}
+
+fn take_array(v: &Value) -> Vec<Value> {
+    v.as_array()
+        .map(|a| a.iter().take(MAX_FETCHED_EVENTS).cloned().collect())
+        .unwrap_or_default()
+}
