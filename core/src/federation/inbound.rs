@@ -853,3 +853,209 @@ fn take_array(v: &Value) -> Vec<Value> {
         .map(|a| a.iter().take(MAX_FETCHED_EVENTS).cloned().collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::PathBuf, sync::Arc};
+
+    use serde_json::Map;
+
+    use super::*;
+    use crate::{
+        config::{Config, PasswordCost},
+        rooms::{
+            EventTemplate,
+            create::CreateRoomRequest,
+            graph::{self, RoomCtx},
+            membership::MembershipAction,
+        },
+        services::Services,
+        storage::state as state_store,
+    };
+
+    /// A node's services in a fresh directory, removed when dropped.
+    struct TempNode(PathBuf, Arc<Services>);
+
+    impl Drop for TempNode {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open_node() -> TempNode {
+        let mut name = [0u8; 8];
+        getrandom::fill(&mut name).expect("random");
+        let dir = std::env::temp_dir().join(format!(
+            "neurite-inbound-{}",
+            data_encoding::HEXLOWER.encode(&name)
+        ));
+        let mut config = Config::new(&dir);
+        config.password_cost = PasswordCost::TESTING;
+        let services = Services::open(config).expect("open");
+        TempNode(dir, services)
+    }
+
+    /// A seeded shuffle (splitmix64), so a failing order can be replayed.
+    fn shuffle<T>(items: &mut [T], seed: u64) {
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        for i in (1..items.len()).rev() {
+            let j = (next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+
+    fn message(body: &str) -> EventTemplate {
+        EventTemplate::message(
+            "m.room.message",
+            json!({ "msgtype": "m.text", "body": body }),
+        )
+    }
+
+    /// A room with a fork: from one point, Bob sets the topic and talks while Alice demotes
+    /// him and sets the topic too; a last message of Alice's cites both branches.
+    async fn forked_room(a: &Arc<Services>) -> (String, Vec<Value>) {
+        let alice = a.accounts.register("alice", None).await.expect("alice");
+        let bob = a.accounts.register("bob", None).await.expect("bob");
+        let room = a
+            .rooms
+            .create_room(
+                &alice,
+                CreateRoomRequest {
+                    preset: Some("public_chat".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("room")
+            .to_string();
+        a.rooms
+            .change_membership(&bob, &room, &bob, MembershipAction::Join, None, Map::new())
+            .await
+            .expect("join");
+        // Room version 12: the creator's power is implied and may not be listed.
+        let b_id = bob.to_string();
+        let levels = move |bob_level: i64| {
+            EventTemplate::state(
+                "m.room.power_levels",
+                "",
+                json!({ "users": { b_id.clone(): bob_level },
+                        "state_default": 50, "events_default": 0 }),
+            )
+        };
+        a.rooms
+            .send(&alice, &room, levels.clone()(50), None)
+            .await
+            .expect("promote bob");
+        let (identity, r, al, bo) = (a.identity.clone(), room.clone(), alice.clone(), bob.clone());
+        a.db.write(move |txn| {
+            let fork = RoomCtx::load(txn, &r)?;
+            let mut left = fork.clone();
+            let topic = |t: &str| EventTemplate::state("m.room.topic", "", json!({ "topic": t }));
+            graph::append(txn, &mut left, &identity, &bo, &topic("Bob's"), None)?;
+            graph::append(txn, &mut left, &identity, &bo, &message("left"), None)?;
+            let mut right = fork;
+            graph::append(txn, &mut right, &identity, &al, &levels(0), None)?;
+            graph::append(txn, &mut right, &identity, &al, &topic("Alice's"), None)?;
+            graph::append(txn, &mut right, &identity, &al, &message("right"), None)?;
+            Ok(())
+        })
+        .await
+        .expect("fork");
+        a.rooms
+            .send(&alice, &room, message("merged"), None)
+            .await
+            .expect("merge");
+        let r = room.clone();
+        let events =
+            a.db.read(move |c| ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false))
+                .await
+                .expect("events");
+        let pdus = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.json).expect("json"))
+            .collect();
+        (room, pdus)
+    }
+
+    /// What a node ends with: its current state and the ids of its timeline.
+    async fn outcome(node: &Arc<Services>, room: &str) -> (StateMap, Vec<String>) {
+        let r = room.to_owned();
+        node.db
+            .read(move |c| {
+                let state = state_store::current_state(c, &r)?;
+                let mut ids: Vec<String> =
+                    ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false)?
+                        .into_iter()
+                        .map(|e| e.event_id)
+                        .collect();
+                ids.sort();
+                Ok((state, ids))
+            })
+            .await
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn the_same_events_in_any_order_give_the_same_state_and_timeline() {
+        let a = open_node();
+        let (room, pdus) = forked_room(&a.1).await;
+        let origin = a.1.identity.server_name().to_string();
+        let expected = outcome(&a.1, &room).await;
+        assert_eq!(expected.1.len(), pdus.len());
+
+        let mut orders: Vec<Vec<Value>> = vec![pdus.clone(), pdus.iter().rev().cloned().collect()];
+        for seed in 1..=8 {
+            let mut order = pdus.clone();
+            shuffle(&mut order, seed);
+            orders.push(order);
+        }
+        let mut states = Vec::new();
+        for (n, order) in orders.into_iter().enumerate() {
+            let d = open_node();
+            let (r, o) = (room.clone(), origin.clone());
+            let local = d.1.identity.server_name().to_string();
+            let events: Vec<(OwnedEventId, CanonicalJsonObject)> = {
+                let rules = version_rules("12").expect("v12").1;
+                order
+                    .into_iter()
+                    .map(|p| verified(p, &room, &rules).expect("verifies"))
+                    .collect()
+            };
+            d.1.db
+                .write(move |txn| {
+                    ev_store::insert_room(txn, &r, "12", "")?;
+                    take_in(txn, &r, &o, &local, events)
+                })
+                .await
+                .expect("take in");
+            let (_, waiting) = drain(&d.1, &room).await.expect("drain");
+            assert!(
+                waiting.is_empty(),
+                "order {n}: events still wait: {waiting:?}"
+            );
+            let got = outcome(&d.1, &room).await;
+            assert_eq!(got.1, expected.1, "order {n}: timeline differs");
+            states.push(got.0);
+        }
+        // Every order resolves the fork the same way (the sender of the original graph built
+        // the merge on its own current state, which need not be the resolved one).
+        assert!(states.windows(2).all(|w| w[0] == w[1]), "{states:#?}");
+        let topic = &states[0][&("m.room.topic".to_owned(), String::new())];
+        let topic_json =
+            a.1.db
+                .read_blocking(|c| ev_store::get_event_json(c, topic))
+                .expect("read")
+                .expect("topic stored");
+        assert!(
+            topic_json.contains("Alice's"),
+            "the demotion wins: {topic_json}"
+        );
+    }
+}

@@ -482,13 +482,27 @@ pub fn accept_pdu(
     if !missing.is_empty() {
         return Ok(Accepted::Missing(missing));
     }
+    // Prev events kept out of the timeline (soft-failed here, or known only with another
+    // server's state) join it now that another server built on them: which events end up in
+    // the timeline then does not depend on the order they arrived in.
+    for p in &prevs {
+        if let Some(ev) = ev_store::get_event(txn, p)?
+            && ev.stream.is_none()
+            && !ev.rejected
+        {
+            promote(txn, &ev, rules)?;
+        }
+    }
     // An outlier with no state so far is stored afresh, now with its place in the graph.
     if known.is_some() {
         ev_store::delete_outlier(txn, event_id.as_str())?;
     }
 
     // The state before the event: its prev events' states, resolved.
-    let (state_before, before_group) = if prev_states.len() == 1 {
+    let (state_before, before_group) = if prev_states.is_empty() {
+        // The create event.
+        (StateMap::new(), None)
+    } else if prev_states.len() == 1 {
         (prev_states.remove(0), prev_groups[0])
     } else {
         let resolved = resolve_states(txn, rules, &prev_states)?;
@@ -564,6 +578,33 @@ pub fn accept_pdu(
         crate::push::thread_root(relates_to.as_deref(), rel_type.as_deref()),
     )?;
     Ok(Accepted::Stored(stream))
+}
+
+/// Puts an outlier whose state is known into the timeline (it does not become a forward
+/// extremity: the event that cites it follows).
+fn promote(
+    txn: &mut WriteTxn<'_>,
+    ev: &ev_store::StoredEvent,
+    rules: &RoomVersionRules,
+) -> Result<()> {
+    let pdu = Pdu::from_json(&ev.event_id, &ev.json)?;
+    let (relates_to, rel_type) = super::graph::relation_of(&pdu);
+    let stream = txn.next_pos();
+    ev_store::promote_outlier(
+        txn,
+        &ev.event_id,
+        &ev.event_type,
+        stream,
+        relates_to.as_deref(),
+        rel_type.as_deref(),
+    )?;
+    if ev.event_type == "m.room.redaction"
+        && let Some(target) = &pdu.redacts
+    {
+        super::apply_redaction_with_rules(txn, rules, target.as_str(), &ev.event_id)?;
+    }
+    tracing::debug!(event = %ev.event_id, "outlier joins the timeline");
+    Ok(())
 }
 
 /// Recomputes a room's current state from its forward extremities.

@@ -155,6 +155,26 @@ pub fn delete_outlier(conn: &Connection, event_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Puts an outlier into the timeline at `stream`.
+pub fn promote_outlier(
+    conn: &Connection,
+    event_id: &str,
+    event_type: &str,
+    stream: i64,
+    relates_to: Option<&str>,
+    rel_type: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE events SET stream = ?2, outlier = 0, relates_to = ?3, rel_type = ?4
+         WHERE event_id = ?1 AND stream IS NULL",
+    )?
+    .execute(params![event_id, stream, relates_to, rel_type])?;
+    if super::search::searchable_key(event_type).is_some() {
+        super::search::index_when_due(conn, stream)?;
+    }
+    Ok(())
+}
+
 /// Records the state around an outlier whose state was learnt from another server.
 pub fn set_outlier_state(
     conn: &Connection,
