@@ -242,10 +242,7 @@ impl Accounts {
                 let now = now_ms();
                 store::upsert_device(txn, &uid, &did, display_name.as_deref(), now)?;
                 // A login on an existing device replaces its earlier sessions.
-                txn.execute(
-                    "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
-                    rusqlite::params![uid, did],
-                )?;
+                store::delete_device_tokens(txn, &uid, &did)?;
                 store::insert_token(txn, &hash, &uid, &did, now)
             })
             .await?;

@@ -337,11 +337,15 @@ pub(super) async fn invite(
             }
             if ev_store::get_event(txn, id.as_str())?.is_none() {
                 let pos = txn.next_pos();
-                txn.execute(
-                    "INSERT INTO events (event_id, room_id, stream, type, state_key, sender, origin_server_ts,
-                        depth, json, outlier) VALUES (?1, ?2, ?3, 'm.room.member', ?4, ?5, ?6, 0, ?7, 1)",
-                    rusqlite::params![id.as_str(), rid, pos, tgt, sender, ts, json],
-                )?;
+                let invite = ev_store::DetachedMember {
+                    event_id: id.as_str(),
+                    room_id: &rid,
+                    user_id: &tgt,
+                    sender: &sender,
+                    origin_server_ts: ts,
+                    json: &json,
+                };
+                ev_store::insert_detached_member_event(txn, &invite, pos)?;
                 ev_store::set_membership(txn, &rid, &tgt, "invite", id.as_str(), pos)?;
             }
             fed_store::set_invite_state(txn, &rid, &tgt, &invite_state)?;
@@ -806,14 +810,20 @@ pub async fn reject_remote_invite(state: &AppState, user: &UserId, room_id: &str
             let pos = txn.next_pos();
             let event_id = match leave {
                 Some((id, json, ts)) => {
-                    txn.execute(
-                        "INSERT OR IGNORE INTO events (event_id, room_id, stream, type, state_key, sender,
-                            origin_server_ts, depth, json, outlier) VALUES (?1, ?2, ?3, 'm.room.member', ?4, ?4, ?5, 0, ?6, 1)",
-                        rusqlite::params![id, r, pos, u, ts, json],
-                    )?;
+                    let leave = ev_store::DetachedMember {
+                        event_id: &id,
+                        room_id: &r,
+                        user_id: &u,
+                        sender: &u,
+                        origin_server_ts: ts,
+                        json: &json,
+                    };
+                    ev_store::insert_detached_member_event(txn, &leave, pos)?;
                     id
                 }
-                None => ev_store::membership(txn, &r, &u)?.map(|m| m.event_id).unwrap_or_default(),
+                None => ev_store::membership(txn, &r, &u)?
+                    .map(|m| m.event_id)
+                    .unwrap_or_default(),
             };
             ev_store::set_membership(txn, &r, &u, "leave", &event_id, pos)?;
             Ok(())

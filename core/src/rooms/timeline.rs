@@ -127,15 +127,7 @@ fn membership_run_start(
     upto: i64,
     with_invite: bool,
 ) -> Result<i64> {
-    let rows = conn
-        .prepare_cached(
-            "SELECT stream, json FROM events WHERE room_id = ?1 AND type = 'm.room.member' AND state_key = ?2
-             AND stream <= ?3 AND rejected = 0 ORDER BY stream DESC",
-        )?
-        .query_map(rusqlite::params![room_id, user_id, upto], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = ev_store::member_events_upto(conn, room_id, user_id, upto)?;
     let mut start = upto;
     for (stream, json) in rows {
         let membership = serde_json::from_str::<Value>(&json)?
@@ -155,14 +147,8 @@ fn membership_run_start(
 }
 
 fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -> Result<bool> {
-    let events = conn
-        .prepare_cached(
-            "SELECT json FROM events WHERE room_id = ?1 AND type = 'm.room.member' AND state_key = ?2
-             AND stream <= ?3 AND rejected = 0",
-        )?
-        .query_map(rusqlite::params![room_id, user_id, upto], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(events.iter().any(|j| {
+    let events = ev_store::member_events_upto(conn, room_id, user_id, upto)?;
+    Ok(events.iter().any(|(_, j)| {
         serde_json::from_str::<Value>(j)
             .ok()
             .and_then(|v| {
@@ -600,15 +586,7 @@ pub fn state_at(
     if upto >= now_pos {
         return state_store::current_state(conn, room_id);
     }
-    let group: Option<i64> = conn
-        .prepare_cached(
-            "SELECT state_after FROM events WHERE room_id = ?1 AND stream <= ?2 AND rejected = 0
-             ORDER BY stream DESC LIMIT 1",
-        )?
-        .query_row(rusqlite::params![room_id, upto], |r| r.get(0))
-        .ok()
-        .flatten();
-    match group {
+    match ev_store::state_group_at(conn, room_id, upto)? {
         Some(g) => state_store::load_state_group(conn, g),
         None => Ok(Default::default()),
     }

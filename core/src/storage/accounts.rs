@@ -264,3 +264,10 @@ pub fn directory_candidates(conn: &Connection, requester: &str) -> Result<Vec<Di
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Removes the access tokens of one device (a new login on it replaces them).
+pub fn delete_device_tokens(conn: &Connection, user_id: &str, device_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2")?
+        .execute(params![user_id, device_id])?;
+    Ok(())
+}

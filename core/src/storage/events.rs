@@ -559,3 +559,75 @@ pub fn closest_to_ts(
         })
         .optional()?)
 }
+
+/// A user's member events in a room up to a stream position, newest first:
+/// `(stream, json)`.
+pub fn member_events_upto(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    upto: i64,
+) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT stream, json FROM events WHERE room_id = ?1 AND type = 'm.room.member' AND state_key = ?2
+         AND stream <= ?3 AND rejected = 0 ORDER BY stream DESC",
+    )?;
+    let rows = stmt.query_map(params![room_id, user_id, upto], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The state group after the room's last timeline event at or before `upto`.
+pub fn state_group_at(conn: &Connection, room_id: &str, upto: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT state_after FROM events WHERE room_id = ?1 AND stream <= ?2 AND rejected = 0
+             ORDER BY stream DESC LIMIT 1",
+        )?
+        .query_row(params![room_id, upto], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// A member event of a room this node does not take part in (an invite from another server,
+/// or the leave that declined it).
+#[derive(Debug)]
+pub struct DetachedMember<'a> {
+    /// Event id.
+    pub event_id: &'a str,
+    /// Room id.
+    pub room_id: &'a str,
+    /// The user it is about.
+    pub user_id: &'a str,
+    /// Its sender.
+    pub sender: &'a str,
+    /// Origin timestamp.
+    pub origin_server_ts: i64,
+    /// PDU JSON.
+    pub json: &'a str,
+}
+
+/// Stores a [`DetachedMember`] outside the graph, at a stream position so that `/sync` shows
+/// the change. Known events are left alone.
+pub fn insert_detached_member_event(
+    conn: &Connection,
+    ev: &DetachedMember<'_>,
+    stream: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO events (event_id, room_id, stream, type, state_key, sender,
+            origin_server_ts, depth, json, outlier)
+         VALUES (?1, ?2, ?3, 'm.room.member', ?4, ?5, ?6, 0, ?7, 1)",
+    )?
+    .execute(params![
+        ev.event_id,
+        ev.room_id,
+        stream,
+        ev.user_id,
+        ev.sender,
+        ev.origin_server_ts,
+        ev.json
+    ])?;
+    Ok(())
+}
