@@ -166,20 +166,22 @@ pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<Pd
             .write(move |txn| take_in(txn, &rid, &from, &local, events))
             .await;
         match outcome {
-            Ok((room_results, _changed)) => results.extend(room_results),
-            Err(e) => {
-                tracing::warn!(room = %room_id, error = %e, "could not take in events");
-                continue;
+            Ok((room_results, waiting)) => {
+                results.extend(room_results);
+                if waiting {
+                    kick(state, &room_id);
+                }
             }
+            Err(e) => tracing::warn!(room = %room_id, error = %e, "could not take in events"),
         }
-        kick(state, &room_id);
     }
     state.notifier.notify();
     results
 }
 
 /// Offers verified events of one room to the graph; holds those that depend on missing
-/// events. Returns each event's outcome and whether anything was stored or held.
+/// events. Returns each event's outcome, and whether events of the room wait (so the resolver
+/// has work: something was held now, or something was stored that waiting events may need).
 fn take_in(
     txn: &mut WriteTxn<'_>,
     room_id: &str,
@@ -192,30 +194,31 @@ fn take_in(
     };
     let (_, rules) = version_rules(&room.room_version)?;
     let mut results = Vec::new();
-    let mut changed = false;
+    let (mut stored, mut held) = (false, false);
     for (id, obj) in events {
         let outcome = accept_and_welcome(txn, room_id, &id, &obj, &rules, local)?;
         let result = match outcome {
             Accepted::Stored(_) | Accepted::Outlier => {
-                changed = true;
+                stored = true;
                 Ok(())
             }
             Accepted::Known => Ok(()),
             Accepted::Rejected(why) | Accepted::SoftFailed(why) => {
-                changed = true;
+                stored = true;
                 Err(why)
             }
             Accepted::Missing(_) => match hold(txn, room_id, origin, &id, &obj)? {
                 Some(why) => Err(why),
                 None => {
-                    changed = true;
+                    held = true;
                     Ok(())
                 }
             },
         };
         results.push((id.to_string(), result));
     }
-    Ok((results, changed))
+    let waiting = held || (stored && staged::count_in_room(txn, room_id)? > 0);
+    Ok((results, waiting))
 }
 
 /// Puts an event in the holding area unless a bound says no (the reason is returned).
