@@ -287,10 +287,12 @@ impl Builder<'_> {
         let (events, more) = crate::rooms::timeline::paginate(
             self.conn,
             room_id,
-            upto,
-            Some(after),
-            crate::rooms::timeline::Direction::Backward,
-            self.timeline_limit(),
+            crate::rooms::timeline::Page {
+                from: upto,
+                to: Some(after),
+                dir: crate::rooms::timeline::Direction::Backward,
+                limit: self.timeline_limit(),
+            },
             &self.filter.room.timeline,
             crate::rooms::timeline::Visible { floor, upto },
         )?;

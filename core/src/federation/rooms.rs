@@ -618,7 +618,7 @@ async fn join_through(
                 let obj = obj_of(ev)?;
                 let (id, obj) = remote::verify_pdu(obj, &rules).map_err(Error::Event)?;
                 // Only state that passed its own auth checks counts.
-                if !ev_store::get_event(txn, id.as_str())?.is_some_and(|e| !e.rejected) {
+                if ev_store::get_event(txn, id.as_str())?.is_none_or(|e| e.rejected) {
                     continue;
                 }
                 if let (Some(ty), Some(key)) =

@@ -622,20 +622,14 @@ impl Driver {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
-                if !self.peers.contains_key(&peer_id) {
-                    let how = if endpoint.is_dialer() {
+                self.peers.entry(peer_id).or_insert_with(|| Known {
+                    addresses: Vec::new(),
+                    discovered: if endpoint.is_dialer() {
                         Discovery::Static
                     } else {
                         Discovery::Inbound
-                    };
-                    self.peers.insert(
-                        peer_id,
-                        Known {
-                            addresses: Vec::new(),
-                            discovered: how,
-                        },
-                    );
-                }
+                    },
+                });
                 if num_established.get() == 1 {
                     self.connected.insert(peer_id);
                     tracing::info!(peer = %peer_id, "peer connected");
@@ -645,9 +639,9 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } if num_established == 0 => {
+            } => {
                 self.connected.remove(&peer_id);
                 tracing::info!(peer = %peer_id, "peer disconnected");
                 let _ = self.events.send(PeerEvent::Disconnected(peer_id));

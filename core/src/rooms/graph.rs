@@ -184,10 +184,11 @@ pub fn event_template(
 ) -> Result<CanonicalJsonObject> {
     let kind = TimelineEventType::from(tpl.event_type.as_str());
     let mut content = tpl.content.clone();
-    if tpl.event_type == "m.room.redaction" && ctx.rules.redaction.content_field_redacts {
-        if let (Some(obj), Some(r)) = (content.as_object_mut(), &tpl.redacts) {
-            obj.insert("redacts".into(), Value::String(r.clone()));
-        }
+    if tpl.event_type == "m.room.redaction"
+        && ctx.rules.redaction.content_field_redacts
+        && let (Some(obj), Some(r)) = (content.as_object_mut(), &tpl.redacts)
+    {
+        obj.insert("redacts".into(), Value::String(r.clone()));
     }
     let content_raw = serde_json::value::to_raw_value(&content)?;
     let auth_types = state_res::auth_types_for_event(

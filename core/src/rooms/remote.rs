@@ -132,7 +132,7 @@ fn settled(ev: &ev_store::StoredEvent) -> bool {
 /// The auth events of `pdu` that this node does not have at all. From room version 12 on,
 /// the create event is one of them without being listed: its id is the room id's.
 fn missing_auth(conn: &Connection, pdu: &Pdu, rules: &RoomVersionRules) -> Result<Vec<String>> {
-    let mut wanted: Vec<OwnedEventId> = pdu.data.auth_events.iter().cloned().collect();
+    let mut wanted: Vec<OwnedEventId> = pdu.data.auth_events.to_vec();
     if rules.authorization.room_create_event_id_as_room_id
         && let Some(room_id) = &pdu.data.room_id
         && let Ok(create) = EventId::parse(format!("${}", room_id.strip_sigil()))

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{
     Rooms,
     format::{Viewer, client_event},
-    timeline::{Direction, Visible, paginate, state_at, token, visible_range},
+    timeline::{Direction, Page, Visible, paginate, state_at, token, visible_range},
 };
 use crate::{
     error::{MatrixError, Result},
@@ -284,20 +284,24 @@ fn context(
     let (before, _) = paginate(
         conn,
         &ev.room_id,
-        pos - 1,
-        None,
-        Direction::Backward,
-        limit(ctx.before_limit),
+        Page {
+            from: pos - 1,
+            to: None,
+            dir: Direction::Backward,
+            limit: limit(ctx.before_limit),
+        },
         &all,
         range,
     )?;
     let (after, _) = paginate(
         conn,
         &ev.room_id,
-        pos,
-        None,
-        Direction::Forward,
-        limit(ctx.after_limit),
+        Page {
+            from: pos,
+            to: None,
+            dir: Direction::Forward,
+            limit: limit(ctx.after_limit),
+        },
         &all,
         range,
     )?;

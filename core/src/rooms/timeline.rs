@@ -170,18 +170,34 @@ pub(crate) fn require_visible(
         .ok_or_else(|| MatrixError::forbidden("You are not allowed to view this room").into())
 }
 
+/// Where a page of a room's events starts and ends, which way it goes, and how long it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Start after (forward) or at (backward) this stream position.
+    pub from: i64,
+    /// Stop at this position, if given.
+    pub to: Option<i64>,
+    /// Direction of travel.
+    pub dir: Direction,
+    /// Most events.
+    pub limit: usize,
+}
+
 /// Pages through a room's events matching `filter`, starting after/before `from`.
 /// Returns the events (in the order of travel) and the position to continue from, if any.
 pub fn paginate(
     conn: &Connection,
     room_id: &str,
-    from: i64,
-    to: Option<i64>,
-    dir: Direction,
-    limit: usize,
+    page: Page,
     filter: &RoomEventFilter,
     range: Visible,
 ) -> Result<(Vec<StoredEvent>, Option<i64>)> {
+    let Page {
+        from,
+        to,
+        dir,
+        limit,
+    } = page;
     let upto = range.upto;
     if limit == 0 {
         return Ok((Vec::new(), None));
@@ -309,8 +325,18 @@ impl Rooms {
                     Direction::Backward => upto,
                     Direction::Forward => 0,
                 });
-                let (events, next) =
-                    paginate(conn, &room_id, from, to, q.dir, q.limit, &q.filter, range)?;
+                let (events, next) = paginate(
+                    conn,
+                    &room_id,
+                    Page {
+                        from,
+                        to,
+                        dir: q.dir,
+                        limit: q.limit,
+                    },
+                    &q.filter,
+                    range,
+                )?;
                 let viewer = Viewer {
                     user_id: &user,
                     device_id: Some(&device),
@@ -422,20 +448,24 @@ impl Rooms {
                 let (before, _) = paginate(
                     conn,
                     &room_id,
-                    pos - 1,
-                    None,
-                    Direction::Backward,
-                    before_n,
+                    Page {
+                        from: pos - 1,
+                        to: None,
+                        dir: Direction::Backward,
+                        limit: before_n,
+                    },
                     &filter,
                     range,
                 )?;
                 let (after, _) = paginate(
                     conn,
                     &room_id,
-                    pos,
-                    None,
-                    Direction::Forward,
-                    after_n,
+                    Page {
+                        from: pos,
+                        to: None,
+                        dir: Direction::Forward,
+                        limit: after_n,
+                    },
                     &filter,
                     range,
                 )?;

@@ -11,7 +11,7 @@ use crate::{
     filter::RoomEventFilter,
     rooms::{
         format::{Viewer, client_event},
-        timeline::{Direction, Visible, paginate, state_at, token, visible_range},
+        timeline::{Direction, Page, Visible, paginate, state_at, token, visible_range},
     },
     storage::{
         events::{self as ev_store, MembershipRow, StoredEvent},
@@ -113,10 +113,12 @@ impl RoomBuilder<'_> {
         let (mut timeline, more) = paginate(
             conn,
             room_id,
-            upto,
-            Some(after),
-            Direction::Backward,
-            limit,
+            Page {
+                from: upto,
+                to: Some(after),
+                dir: Direction::Backward,
+                limit,
+            },
             &RoomEventFilter::default(),
             visible,
         )?;
