@@ -1061,4 +1061,87 @@ mod tests {
             "the demotion wins: {topic_json}"
         );
     }
+
+    #[tokio::test]
+    async fn events_rejected_for_a_missing_auth_event_by_earlier_versions_are_recovered() {
+        let a = open_node();
+        let (room, pdus) = forked_room(&a.1).await;
+        let origin = a.1.identity.server_name().to_string();
+        let expected = outcome(&a.1, &room).await;
+        let rules = version_rules("12").expect("v12").1;
+        let mut events: Vec<(OwnedEventId, CanonicalJsonObject)> = pdus
+            .into_iter()
+            .map(|p| verified(p, &room, &rules).expect("verifies"))
+            .collect();
+        // Bob's join is what this node never got in time.
+        let join_at = events
+            .iter()
+            .position(|(_, o)| {
+                str_field(o, "type") == Some("m.room.member")
+                    && str_field(o, "state_key").is_some_and(|k| k.starts_with("@bob:"))
+            })
+            .expect("bob's join");
+        let join = events.remove(join_at);
+
+        // What an earlier version wrote: everything after the join rejected, without state.
+        let d = open_node();
+        let local = d.1.identity.server_name().to_string();
+        let (r, o) = (room.clone(), origin.clone());
+        d.1.db
+            .write(move |txn| {
+                ev_store::insert_room(txn, &r, "12", "")?;
+                take_in(txn, &r, &o, &local, events)?;
+                for ev in staged::in_room(txn, &r, 1000)? {
+                    let obj: CanonicalJsonObject = serde_json::from_str(&ev.json)?;
+                    let id = EventId::parse(&ev.event_id).expect("id");
+                    let pdu = crate::rooms::pdu::Pdu::from_object(id, &obj)?;
+                    let prevs: Vec<String> =
+                        pdu.data.prev_events.iter().map(|e| e.to_string()).collect();
+                    ev_store::insert_event(
+                        txn,
+                        &ev_store::NewEvent {
+                            event_id: &ev.event_id,
+                            room_id: &r,
+                            stream: None,
+                            event_type: str_field(&obj, "type").unwrap_or_default(),
+                            state_key: str_field(&obj, "state_key"),
+                            sender: str_field(&obj, "sender").unwrap_or_default(),
+                            origin_server_ts: 0,
+                            depth: ev.depth,
+                            json: &ev.json,
+                            state_before: None,
+                            state_after: None,
+                            prev_state: None,
+                            relates_to: None,
+                            rel_type: None,
+                            txn_device: None,
+                            txn_id: None,
+                            prev_events: &prevs,
+                            outlier: false,
+                            rejected: true,
+                        },
+                    )?;
+                    staged::unstage(txn, &ev.event_id)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("old database");
+        let before = outcome(&d.1, &room).await;
+        assert!(before.1.len() < expected.1.len());
+
+        // The migration turns the rejections back into waiting events; the join arrives.
+        let local = d.1.identity.server_name().to_string();
+        let r = room.clone();
+        d.1.db
+            .write(move |txn| {
+                staged::recover_rejected_events(txn)?;
+                take_in(txn, &r, &origin, &local, vec![join])
+            })
+            .await
+            .expect("recover");
+        let (_, waiting) = drain(&d.1, &room).await.expect("drain");
+        assert!(waiting.is_empty(), "events still wait: {waiting:?}");
+        assert_eq!(outcome(&d.1, &room).await, expected);
+    }
 }

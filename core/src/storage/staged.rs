@@ -103,3 +103,16 @@ pub fn rooms(conn: &Connection) -> Result<Vec<String>> {
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Runs migration 014's recovery again: every rejected event becomes a stateless outlier and
+/// waits in the holding area (for tests that write what earlier versions wrote).
+#[cfg(test)]
+pub(crate) fn recover_rejected_events(conn: &Connection) -> Result<()> {
+    let migration = include_str!("migrations/014_staged_events.sql");
+    let start = migration
+        .find("-- Earlier versions rejected")
+        .ok_or_else(|| crate::error::Error::Task("migration 014 changed shape".into()))?;
+    let recovery = &migration[start..];
+    conn.execute_batch(recovery)?;
+    Ok(())
+}
