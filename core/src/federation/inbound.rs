@@ -11,9 +11,9 @@
 //! 1. try every waiting event, shallowest first, until a pass stores nothing;
 //! 2. for events missing auth events: `event_auth` of the waiting event;
 //! 3. for events missing prev events: `get_missing_events` from our forward extremities;
-//! 4. for prev events still missing after that (history from before this node joined, or
-//!    beyond what the peer walks back): the state at that event (`/state`), so the events
-//!    after it can be placed in the graph.
+//! 4. for prev events still missing after that (no server would give them, or the run's
+//!    budget for history is spent): the state at that event (`/state`), so the events after
+//!    it can be placed in the graph.
 //!
 //! Each fetch asks the server that handed us the event first, then its sender's server, then
 //! other servers in the room. Bounds: the holding area per room and per sending server,
@@ -57,6 +57,9 @@ const STAGED_TTL: Duration = Duration::from_secs(24 * 3600);
 const MAX_ROUNDS: usize = 12;
 /// Servers asked for one missing piece.
 const MAX_SERVERS_ASKED: usize = 3;
+/// Events fetched through `get_missing_events` in one resolver run; beyond that, the state at
+/// the edge of what is here is fetched instead of more history.
+const HISTORY_BUDGET: usize = 1_000;
 /// Events asked for per `get_missing_events`.
 const MISSING_EVENTS_LIMIT: usize = 100;
 /// Waiting events whose gaps are fetched per round.
@@ -399,7 +402,7 @@ enum Resolved {
 /// One resolver run for a room.
 async fn resolve_room(state: &AppState, room_id: &str) -> Resolved {
     let mut progressed = false;
-    let mut asked_gaps: HashSet<String> = HashSet::new();
+    let mut gaps = Gaps::default();
     for _ in 0..MAX_ROUNDS {
         let (stored, waiting) = match drain(state, room_id).await {
             Ok(r) => r,
@@ -418,7 +421,7 @@ async fn resolve_room(state: &AppState, room_id: &str) -> Resolved {
         let Some(client) = state.federation().cloned() else {
             return Resolved::Waiting { progressed };
         };
-        let fetched = fetch_missing(state, &client, room_id, &waiting, &mut asked_gaps).await;
+        let fetched = fetch_missing(state, &client, room_id, &waiting, &mut gaps).await;
         if fetched == 0 {
             return Resolved::Waiting { progressed };
         }
@@ -492,13 +495,22 @@ async fn candidates(state: &AppState, room_id: &str, ev: &StagedEvent) -> Vec<St
     out
 }
 
+/// What one resolver run has asked of `get_missing_events`.
+#[derive(Default)]
+struct Gaps {
+    /// Waiting events whose gaps were asked for.
+    asked: HashSet<String>,
+    /// Events the answers brought.
+    fetched: usize,
+}
+
 /// Fetches what waiting events lack; returns how many events were stored or held.
 async fn fetch_missing(
     state: &AppState,
     client: &FederationClient,
     room_id: &str,
     waiting: &[(StagedEvent, Missing)],
-    asked_gaps: &mut HashSet<String>,
+    gaps: &mut Gaps,
 ) -> usize {
     let mut got = 0;
     // Auth events: the auth chain of the waiting event.
@@ -538,36 +550,39 @@ async fn fetch_missing(
         got += found;
     }
 
-    // Prev events: the gap between our forward extremities and the waiting events.
-    let gaps: Vec<&StagedEvent> = waiting
+    // Prev events: the gap between our forward extremities and the waiting events, while the
+    // run's budget for history lasts (beyond it, the state at the gap's edge is fetched).
+    if gaps.fetched >= HISTORY_BUDGET {
+        for (ev, _) in waiting {
+            gaps.asked.insert(ev.event_id.clone());
+        }
+    }
+    let gap_events: Vec<&StagedEvent> = waiting
         .iter()
-        .filter(|(ev, m)| !m.prev.is_empty() && !asked_gaps.contains(&ev.event_id))
+        .filter(|(ev, m)| !m.prev.is_empty() && !gaps.asked.contains(&ev.event_id))
         .map(|(ev, _)| ev)
         .take(MAX_GAPS_PER_ROUND)
         .collect();
-    if let Some(first) = gaps.first() {
-        let latest: Vec<String> = gaps.iter().map(|e| e.event_id.clone()).collect();
-        asked_gaps.extend(latest.iter().cloned());
+    if let Some(first) = gap_events.first() {
+        let latest: Vec<String> = gap_events.iter().map(|e| e.event_id.clone()).collect();
+        gaps.asked.extend(latest.iter().cloned());
         let rid = room_id.to_owned();
-        let (earliest, min_depth) = state
+        let earliest = state
             .db
-            .read(move |c| {
-                Ok((
-                    ev_store::forward_extremities(c, &rid)?,
-                    ev_store::min_timeline_depth(c, &rid)?.unwrap_or(0),
-                ))
-            })
+            .read(move |c| ev_store::forward_extremities(c, &rid))
             .await
             .unwrap_or_default();
         let path = format!(
             "/_matrix/federation/v1/get_missing_events/{}",
             percent_encode(room_id)
         );
+        // No depth floor: events sent while another server had not yet seen our join can be
+        // shallower than it, and they belong in our timeline too. History before our join
+        // comes along with them, up to the budget of the run.
         let body = json!({
             "earliest_events": earliest,
             "latest_events": latest,
             "limit": MISSING_EVENTS_LIMIT,
-            "min_depth": min_depth,
         });
         for server in candidates(state, room_id, first)
             .await
@@ -590,6 +605,7 @@ async fn fetch_missing(
                 continue;
             }
             let n = hold_fetched(state, room_id, &server, events).await;
+            gaps.fetched += n;
             got += n;
             if n > 0 {
                 break;
@@ -606,7 +622,7 @@ async fn fetch_missing(
         if fetches >= MAX_STATE_FETCHES_PER_ROUND {
             break;
         }
-        if !asked_gaps.contains(&ev.event_id) {
+        if !gaps.asked.contains(&ev.event_id) {
             continue;
         }
         for prev in &missing.prev {

@@ -353,17 +353,6 @@ pub fn set_only_extremity(conn: &Connection, room_id: &str, event_id: &str) -> R
     Ok(())
 }
 
-/// The depth of the room's oldest event in this node's timeline: what this node has of the
-/// room's history reaches back to there.
-pub fn min_timeline_depth(conn: &Connection, room_id: &str) -> Result<Option<i64>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT min(depth) FROM events WHERE room_id = ?1 AND stream IS NOT NULL
-             AND outlier = 0 AND rejected = 0",
-        )?
-        .query_row([room_id], |r| r.get(0))?)
-}
-
 /// A room's version and state group.
 #[derive(Debug, Clone)]
 pub struct RoomRow {
