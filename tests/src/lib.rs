@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 pub use serde_json;
 
+pub mod churn;
+
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);
 
