@@ -49,9 +49,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const SETUP_WAIT: Duration = Duration::from_secs(45);
 /// Longest wait for a leave or a rejoin to be seen by other nodes (only noted if it lapses).
 const REJOIN_WAIT: Duration = Duration::from_secs(10);
-/// Longest wait for a member's node to receive what was acknowledged before it leaves (what it
-/// still lacks is excused).
-const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Pause between two looks at the nodes while waiting for a condition.
 const POLL: Duration = Duration::from_millis(250);
 /// Pause between two looks while settling, from 10 s after the last heal on.
@@ -358,11 +355,11 @@ pub struct NodeFigures {
     pub present: usize,
     /// Labels of the ones it lacks.
     pub missing: Vec<String>,
-    /// Acknowledged events this node need not hold (sent while its user was away from the
-    /// room, or not yet arrived when it left): how many.
-    pub excused: usize,
-    /// Of those, how many it holds anyway.
-    pub excused_present: usize,
+    /// Of the acknowledged events, how many were sent while this node's user was away from
+    /// the room (they are owed all the same: a rejoin fetches them).
+    pub sent_while_away: usize,
+    /// Of those, how many it holds.
+    pub away_present: usize,
     /// Entries of its room state, if it answered.
     pub state_entries: Option<usize>,
     /// Whether its room state differs from the most common one.
@@ -438,8 +435,8 @@ impl SeedReport {
                 "expected": n.expected,
                 "present": n.present,
                 "missing": n.missing.len(),
-                "excused": n.excused,
-                "excused_present": n.excused_present,
+                "sent_while_away": n.sent_while_away,
+                "away_present": n.away_present,
                 "state_entries": n.state_entries,
                 "state_differs": n.state_differs,
                 "rejected_in_log": n.rejected_in_log,
@@ -469,13 +466,13 @@ impl SeedReport {
         for (i, n) in self.per_node.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "  node {i}: {}/{} acknowledged events present, {} missing; excused {}/{}; \
+                "  node {i}: {}/{} acknowledged events present, {} missing; sent while away {}/{}; \
                  state {}{}; {} \"rejected\" log lines{}",
                 n.present,
                 n.expected,
                 n.missing.len(),
-                n.excused_present,
-                n.excused,
+                n.away_present,
+                n.sent_while_away,
                 n.state_entries
                     .map_or_else(|| "unknown".to_owned(), |e| format!("{e} entries")),
                 if n.state_differs { " (DIFFERS)" } else { "" },
@@ -812,8 +809,8 @@ impl Api {
 struct Sent {
     node: usize,
     label: String,
-    /// Nodes that need not hold the event (their user was away when it was sent).
-    excused: Vec<usize>,
+    /// Nodes whose user was away from the room when it was sent (they owe it all the same).
+    sent_while_away: Vec<usize>,
     result: Result<String, (u16, String)>,
 }
 
@@ -822,9 +819,9 @@ struct Sent {
 struct Acked {
     event_id: String,
     label: String,
-    /// Nodes that need not hold it: their user was away from the room when it was sent, or
-    /// left before it arrived (nothing brings such an event back to a node that rejoins).
-    excused: Vec<usize>,
+    /// Nodes whose user was away from the room when it was sent (reported apart; owed all
+    /// the same).
+    sent_while_away: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -841,7 +838,7 @@ impl Record {
                 Ok(event_id) => self.acked.push(Acked {
                     event_id,
                     label: s.label,
-                    excused: s.excused,
+                    sent_while_away: s.sent_while_away,
                 }),
                 Err((403, e)) => self
                     .forbidden
@@ -860,15 +857,6 @@ impl Record {
             }
         }
     }
-
-    /// The events node `i` must hold.
-    fn owed_to(&self, i: usize) -> Vec<String> {
-        self.acked
-            .iter()
-            .filter(|a| !a.excused.contains(&i))
-            .map(|a| a.event_id.clone())
-            .collect()
-    }
 }
 
 /// Sends `count` text messages one after another as `api`'s user.
@@ -878,7 +866,7 @@ async fn send_messages(
     node: usize,
     tag: String,
     count: usize,
-    excused: Vec<usize>,
+    sent_while_away: Vec<usize>,
 ) -> Vec<Sent> {
     let mut out = Vec::new();
     for k in 0..count {
@@ -893,7 +881,7 @@ async fn send_messages(
         out.push(Sent {
             node,
             label,
-            excused: excused.clone(),
+            sent_while_away: sent_while_away.clone(),
             result,
         });
     }
@@ -921,7 +909,7 @@ async fn set_topic(api: Api, room: String, node: usize, tag: String) -> Vec<Sent
     vec![Sent {
         node,
         label,
-        excused: Vec::new(),
+        sent_while_away: Vec::new(),
         result,
     }]
 }
@@ -949,7 +937,7 @@ async fn change_power(
     let mut out = vec![Sent {
         node,
         label,
-        excused: Vec::new(),
+        sent_while_away: Vec::new(),
         result,
     }];
     let tag = format!("{tag} after power levels:");
@@ -965,7 +953,7 @@ async fn collect(set: &mut JoinSet<Vec<Sent>>) -> Vec<Sent> {
             Err(e) => out.push(Sent {
                 node: usize::MAX,
                 label: "task".into(),
-                excused: Vec::new(),
+                sent_while_away: Vec::new(),
                 result: Err((0, format!("task failed: {e}"))),
             }),
         }
@@ -999,22 +987,6 @@ async fn membership(api: &Api, room: &str, user: &str) -> Result<String, String>
         (200, v) => Ok(v["membership"].as_str().unwrap_or_default().to_owned()),
         (s, v) => Err(format!("{s} {v}")),
     }
-}
-
-/// Which of `ids` `api`'s node holds (`GET /rooms/{room}/event/{id}` answers 200).
-async fn held(api: &Api, room: &str, ids: &[String]) -> Result<HashSet<String>, String> {
-    let mut out = HashSet::new();
-    for id in ids {
-        let path = format!("/rooms/{}/event/{}", enc(room), enc(id));
-        match api.call(Method::GET, &path, None).await? {
-            (200, _) => {
-                out.insert(id.clone());
-            }
-            (404, _) => {}
-            (s, v) => return Err(format!("GET event: {s} {v}")),
-        }
-    }
-    Ok(out)
 }
 
 /// Tries `POST /join/{room}?server_name=` a few times; returns the failures along the way.
@@ -1248,7 +1220,7 @@ async fn set_up_room(cluster: &Cluster, seed: u64, rec: &mut Record) -> Result<S
         rec.acked.push(Acked {
             event_id,
             label: label.into(),
-            excused: Vec::new(),
+            sent_while_away: Vec::new(),
         });
     }
     for i in 1..n {
@@ -1396,11 +1368,11 @@ async fn fault_round(
 /// `leaver`'s user leaves and joins again through `via` while the other live users send.
 /// Returns the leaver if it is back in the room.
 ///
-/// Two waits keep the scenario fair (both bounded, only noted if they lapse): before leaving,
-/// the leaver's node gets the chance to receive what was acknowledged so far (what it still
-/// lacks when it leaves is excused: no mechanism brings it back after the rejoin); and it
-/// rejoins only once `via` has seen the leave, since a join made on a graph that lacks the
-/// leave would race it in state resolution, which may then rightly keep the leave.
+/// The leaver still owes every acknowledged event, including those sent while its user was
+/// away: a node that joins again fetches what happened meanwhile. One wait keeps the scenario
+/// fair (bounded, only noted if it lapses): the leaver rejoins only once `via` has seen the
+/// leave, since a join made on a graph that lacks the leave would race it in state
+/// resolution, which may then rightly keep the leave.
 async fn leave_and_rejoin(
     cluster: &Cluster,
     room: &str,
@@ -1411,37 +1383,6 @@ async fn leave_and_rejoin(
     rec: &mut Record,
 ) -> Option<usize> {
     let api = cluster.api(leaver);
-    let owed = rec.owed_to(leaver);
-    let mut have = HashSet::new();
-    let deadline = Instant::now() + CATCH_UP_WAIT;
-    loop {
-        let lacking: Vec<String> = owed
-            .iter()
-            .filter(|id| !have.contains(*id))
-            .cloned()
-            .collect();
-        match held(&api, room, &lacking).await {
-            Ok(got) => have.extend(got),
-            Err(e) => rec.notes.push(format!("{tag}: asking node {leaver}: {e}")),
-        }
-        if have.len() == owed.len() || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    let lacking = owed.len() - have.len();
-    if lacking > 0 {
-        rec.notes.push(format!(
-            "{tag}: node {leaver} left while lacking {lacking} acknowledged events; \
-             they are not counted against it"
-        ));
-        for a in &mut rec.acked {
-            if !a.excused.contains(&leaver) && !have.contains(&a.event_id) {
-                a.excused.push(leaver);
-            }
-        }
-    }
-
     let mut set = JoinSet::new();
     for (i, &count) in round.messages_during_leave.iter().enumerate() {
         if count > 0 {
@@ -1597,11 +1538,7 @@ async fn settle(
             states[i] = l.state;
             errors[i] = l.error;
         }
-        let all_held = (0..n).all(|i| {
-            rec.acked
-                .iter()
-                .all(|a| a.excused.contains(&i) || present[i].contains(&a.event_id))
-        });
+        let all_held = (0..n).all(|i| rec.acked.iter().all(|a| present[i].contains(&a.event_id)));
         let agree = states.iter().all(|s| s.is_some() && *s == states[0]);
         let now = Instant::now();
         if (all_held && agree) || now >= deadline {
@@ -1649,16 +1586,15 @@ fn fill_figures(
         let f = &mut report.per_node[i];
         for a in &rec.acked {
             let has = present[i].contains(&a.event_id);
-            if a.excused.contains(&i) {
-                f.excused += 1;
-                f.excused_present += usize::from(has);
+            if a.sent_while_away.contains(&i) {
+                f.sent_while_away += 1;
+                f.away_present += usize::from(has);
+            }
+            f.expected += 1;
+            if has {
+                f.present += 1;
             } else {
-                f.expected += 1;
-                if has {
-                    f.present += 1;
-                } else {
-                    f.missing.push(format!("{} ({})", a.label, a.event_id));
-                }
+                f.missing.push(format!("{} ({})", a.label, a.event_id));
             }
         }
         f.state_entries = states[i].as_ref().map(BTreeSet::len);
