@@ -53,6 +53,8 @@ pub const MAX_STAGED_PER_ROOM: usize = 2_000;
 pub const MAX_STAGED_PER_ORIGIN: usize = 1_000;
 /// How long an event may wait for what it depends on.
 const STAGED_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Passes over a room's waiting events in one try.
+const MAX_PASSES: usize = 8;
 /// Fetch-and-retry rounds in one resolver run.
 const MAX_ROUNDS: usize = 12;
 /// Servers asked for one missing piece.
@@ -444,9 +446,11 @@ async fn drain(state: &AppState, room_id: &str) -> Result<(usize, Vec<(StagedEve
             };
             let (_, rules) = version_rules(&row.room_version)?;
             let mut stored = 0;
+            let mut passes = 0;
             loop {
+                passes += 1;
                 let mut waiting = Vec::new();
-                let mut pass = 0;
+                let mut placed = 0;
                 for ev in staged::in_room(txn, &room, MAX_STAGED_PER_ROOM)? {
                     let obj: CanonicalJsonObject = serde_json::from_str(&ev.json)?;
                     let Ok(id) = EventId::parse(&ev.event_id) else {
@@ -457,14 +461,16 @@ async fn drain(state: &AppState, room_id: &str) -> Result<(usize, Vec<(StagedEve
                         Accepted::Missing(missing) => waiting.push((ev, missing)),
                         outcome => {
                             if !matches!(outcome, Accepted::Known) {
-                                pass += 1;
+                                placed += 1;
                             }
                             staged::unstage(txn, &ev.event_id)?;
                         }
                     }
                 }
-                stored += pass;
-                if pass == 0 || waiting.is_empty() {
+                stored += placed;
+                // Events are tried shallowest first, so one pass places a whole chain whose
+                // depths are honest; more passes only for depths that lie, and not many.
+                if placed == 0 || waiting.is_empty() || passes >= MAX_PASSES {
                     return Ok((stored, waiting));
                 }
             }
