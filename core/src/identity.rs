@@ -138,6 +138,20 @@ pub fn key_for_server_name(name: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
+/// The public key map for one Neurite server, computed from its name (what signature checks
+/// of its events and requests verify against).
+pub fn public_key_map(server_name: &str) -> Option<ruma::signatures::PublicKeyMap> {
+    let key = key_for_server_name(server_name)?;
+    let set = std::collections::BTreeMap::from([(
+        KEY_ID.to_owned(),
+        ruma::serde::Base64::new(key.as_bytes().to_vec()),
+    )]);
+    Some(std::collections::BTreeMap::from([(
+        server_name.to_owned(),
+        set,
+    )]))
+}
+
 fn create_seed(path: &PathBuf) -> Result<[u8; 32]> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| Error::Key(e.to_string()))?;

@@ -63,7 +63,7 @@ async fn signed_requests_travel_over_streams_and_keys_match_names() {
     assert_eq!(keys.status, 200);
     assert_eq!(keys.body["server_name"], b.server_name());
     // The key served is the key the name encodes, and the response is signed by it.
-    let map = neurite_core::federation::auth::public_key_map(&b.server_name()).unwrap();
+    let map = neurite_core::identity::public_key_map(&b.server_name()).unwrap();
     let obj: ruma_obj::Obj = serde_json::from_value(keys.body.clone()).unwrap();
     assert!(
         ruma_obj::verify(&map, &obj),

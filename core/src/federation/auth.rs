@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue,
-    serde::Base64,
-    signatures::{PublicKeyMap, sign_json, verify_json},
+    signatures::{sign_json, verify_json},
 };
 
-use crate::identity::{Identity, KEY_ID, key_for_server_name};
+use crate::identity::{Identity, KEY_ID, public_key_map};
 
 /// The parsed parameters of an `Authorization: X-Matrix …` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,13 +125,6 @@ pub fn sign_request(
         }
         .header(),
     )
-}
-
-/// The public key map for one Neurite server, computed from its name.
-pub fn public_key_map(server_name: &str) -> Option<PublicKeyMap> {
-    let key = key_for_server_name(server_name)?;
-    let set = BTreeMap::from([(KEY_ID.to_owned(), Base64::new(key.as_bytes().to_vec()))]);
-    Some(BTreeMap::from([(server_name.to_owned(), set)]))
 }
 
 /// Why a request's signature was refused.

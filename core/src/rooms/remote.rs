@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::{graph::load_pdu, pdu::Pdu};
 use crate::{
     error::{Error, Result},
-    federation::auth::public_key_map,
+    identity::public_key_map,
     storage::{
         WriteTxn,
         events::{self as ev_store, NewEvent},
