@@ -59,14 +59,8 @@ pub async fn join(
     };
     if room.starts_with('!') && !crate::federation::rooms::is_resident(&state, &room).await? {
         // A room that lives elsewhere: join through the servers we were told of.
-        let mut via: Vec<String> = uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .filter(|(k, _)| *k == "server_name" || *k == "via")
-            .map(|(_, v)| super::percent_decode(v))
-            .collect();
+        let mut via = super::query_values(uri.query(), "server_name");
+        via.extend(super::query_values(uri.query(), "via"));
         via.extend(alias_servers);
         via.extend(
             crate::federation::rooms::join_candidates(&state, &room, session.user_id.as_str())

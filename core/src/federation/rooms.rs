@@ -82,13 +82,7 @@ async fn make_membership(
     let user = UserId::parse(user_id.as_str())
         .map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
     // `ver` repeats once per room version the joining server supports.
-    let versions: Vec<String> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("ver="))
-        .map(str::to_owned)
-        .collect();
+    let versions = crate::client::query_values(uri.query(), "ver");
     let identity = state.identity.clone();
     let template = state
         .db

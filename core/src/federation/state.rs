@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::Signed;
 use crate::e2ee::remote::server_of;
 use crate::{
-    client::{AppState, Path, Query, percent_decode},
+    client::{AppState, Path, Query, query_values},
     error::{Error, MatrixError, Result},
     rooms::graph::{self, version_rules},
     storage::{
@@ -181,24 +181,14 @@ pub(super) async fn room_state(
 
 /// Reads `v` (repeatable) and `limit` from a backfill query string.
 fn backfill_params(uri: &Uri) -> std::result::Result<(Vec<String>, usize), MatrixError> {
-    let mut from = Vec::new();
-    let mut limit = None;
-    for pair in uri.query().unwrap_or("").split('&') {
-        let Some((k, v)) = pair.split_once('=') else {
-            continue;
-        };
-        match k {
-            "v" => from.push(percent_decode(v)),
-            "limit" => {
-                limit = Some(
-                    percent_decode(v)
-                        .parse::<usize>()
-                        .map_err(|_| MatrixError::invalid_param("limit must be a number"))?,
-                )
-            }
-            _ => {}
-        }
-    }
+    let from = query_values(uri.query(), "v");
+    let limit = match query_values(uri.query(), "limit").first() {
+        Some(v) => Some(
+            v.parse::<usize>()
+                .map_err(|_| MatrixError::invalid_param("limit must be a number"))?,
+        ),
+        None => None,
+    };
     if from.is_empty() {
         return Err(MatrixError::missing_param("v is required"));
     }
