@@ -55,6 +55,8 @@ pub struct Services {
     pub presence: Presence,
     /// Events from other servers waiting for the events they depend on.
     pub(crate) inbound: crate::federation::inbound::Inbound,
+    /// Destinations the outbox backs off from that have talked to us since.
+    pub(crate) heard: crate::federation::outbox::Heard,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -112,6 +114,7 @@ impl Services {
             push,
             presence,
             inbound: Default::default(),
+            heard: Default::default(),
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

@@ -96,6 +96,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
                 "The request's origin is not the peer that sent it",
             ));
         }
+        state.heard.record(&origin);
         let body = serde_json::from_value(content.unwrap_or_else(|| json!({})))
             .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))?;
         Ok(Signed { origin, body })

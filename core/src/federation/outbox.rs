@@ -6,14 +6,14 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Notify, mpsc, watch},
     time::Instant,
 };
 
@@ -33,6 +33,48 @@ const MAX_EDUS: usize = 100;
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(180);
+
+/// Destinations the outbox is backing off from, and those of them that have since made a
+/// signed request to this node: a peer that talks to us again (after being frozen, or on a
+/// link that came back without a new connection) is retried at once, not after its back-off.
+#[derive(Default)]
+pub struct Heard {
+    backing_off: Mutex<HashSet<String>>,
+    heard: Mutex<HashSet<String>>,
+    notify: Notify,
+}
+
+impl Heard {
+    /// Notes a request from `server` (cheap unless the outbox is backing off from it).
+    pub(crate) fn record(&self, server: &str) {
+        let waiting = self
+            .backing_off
+            .lock()
+            .map(|b| b.contains(server))
+            .unwrap_or(false);
+        if waiting && let Ok(mut heard) = self.heard.lock() {
+            heard.insert(server.to_owned());
+            self.notify.notify_one();
+        }
+    }
+
+    fn backing_off(&self, server: &str, yes: bool) {
+        if let Ok(mut b) = self.backing_off.lock() {
+            if yes {
+                b.insert(server.to_owned());
+            } else {
+                b.remove(server);
+            }
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        self.heard
+            .lock()
+            .map(|mut h| h.drain().collect())
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Default)]
 struct Backoff {
@@ -88,6 +130,7 @@ pub fn spawn(
                 r = changes.changed() => if r.is_err() { break },
                 Some((dest, ok)) = done_rx.recv() => {
                     in_flight.remove(&dest);
+                    services.heard.backing_off(&dest, !ok);
                     let b = backoff.entry(dest).or_default();
                     if ok {
                         *b = Backoff::default();
@@ -100,6 +143,11 @@ pub fn spawn(
                     if let Ok(PeerEvent::Connected(peer)) = event
                         && let Some(server) = server_name_for_peer(&peer)
                     {
+                        backoff.remove(&server);
+                    }
+                }
+                _ = services.heard.notify.notified() => {
+                    for server in services.heard.take() {
                         backoff.remove(&server);
                     }
                 }

@@ -489,6 +489,7 @@ pub fn accept_pdu(
         if let Some(ev) = ev_store::get_event(txn, p)?
             && ev.stream.is_none()
             && !ev.rejected
+            && ev.state_after.is_some()
         {
             promote(txn, &ev, rules)?;
         }
@@ -580,30 +581,53 @@ pub fn accept_pdu(
     Ok(Accepted::Stored(stream))
 }
 
-/// Puts an outlier whose state is known into the timeline (it does not become a forward
-/// extremity: the event that cites it follows).
+/// Puts an outlier whose state is known into the timeline, with those of its prev events
+/// that are such outliers too (ancestors first): an event learnt with another server's state
+/// may itself cite one. None becomes a forward extremity: the event that cites it follows.
 fn promote(
     txn: &mut WriteTxn<'_>,
     ev: &ev_store::StoredEvent,
     rules: &RoomVersionRules,
 ) -> Result<()> {
-    let pdu = Pdu::from_json(&ev.event_id, &ev.json)?;
-    let (relates_to, rel_type) = super::graph::relation_of(&pdu);
-    let stream = txn.next_pos();
-    ev_store::promote_outlier(
-        txn,
-        &ev.event_id,
-        &ev.event_type,
-        stream,
-        relates_to.as_deref(),
-        rel_type.as_deref(),
-    )?;
-    if ev.event_type == "m.room.redaction"
-        && let Some(target) = &pdu.redacts
-    {
-        super::apply_redaction_with_rules(txn, rules, target.as_str(), &ev.event_id)?;
+    let mut chain = Vec::new();
+    let mut seen = HashSet::new();
+    let mut todo = vec![ev.clone()];
+    while let Some(ev) = todo.pop() {
+        if !seen.insert(ev.event_id.clone()) {
+            continue;
+        }
+        let pdu = Pdu::from_json(&ev.event_id, &ev.json)?;
+        for p in &pdu.data.prev_events {
+            if let Some(prev) = ev_store::get_event(txn, p.as_str())?
+                && prev.stream.is_none()
+                && !prev.rejected
+                && prev.state_after.is_some()
+            {
+                todo.push(prev);
+            }
+        }
+        chain.push((ev, pdu));
     }
-    tracing::debug!(event = %ev.event_id, "outlier joins the timeline");
+    // Oldest first, so stream order follows the graph.
+    chain.sort_by_key(|(_, pdu)| u64::from(pdu.data.depth));
+    for (ev, pdu) in chain {
+        let (relates_to, rel_type) = super::graph::relation_of(&pdu);
+        let stream = txn.next_pos();
+        ev_store::promote_outlier(
+            txn,
+            &ev.event_id,
+            &ev.event_type,
+            stream,
+            relates_to.as_deref(),
+            rel_type.as_deref(),
+        )?;
+        if ev.event_type == "m.room.redaction"
+            && let Some(target) = &pdu.redacts
+        {
+            super::apply_redaction_with_rules(txn, rules, target.as_str(), &ev.event_id)?;
+        }
+        tracing::debug!(event = %ev.event_id, "outlier joins the timeline");
+    }
     Ok(())
 }
 
