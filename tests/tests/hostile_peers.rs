@@ -292,3 +292,89 @@ async fn a_genuine_invite_from_another_server_still_arrives() {
         "the invite itself shows: {events:?}"
     );
 }
+
+/// `GET /event/{id}` for the evil server.
+async fn fetch_event(evil: &EvilPeer, event_id: &str) -> (reqwest::StatusCode, Value) {
+    evil.request(
+        Method::GET,
+        &format!("/_matrix/federation/v1/event/{}", enc(event_id)),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn events_fetched_over_federation_follow_history_visibility() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{
+                "type": "m.room.history_visibility", "state_key": "",
+                "content": { "history_visibility": "joined" },
+            }],
+        }))
+        .await;
+    let before = alice.send_text(&room, "before mallory came").await;
+    let evil = EvilPeer::connect(&node).await;
+
+    // Not in the room: nothing at all.
+    assert_error(&fetch_event(&evil, &before).await, 403, "M_FORBIDDEN");
+
+    // Mallory joins through the node (make_join, then send_join of the signed template).
+    let mallory = evil.user_id("mallory");
+    let template = assert_status(
+        &evil
+            .request(
+                Method::GET,
+                &format!(
+                    "/_matrix/federation/v1/make_join/{}/{}?ver=12",
+                    enc(&room),
+                    enc(&mallory)
+                ),
+                None,
+            )
+            .await,
+        200,
+    );
+    let (join_id, join) = evil.sign_pdu(template["event"].clone());
+    assert_status(
+        &evil
+            .request(
+                Method::PUT,
+                &format!(
+                    "/_matrix/federation/v2/send_join/{}/{}",
+                    enc(&room),
+                    enc(&join_id)
+                ),
+                Some(join),
+            )
+            .await,
+        200,
+    );
+    let after = alice.send_text(&room, "after mallory came").await;
+
+    // From before the join: the event, redacted (its graph place kept, its content not).
+    let old = assert_status(&fetch_event(&evil, &before).await, 200);
+    let pdu = &old["pdus"][0];
+    assert_eq!(pdu["type"], "m.room.message", "{old}");
+    assert_eq!(pdu["room_id"], room.as_str());
+    assert_eq!(
+        pdu["content"],
+        json!({}),
+        "redacted for mallory's server: {old}"
+    );
+    assert!(pdu["hashes"]["sha256"].is_string(), "{old}");
+    // From after the join: whole.
+    let new = assert_status(&fetch_event(&evil, &after).await, 200);
+    assert_eq!(
+        new["pdus"][0]["content"]["body"], "after mallory came",
+        "{new}"
+    );
+    // Alice's own view of the old event is whole.
+    let mine = alice
+        .get_ok(&format!("/rooms/{}/event/{}", enc(&room), enc(&before)))
+        .await;
+    assert_eq!(mine["content"]["body"], "before mallory came");
+}

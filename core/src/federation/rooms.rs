@@ -538,7 +538,7 @@ pub(super) async fn event_auth(
     Ok(Json(json!({ "auth_chain": chain })))
 }
 
-/// `GET /_matrix/federation/v1/event/{eventId}`.
+/// `GET /_matrix/federation/v1/event/{eventId}`: the event as the asking server may see it.
 pub(super) async fn get_event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
@@ -554,7 +554,8 @@ pub(super) async fn get_event(
             if !server_in_room(conn, &ev.room_id, &origin)? {
                 return Err(MatrixError::forbidden("Your server is not in this room").into());
             }
-            Ok(serde_json::from_str::<Value>(&ev.json)?)
+            // Whole or redacted, as the room's history visibility at the event allows.
+            super::state::pdu_for_server(conn, &ev, &origin)
         })
         .await?;
     Ok(Json(
