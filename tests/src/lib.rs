@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 pub use serde_json;
 
 pub mod churn;
+pub mod evil;
 
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);

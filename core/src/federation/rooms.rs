@@ -272,7 +272,67 @@ pub(super) struct InviteBody {
     invite_room_state: Vec<Value>,
 }
 
-/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`.
+/// Most stripped state events an invite may carry.
+const MAX_INVITE_STATE_EVENTS: usize = 50;
+/// Most bytes of stripped state (as JSON) an invite may carry.
+const MAX_INVITE_STATE_BYTES: usize = 64 * 1024;
+
+/// The invite's stripped state as JSON to store, if it is small enough and made of objects.
+fn invite_state_json(events: &[Value]) -> std::result::Result<String, MatrixError> {
+    let too_large = |what: &str| {
+        MatrixError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            format!("invite_room_state has too many {what}"),
+        )
+    };
+    if events.len() > MAX_INVITE_STATE_EVENTS {
+        return Err(too_large("events"));
+    }
+    if !events.iter().all(Value::is_object) {
+        return Err(MatrixError::bad_json(
+            "invite_room_state must hold stripped state events",
+        ));
+    }
+    let json = serde_json::to_string(events).map_err(|_| MatrixError::internal())?;
+    if json.len() > MAX_INVITE_STATE_BYTES {
+        return Err(too_large("bytes"));
+    }
+    Ok(json)
+}
+
+/// Checks that `obj` is an invite for `room_id`, sent by a user of `origin` to a user of
+/// `local`; returns `(sender, invitee)`.
+fn invite_parties(
+    obj: &CanonicalJsonObject,
+    room_id: &str,
+    origin: &str,
+    local: &str,
+) -> std::result::Result<(String, String), MatrixError> {
+    let is_invite = matches!(obj.get("content"), Some(CanonicalJsonValue::Object(c))
+        if c.get("membership") == Some(&CanonicalJsonValue::String("invite".into())));
+    if str_field(obj, "type") != Some("m.room.member") || !is_invite {
+        return Err(MatrixError::bad_json("Not an invite"));
+    }
+    if str_field(obj, "room_id") != Some(room_id) {
+        return Err(MatrixError::bad_json("The invite is for another room"));
+    }
+    let sender = str_field(obj, "sender").unwrap_or_default();
+    if server_of(sender) != Some(origin) || UserId::parse(sender).is_err() {
+        return Err(MatrixError::forbidden(
+            "Invites must come from the inviter's own server",
+        ));
+    }
+    let target = str_field(obj, "state_key").unwrap_or_default();
+    if server_of(target) != Some(local) || UserId::parse(target).is_err() {
+        return Err(MatrixError::forbidden("The invitee is not on this server"));
+    }
+    Ok((sender.to_owned(), target.to_owned()))
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for a local user from
+/// another server, counter-signed only if it is an invite of an existing local user who is
+/// neither in the room nor banned from it here.
 pub(super) async fn invite(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(String, String)>,
@@ -287,63 +347,57 @@ pub(super) async fn invite(
         )
         .with_field("room_version", json!(body.room_version))
     })?;
+    let invite_state = invite_state_json(&body.invite_room_state)?;
     let obj = obj_of(&body.event)?;
-    let sender = str_field(&obj, "sender").unwrap_or_default().to_owned();
-    let target = str_field(&obj, "state_key").unwrap_or_default().to_owned();
-    if server_of(&sender) != Some(signed.origin.as_str())
-        || str_field(&obj, "type") != Some("m.room.member")
-    {
-        return Err(MatrixError::forbidden(
-            "Invites must come from the inviter's own server",
-        ));
-    }
-    if server_of(&target) != Some(state.identity.server_name().as_str()) {
-        return Err(MatrixError::forbidden("The invitee is not on this server"));
-    }
+    let local = state.identity.server_name().to_string();
+    let (sender, target) = invite_parties(&obj, &room_id, &signed.origin, &local)?;
     let (id, obj) = remote::verify_pdu(obj, &rules).map_err(MatrixError::forbidden)?;
     if id.as_str() != event_id {
         return Err(MatrixError::bad_json("Event id does not match the event"));
     }
-    let (signed_obj, _) = {
-        let mut o = obj.clone();
-        ruma::signatures::sign_event(
-            state.identity.server_name().as_str(),
-            state.identity.key_pair(),
-            &mut o,
-            &rules.redaction,
-        )
-        .map_err(|e| MatrixError::bad_json(e.to_string()))?;
-        (o, ())
-    };
-    let json = serde_json::to_string(&signed_obj).map_err(|_| MatrixError::internal())?;
-    let invite_state =
-        serde_json::to_string(&body.invite_room_state).map_err(|_| MatrixError::internal())?;
-    let (rid, tgt) = (room_id.clone(), target.clone());
     let ts = match obj.get("origin_server_ts") {
         Some(CanonicalJsonValue::Integer(i)) => i64::from(*i),
         _ => now_ms(),
     };
-    state
+    let identity = state.identity.clone();
+    let signed_obj = state
         .db
         .write(move |txn| {
-            if accounts::get_user(txn, &tgt)?.is_none() {
-                return Err(MatrixError::not_found("No such user").into());
+            if accounts::get_user(txn, &target)?.is_none() {
+                return Err(MatrixError::forbidden("No such user on this server").into());
             }
+            if let Some(m) = ev_store::membership(txn, &room_id, &target)?
+                && (m.membership == "join" || m.membership == "ban")
+            {
+                return Err(MatrixError::forbidden(
+                    "The invitee is already in the room or banned from it",
+                )
+                .into());
+            }
+            let mut signed_obj = obj;
+            ruma::signatures::sign_event(
+                identity.server_name().as_str(),
+                identity.key_pair(),
+                &mut signed_obj,
+                &rules.redaction,
+            )
+            .map_err(|e| MatrixError::bad_json(e.to_string()))?;
+            let json = serde_json::to_string(&signed_obj)?;
             if ev_store::get_event(txn, id.as_str())?.is_none() {
                 let pos = txn.next_pos();
                 let invite = ev_store::DetachedMember {
                     event_id: id.as_str(),
-                    room_id: &rid,
-                    user_id: &tgt,
+                    room_id: &room_id,
+                    user_id: &target,
                     sender: &sender,
                     origin_server_ts: ts,
                     json: &json,
                 };
                 ev_store::insert_detached_member_event(txn, &invite, pos)?;
-                ev_store::set_membership(txn, &rid, &tgt, "invite", id.as_str(), pos)?;
+                ev_store::set_membership(txn, &room_id, &target, "invite", id.as_str(), pos)?;
             }
-            fed_store::set_invite_state(txn, &rid, &tgt, &invite_state)?;
-            Ok(())
+            fed_store::set_invite_state(txn, &room_id, &target, &invite_state)?;
+            Ok(signed_obj)
         })
         .await?;
     state.notifier.notify();
@@ -478,7 +532,7 @@ pub(super) async fn event_auth(
     Ok(Json(json!({ "auth_chain": chain })))
 }
 
-/// `GET /_matrix/federation/v1/event/{eventId}`.
+/// `GET /_matrix/federation/v1/event/{eventId}`: the event as the asking server may see it.
 pub(super) async fn get_event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
@@ -494,7 +548,8 @@ pub(super) async fn get_event(
             if !server_in_room(conn, &ev.room_id, &origin)? {
                 return Err(MatrixError::forbidden("Your server is not in this room").into());
             }
-            Ok(serde_json::from_str::<Value>(&ev.json)?)
+            // Whole or redacted, as the room's history visibility at the event allows.
+            super::state::pdu_for_server(conn, &ev, &origin)
         })
         .await?;
     Ok(Json(
@@ -999,6 +1054,48 @@ pub fn membership_from_template(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invite_state_is_capped_in_events_and_bytes() {
+        let small = json!({ "type": "m.room.name", "state_key": "", "content": { "name": "n" } });
+        assert!(invite_state_json(&vec![small.clone(); MAX_INVITE_STATE_EVENTS]).is_ok());
+        let too_many = invite_state_json(&vec![small; MAX_INVITE_STATE_EVENTS + 1]).unwrap_err();
+        assert_eq!(too_many.errcode, "M_TOO_LARGE");
+        let big = json!({ "type": "m.room.topic", "content": { "topic": "x".repeat(MAX_INVITE_STATE_BYTES) } });
+        assert_eq!(
+            invite_state_json(&[big]).unwrap_err().errcode,
+            "M_TOO_LARGE"
+        );
+        assert_eq!(
+            invite_state_json(&[json!("x")]).unwrap_err().errcode,
+            "M_BAD_JSON"
+        );
+    }
+
+    #[test]
+    fn only_invites_between_the_right_servers_pass() {
+        let event = |membership: &str, room: &str, sender: &str, target: &str| {
+            serde_json::from_value::<CanonicalJsonObject>(json!({
+                "type": "m.room.member", "room_id": room, "sender": sender,
+                "state_key": target, "content": { "membership": membership },
+            }))
+            .unwrap()
+        };
+        let ok = event("invite", "!r", "@m:evil", "@b:local");
+        assert!(invite_parties(&ok, "!r", "evil", "local").is_ok());
+        for membership in ["join", "ban", "leave"] {
+            let e = event(membership, "!r", "@m:evil", "@b:local");
+            assert_eq!(
+                invite_parties(&e, "!r", "evil", "local")
+                    .unwrap_err()
+                    .errcode,
+                "M_BAD_JSON"
+            );
+        }
+        assert!(invite_parties(&ok, "!other", "evil", "local").is_err());
+        assert!(invite_parties(&ok, "!r", "other", "local").is_err());
+        assert!(invite_parties(&ok, "!r", "evil", "other").is_err());
+    }
 
     #[test]
     fn a_forged_join_template_cannot_change_who_joins_or_how() {

@@ -1,0 +1,366 @@
+//! A hostile peer for the tests: a server of its own (a random ed25519 key, hence its own
+//! server name and peer id, derived as Neurite derives them) with a libp2p swarm of its own,
+//! that sends whatever federation requests and PDUs a test makes it send, signed with its key.
+//!
+//! It only dials the addresses a [`TestNode`] listens on (loopback) and never uses mDNS.
+//! Federation requests the node sends it back are recorded (see [`EvilPeer::received`]) and
+//! answered `200 {}` for transactions, `404 M_UNRECOGNIZED` otherwise.
+//!
+//! Every wait is bounded by [`WAIT`].
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux};
+use neurite_core::{
+    federation::auth::sign_request,
+    identity::{Identity, peer_id_for_server_name},
+    p2p::FEDERATION_PROTOCOL,
+    rooms::graph::version_rules,
+};
+use reqwest::{Method, StatusCode};
+use ruma::{
+    CanonicalJsonObject,
+    signatures::{hash_and_sign_event, reference_hash},
+};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::{TestNode, WAIT};
+
+/// The room version [`EvilPeer::sign_pdu`] signs for (Neurite's default for new rooms).
+pub const DEFAULT_ROOM_VERSION: &str = "12";
+
+/// Largest response body read from the node.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest request body the peer reads of what the node sends it.
+const MAX_INBOUND_BYTES: usize = 4 * 1024 * 1024;
+/// How many of the node's requests are kept (the oldest are dropped first).
+const MAX_RECORDED: usize = 1000;
+
+/// A federation request the node sent to the evil peer.
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// JSON body (`Null` if empty or not JSON).
+    pub body: Value,
+}
+
+/// A hostile server connected to one [`TestNode`].
+pub struct EvilPeer {
+    identity: Identity,
+    target: String,
+    target_peer: PeerId,
+    control: libp2p_stream::Control,
+    received: Arc<Mutex<Vec<InboundRequest>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for EvilPeer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl EvilPeer {
+    /// A new server with a random key, connected to `node` over loopback.
+    pub async fn connect(node: &TestNode) -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("random seed");
+        let identity = Identity::from_seed(&seed).expect("identity");
+        let target = node.server_name();
+        let target_peer = peer_id_for_server_name(&target).expect("the node has a Neurite name");
+        let addrs: Vec<Multiaddr> = node
+            .node()
+            .p2p_addrs()
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .filter(|a| {
+                a.iter()
+                    .any(|p| p == Protocol::Ip4(std::net::Ipv4Addr::LOCALHOST))
+            })
+            .map(|a| {
+                a.iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect()
+            })
+            .collect();
+        assert!(!addrs.is_empty(), "the node listens on no loopback address");
+
+        let keypair = identity.libp2p_keypair().expect("libp2p key");
+        let mut swarm: Swarm<libp2p_stream::Behaviour> =
+            libp2p::SwarmBuilder::with_existing_identity(keypair)
+                .with_tokio()
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .expect("tcp transport")
+                .with_behaviour(|_| libp2p_stream::Behaviour::new())
+                .expect("behaviour")
+                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+                .build();
+        let mut control = swarm.behaviour().new_control();
+        let incoming = control
+            .accept(FEDERATION_PROTOCOL)
+            .expect("accept federation streams");
+        for addr in &addrs {
+            swarm.add_peer_address(target_peer, addr.clone());
+        }
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(target_peer)
+            .addresses(addrs)
+            .build();
+        swarm.dial(opts).expect("dial the node");
+
+        let (connected_tx, connected_rx) = oneshot::channel::<Result<(), String>>();
+        let swarm_task = tokio::spawn(drive(swarm, target_peer, connected_tx));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let server_task = tokio::spawn(serve(incoming, received.clone()));
+        let peer = Self {
+            identity,
+            target,
+            target_peer,
+            control,
+            received,
+            tasks: vec![swarm_task, server_task],
+        };
+        match tokio::time::timeout(WAIT, connected_rx).await {
+            Ok(Ok(Ok(()))) => peer,
+            Ok(Ok(Err(e))) => panic!("evil peer could not connect: {e}"),
+            Ok(Err(_)) => panic!("evil peer's swarm stopped"),
+            Err(_) => panic!("evil peer did not connect within {WAIT:?}"),
+        }
+    }
+
+    /// This server's name (its public key in base32).
+    pub fn server_name(&self) -> &str {
+        self.identity.server_name().as_str()
+    }
+
+    /// This server's libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// The server name of the node it is connected to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// A user id on this server.
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name())
+    }
+
+    /// Sends a federation request signed by this server (`X-Matrix`); `path` includes the
+    /// query string. Returns the status and the JSON body (`Null` if empty or not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let auth = sign_request(
+            &self.identity,
+            method.as_str(),
+            path,
+            &self.target,
+            body.as_ref(),
+        )
+        .expect("sign the request");
+        self.request_with_auth(method, path, Some(&auth), body)
+            .await
+    }
+
+    /// Sends a federation request with the given `Authorization` header (or none), for
+    /// requests with forged or missing signatures.
+    pub async fn request_with_auth(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        tokio::time::timeout(
+            WAIT,
+            self.request_inner(method.clone(), path, authorization, body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} took longer than {WAIT:?}"))
+    }
+
+    async fn request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut control = self.control.clone();
+        let stream = control
+            .open_stream(self.target_peer, FEDERATION_PROTOCOL)
+            .await
+            .unwrap_or_else(|e| panic!("stream to the node: {e}"));
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
+                .await
+                .expect("HTTP handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.target.as_str());
+        if let Some(auth) = authorization {
+            req = req.header(hyper::header::AUTHORIZATION, auth);
+        }
+        let bytes = match &body {
+            Some(b) => {
+                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                serde_json::to_vec(b).expect("JSON body")
+            }
+            None => Vec::new(),
+        };
+        let req = req.body(Full::new(Bytes::from(bytes))).expect("request");
+        let resp = sender.send_request(req).await.expect("send the request");
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .expect("read the response")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Adds the content hash and this server's signature to `pdu` (any content, room, prev
+    /// and auth events) for room version [`DEFAULT_ROOM_VERSION`]; returns the event id and
+    /// the signed event.
+    pub fn sign_pdu(&self, pdu: Value) -> (String, Value) {
+        self.sign_pdu_for(DEFAULT_ROOM_VERSION, pdu)
+    }
+
+    /// Like [`EvilPeer::sign_pdu`], for a given room version.
+    pub fn sign_pdu_for(&self, room_version: &str, pdu: Value) -> (String, Value) {
+        let (_, rules) = version_rules(room_version).expect("a supported room version");
+        let mut obj: CanonicalJsonObject =
+            serde_json::from_value(pdu).expect("a PDU is a JSON object of canonical values");
+        hash_and_sign_event(
+            self.server_name(),
+            self.identity.key_pair(),
+            &mut obj,
+            &rules.redaction,
+        )
+        .expect("hash and sign the PDU");
+        let hash = reference_hash(&obj, &rules).expect("reference hash");
+        (format!("${hash}"), serde_json::to_value(obj).expect("JSON"))
+    }
+
+    /// The federation requests the node has sent to this server so far.
+    pub fn received(&self) -> Vec<InboundRequest> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+/// Runs the swarm; reports the first connection to (or failed dial of) `target`.
+async fn drive(
+    mut swarm: Swarm<libp2p_stream::Behaviour>,
+    target: PeerId,
+    connected: oneshot::Sender<Result<(), String>>,
+) {
+    let mut connected = Some(connected);
+    loop {
+        match swarm.select_next_some().await {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target => {
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if peer == target => {
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Answers the federation requests the node sends, recording each.
+async fn serve(
+    mut incoming: libp2p_stream::IncomingStreams,
+    received: Arc<Mutex<Vec<InboundRequest>>>,
+) {
+    while let Some((_, stream)) = incoming.next().await {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                let received = received.clone();
+                async move {
+                    let method = req.method().as_str().to_owned();
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_default();
+                    let body = match Limited::new(req.into_body(), MAX_INBOUND_BYTES)
+                        .collect()
+                        .await
+                    {
+                        Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
+                        Err(_) => Value::Null,
+                    };
+                    let (status, answer) =
+                        if method == "PUT" && path.starts_with("/_matrix/federation/v1/send/") {
+                            (StatusCode::OK, json!({ "pdus": {} }))
+                        } else {
+                            (
+                                StatusCode::NOT_FOUND,
+                                json!({ "errcode": "M_UNRECOGNIZED", "error": "Not served here" }),
+                            )
+                        };
+                    {
+                        let mut log = received.lock().expect("lock");
+                        if log.len() >= MAX_RECORDED {
+                            log.remove(0);
+                        }
+                        log.push(InboundRequest { method, path, body });
+                    }
+                    let resp = hyper::Response::builder()
+                        .status(status)
+                        .header(hyper::header::CONTENT_TYPE, "application/json")
+                        .body(Full::new(Bytes::from(answer.to_string())))
+                        .expect("response");
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let io = TokioIo::new(stream.compat());
+            let _ = tokio::time::timeout(
+                WAIT * 3,
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+            )
+            .await;
+        });
+    }
+}
