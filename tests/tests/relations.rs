@@ -452,6 +452,9 @@ async fn latest_edit_is_bundled_wherever_the_event_is_served() {
     let original = alice.send_text(&room, "original").await;
     let after = alice.send_text(&room, "after").await;
     edit(&alice, &room, &original, "first edit").await;
+    // Timestamps have millisecond resolution and the spec breaks ties by event id: make the
+    // second edit's timestamp strictly later, so "latest" means the second one.
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let latest = edit(&alice, &room, &original, "second edit").await;
 
     let check = |ev: &Value, place: &str| {
@@ -564,6 +567,8 @@ async fn redacted_edits_and_redacted_originals_bundle_no_edit() {
     let (_node, alice, room, _) = alice_in_a_room().await;
     let original = alice.send_text(&room, "original").await;
     let first = edit(&alice, &room, &original, "first").await;
+    // A strictly later timestamp (ties are broken by event id).
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let second = edit(&alice, &room, &original, "second").await;
     let ev = get_event(&alice, &room, &original).await;
     assert_eq!(bundle(&ev)["m.replace"]["event_id"], second);

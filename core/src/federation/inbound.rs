@@ -194,10 +194,9 @@ fn take_in(
     local: &str,
     events: Vec<(OwnedEventId, CanonicalJsonObject)>,
 ) -> Result<(Vec<PduResult>, bool)> {
-    let Some(room) = ev_store::get_room(txn, room_id)? else {
+    let Some(rules) = remote::known_room_rules(txn, room_id)? else {
         return Ok((Vec::new(), false));
     };
-    let (_, rules) = version_rules(&room.room_version)?;
     let mut results = Vec::new();
     let (mut stored, mut held) = (false, false);
     for (id, obj) in events {
@@ -441,10 +440,9 @@ async fn drain(state: &AppState, room_id: &str) -> Result<(usize, Vec<(StagedEve
         .db
         .write(move |txn| {
             staged::expire(txn, now_ms() - STAGED_TTL.as_millis() as i64)?;
-            let Some(row) = ev_store::get_room(txn, &room)? else {
+            let Some(rules) = remote::known_room_rules(txn, &room)? else {
                 return Ok((0, Vec::new()));
             };
-            let (_, rules) = version_rules(&row.room_version)?;
             let mut stored = 0;
             let mut passes = 0;
             loop {
@@ -692,10 +690,9 @@ async fn state_at(
     let outcome = state
         .db
         .write(move |txn| {
-            let Some(room) = ev_store::get_room(txn, &rid)? else {
+            let Some(rules) = remote::known_room_rules(txn, &rid)? else {
                 return Ok(false);
             };
-            let (_, rules) = version_rules(&room.room_version)?;
             let mut state_map = StateMap::new();
             for pdu in state_pdus {
                 let Some((id, obj)) = verified(pdu, &rid, &rules) else {
@@ -751,10 +748,9 @@ async fn store_outliers(state: &AppState, room_id: &str, pdus: Vec<Value>) -> us
     state
         .db
         .write(move |txn| {
-            let Some(room) = ev_store::get_room(txn, &rid)? else {
+            let Some(rules) = remote::known_room_rules(txn, &rid)? else {
                 return Ok(0);
             };
-            let (_, rules) = version_rules(&room.room_version)?;
             store_outliers_in(txn, &rid, pdus, &rules)
         })
         .await
@@ -799,10 +795,9 @@ async fn hold_fetched(state: &AppState, room_id: &str, server: &str, pdus: Vec<V
     state
         .db
         .write(move |txn| {
-            let Some(room) = ev_store::get_room(txn, &rid)? else {
+            let Some(rules) = remote::known_room_rules(txn, &rid)? else {
                 return Ok(0);
             };
-            let (_, rules) = version_rules(&room.room_version)?;
             let mut held = 0;
             for pdu in pdus.into_iter().take(MISSING_EVENTS_LIMIT) {
                 let Some((id, obj)) = verified(pdu, &rid, &rules) else {

@@ -125,7 +125,7 @@ fn new_event<'a>(
 
 /// Whether a stored event is settled: in the timeline, rejected, or an outlier whose state is
 /// known. Anything else (an outlier with no state) may still be promoted.
-fn settled(ev: &ev_store::StoredEvent) -> bool {
+pub(crate) fn settled(ev: &ev_store::StoredEvent) -> bool {
     ev.stream.is_some() || ev.rejected || ev.state_after.is_some()
 }
 
@@ -219,9 +219,18 @@ pub fn store_outlier(
 }
 
 fn room_rules(conn: &Connection, room_id: &str) -> Result<RoomVersionRules> {
-    let room = ev_store::get_room(conn, room_id)?
-        .ok_or_else(|| Error::Event(format!("unknown room {room_id}")))?;
-    Ok(super::graph::version_rules(&room.room_version)?.1)
+    known_room_rules(conn, room_id)?.ok_or_else(|| Error::Event(format!("unknown room {room_id}")))
+}
+
+/// The rules of a room's version, if this node knows the room.
+pub(crate) fn known_room_rules(
+    conn: &Connection,
+    room_id: &str,
+) -> Result<Option<RoomVersionRules>> {
+    match ev_store::get_room(conn, room_id)? {
+        Some(room) => Ok(Some(super::graph::version_rules(&room.room_version)?.1)),
+        None => Ok(None),
+    }
 }
 
 /// Records an event that this node cannot place in its own graph (its prev events are
