@@ -588,6 +588,11 @@ pub async fn join_remote(
     Err(MatrixError::not_found(format!("Could not join the room: {last_error}")).into())
 }
 
+/// How often a join asks again for a template that does not build on the user's latest
+/// membership event, and the pause before the first retry (longer by as much each time).
+const STALE_TEMPLATE_RETRIES: u32 = 4;
+const STALE_TEMPLATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+
 async fn join_through(
     state: &AppState,
     client: &FederationClient,
@@ -605,16 +610,55 @@ async fn join_through(
         crate::client::percent_encode(user.as_str()),
         versions.trim_end_matches('&'),
     );
-    let resp = client.request(server, Method::GET, &path, None).await?;
-    if resp.status != StatusCode::OK {
-        return Err(Error::Network(format!(
-            "make_join: {} {}",
-            resp.status, resp.body
-        )));
-    }
+    // Our user's latest membership event here (a leave, or the invite), if any: a template
+    // that does not build on it comes from a server that has not seen it yet, and a join
+    // made on it would race that event in state resolution, and may lose to it.
+    let (r, u) = (room_id.to_owned(), user.to_string());
+    let ours = state
+        .db
+        .read(move |c| {
+            let Some(m) = ev_store::membership(c, &r, &u)? else {
+                return Ok(None);
+            };
+            Ok(ev_store::get_event_json(c, &m.event_id)?.map(|json| (m.event_id, json)))
+        })
+        .await?;
+    let mut attempt = 0;
+    let template = loop {
+        let resp = client.request(server, Method::GET, &path, None).await?;
+        if resp.status != StatusCode::OK {
+            return Err(Error::Network(format!(
+                "make_join: {} {}",
+                resp.status, resp.body
+            )));
+        }
+        let template = obj_of(&resp.body["event"])?;
+        let Some((member_id, member_json)) = &ours else {
+            break (resp, template);
+        };
+        let builds_on_it = matches!(template.get("auth_events"),
+            Some(CanonicalJsonValue::Array(ids)) if ids.iter().any(|i| i.as_str() == Some(member_id)));
+        if builds_on_it || attempt >= STALE_TEMPLATE_RETRIES {
+            break (resp, template);
+        }
+        // Hand the server our membership event (it fetches what that depends on from us),
+        // give it a moment, and ask again.
+        attempt += 1;
+        let pdu: Value = serde_json::from_str(member_json)?;
+        let body = json!({
+            "origin": state.identity.server_name().as_str(),
+            "origin_server_ts": now_ms(),
+            "pdus": [pdu],
+        });
+        let txn_path = format!("/_matrix/federation/v1/send/join{}_{}", now_ms(), attempt);
+        let _ = client
+            .request(server, Method::PUT, &txn_path, Some(body))
+            .await;
+        tokio::time::sleep(STALE_TEMPLATE_PAUSE * attempt).await;
+    };
+    let (resp, template) = template;
     let version = resp.body["room_version"].as_str().unwrap_or("").to_owned();
     let (_, rules) = version_rules(&version)?;
-    let template = obj_of(&resp.body["event"])?;
     // Rebuild everything that says who joins and how; keep only the graph position.
     let uid = user.to_string();
     let profile = state

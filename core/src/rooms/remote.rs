@@ -283,6 +283,12 @@ pub fn store_with_state(
         row.rejected = verdict.is_some();
         ev_store::insert_event(txn, &row)?;
     }
+    if verdict.is_none()
+        && ev_store::has_timeline_child(txn, event_id.as_str())?
+        && let Some(ev) = ev_store::get_event(txn, event_id.as_str())?
+    {
+        promote(txn, &ev, &rules)?;
+    }
     Ok(match verdict {
         Some(why) => Accepted::Rejected(why),
         None => Accepted::Outlier,
@@ -549,9 +555,13 @@ pub fn accept_pdu(
         )?);
     }
 
-    // Soft-fail: allowed by its history, but not by the room as it is now.
+    // Soft-fail: allowed by its history, but not by the room as it is now. Not for an event
+    // the timeline already builds on (history fetched after a join that cites it): another
+    // server accepted it, and our own join follows it.
     let current = state_store::current_state(txn, room_id)?;
-    if let Some(why) = check_against_state(txn, &pdu, rules, &current)? {
+    if !ev_store::has_timeline_child(txn, event_id.as_str())?
+        && let Some(why) = check_against_state(txn, &pdu, rules, &current)?
+    {
         let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
         row.state_before = before_group;
         row.state_after = state_after;

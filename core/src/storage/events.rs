@@ -334,15 +334,24 @@ pub fn advance_extremities(
     }
     // An event placed after one of its children (history fetched after a join that cites
     // it) is no extremity.
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO forward_extremities (room_id, event_id)
-         SELECT ?1, ?2 WHERE NOT EXISTS (
-            SELECT 1 FROM event_edges e JOIN events c ON c.event_id = e.event_id
-            WHERE e.prev_event_id = ?2 AND c.stream IS NOT NULL AND c.outlier = 0
-              AND c.rejected = 0)",
-    )?
-    .execute(params![room_id, event_id])?;
+    if !has_timeline_child(conn, event_id)? {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+        )?
+        .execute(params![room_id, event_id])?;
+    }
     Ok(())
+}
+
+/// Whether an event in the timeline cites `event_id` as a prev event.
+pub fn has_timeline_child(conn: &Connection, event_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM event_edges e JOIN events c ON c.event_id = e.event_id
+             WHERE e.prev_event_id = ?1 AND c.stream IS NOT NULL AND c.outlier = 0
+               AND c.rejected = 0",
+        )?
+        .exists([event_id])?)
 }
 
 /// Makes `event_id` the room's only forward extremity (after a join from another server's
