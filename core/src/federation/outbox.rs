@@ -93,8 +93,11 @@ pub fn spawn(
         // Only commits that queued something wake the worker, not every write of the node.
         let mut changes = services.db.outbox_changes();
         let mut peers = p2p.subscribe();
-        let (done_tx, mut done_rx) = mpsc::channel::<(String, bool)>(16);
-        let mut in_flight: HashSet<String> = HashSet::new();
+        let (done_tx, mut done_rx) = mpsc::channel::<(String, u64, bool)>(16);
+        // Each delivery task has a number, so the end of one that was given up on is not
+        // taken for the end of the one that replaced it.
+        let mut in_flight: HashMap<String, (u64, tokio::task::AbortHandle)> = HashMap::new();
+        let mut next_task = 0u64;
         let mut backoff: HashMap<String, Backoff> = HashMap::new();
         loop {
             let pending = {
@@ -105,7 +108,7 @@ pub fn spawn(
             };
             let now = Instant::now();
             for dest in pending {
-                if in_flight.contains(&dest)
+                if in_flight.contains_key(&dest)
                     || backoff
                         .get(&dest)
                         .and_then(|b| b.until)
@@ -113,12 +116,15 @@ pub fn spawn(
                 {
                     continue;
                 }
-                in_flight.insert(dest.clone());
+                next_task += 1;
+                let task = next_task;
                 let (services, client, done) = (services.clone(), client.clone(), done_tx.clone());
-                tokio::spawn(async move {
-                    let ok = deliver(&services, &client, &dest).await;
-                    let _ = done.send((dest, ok)).await;
+                let d = dest.clone();
+                let handle = tokio::spawn(async move {
+                    let ok = deliver(&services, &client, &d).await;
+                    let _ = done.send((d, task, ok)).await;
                 });
+                in_flight.insert(dest, (task, handle.abort_handle()));
             }
             let next_retry = backoff
                 .values()
@@ -128,7 +134,10 @@ pub fn spawn(
             tokio::select! {
                 _ = stop.changed() => break,
                 r = changes.changed() => if r.is_err() { break },
-                Some((dest, ok)) = done_rx.recv() => {
+                Some((dest, task, ok)) = done_rx.recv() => {
+                    if in_flight.get(&dest).is_none_or(|(t, _)| *t != task) {
+                        continue;
+                    }
                     in_flight.remove(&dest);
                     services.heard.backing_off(&dest, !ok);
                     let b = backoff.entry(dest).or_default();
@@ -144,6 +153,12 @@ pub fn spawn(
                         && let Some(server) = server_name_for_peer(&peer)
                     {
                         backoff.remove(&server);
+                        // A delivery still waiting on the old connection (or on dialling an
+                        // address that died) starts again on the new one; what it may have
+                        // delivered already is recognised as known by the receiver.
+                        if let Some((_, handle)) = in_flight.remove(&server) {
+                            handle.abort();
+                        }
                     }
                 }
                 _ = services.heard.notify.notified() => {
