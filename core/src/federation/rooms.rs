@@ -746,8 +746,13 @@ async fn join_through(
             let earlier = ctx.prevs.clone();
             ctx.depth = i64::try_from(u64::from(pdu.data.depth)).unwrap_or(i64::MAX);
             graph::check_auth(txn, &ctx, &pdu)?;
-            graph::persist_event(txn, &mut ctx, &pdu, &signed, None)?;
-            ev_store::set_only_extremity(txn, &room, join_id.as_str())?;
+            let appended = graph::persist_event(txn, &mut ctx, &pdu, &signed, None)?;
+            // Back in a room this node knew: what it had that the resident's state does not
+            // cover stays a forward extremity, and the current state is resolved over all of
+            // them, as every other server will resolve it once it has both sides.
+            if !earlier.is_empty() {
+                remote::update_current_state(txn, &room, &rules, appended.stream)?;
+            }
             Ok(earlier)
         })
         .await;

@@ -354,14 +354,6 @@ pub fn has_timeline_child(conn: &Connection, event_id: &str) -> Result<bool> {
         .exists([event_id])?)
 }
 
-/// Makes `event_id` the room's only forward extremity (after a join from another server's
-/// state).
-pub fn set_only_extremity(conn: &Connection, room_id: &str, event_id: &str) -> Result<()> {
-    conn.prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id != ?2")?
-        .execute(params![room_id, event_id])?;
-    Ok(())
-}
-
 /// A room's version and state group.
 #[derive(Debug, Clone)]
 pub struct RoomRow {
