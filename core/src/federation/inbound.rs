@@ -37,10 +37,7 @@ use crate::{
     client::{AppState, percent_encode},
     e2ee::remote::server_of,
     error::Result,
-    rooms::{
-        graph::version_rules,
-        remote::{self, Accepted, Missing},
-    },
+    rooms::remote::{self, Accepted, Missing},
     storage::{
         WriteTxn, events as ev_store, federation as fed_store, now_ms, staged, staged::StagedEvent,
         state::StateMap,
@@ -130,7 +127,8 @@ pub type PduResult = (String, std::result::Result<(), String>);
 pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<PduResult> {
     let mut results = Vec::new();
     let mut by_room: HashMap<String, Vec<(OwnedEventId, CanonicalJsonObject)>> = HashMap::new();
-    let mut versions: HashMap<String, Option<String>> = HashMap::new();
+    let mut rooms: HashMap<String, Option<ruma::room_version_rules::RoomVersionRules>> =
+        HashMap::new();
     for pdu in pdus {
         let Ok(obj) = serde_json::from_value::<CanonicalJsonObject>(pdu) else {
             results.push((String::new(), Err("Invalid PDU".into())));
@@ -140,22 +138,24 @@ pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<Pd
             results.push((String::new(), Err("PDU without a room id".into())));
             continue;
         };
-        if !versions.contains_key(&room_id) {
+        if !rooms.contains_key(&room_id) {
             let rid = room_id.clone();
-            let version = state
+            let rules = state
                 .db
-                .read(move |c| Ok(ev_store::get_room(c, &rid)?.map(|r| r.room_version)))
-                .await
-                .ok()
-                .flatten();
-            versions.insert(room_id.clone(), version);
+                .read(move |c| remote::known_room_rules(c, &rid))
+                .await;
+            match rules {
+                Ok(rules) => {
+                    rooms.insert(room_id.clone(), rules);
+                }
+                Err(e) => {
+                    results.push((String::new(), Err(e.to_string())));
+                    continue;
+                }
+            }
         }
-        let Some(version) = versions.get(&room_id).cloned().flatten() else {
+        let Some(rules) = rooms.get(&room_id).cloned().flatten() else {
             results.push((String::new(), Err("This server is not in that room".into())));
-            continue;
-        };
-        let Ok((_, rules)) = version_rules(&version) else {
-            results.push((String::new(), Err("Unsupported room version".into())));
             continue;
         };
         match remote::verify_pdu(obj, &rules) {
@@ -680,31 +680,37 @@ async fn state_at(
     let Some(pdu) = event["pdus"].get(0).cloned() else {
         return false;
     };
-    let mut chain = take_array(&body["auth_chain"]);
+    let chain = take_array(&body["auth_chain"]);
     let state_pdus = take_array(&body["pdus"]);
-    chain.extend(state_pdus.iter().cloned());
-    store_outliers(state, room_id, chain).await;
-
-    let rid = room_id.to_owned();
-    let wanted = event_id.to_owned();
+    let (rid, wanted) = (room_id.to_owned(), event_id.to_owned());
     let outcome = state
         .db
         .write(move |txn| {
             let Some(rules) = remote::known_room_rules(txn, &rid)? else {
                 return Ok(false);
             };
-            let mut state_map = StateMap::new();
+            // Every event of the reported state must verify, each once.
+            let mut state_events = Vec::new();
             for pdu in state_pdus {
-                let Some((id, obj)) = verified(pdu, &rid, &rules) else {
+                let Some(event) = verified(pdu, &rid, &rules) else {
                     return Ok(false);
                 };
+                state_events.push(event);
+            }
+            let mut everything: Vec<_> = chain
+                .into_iter()
+                .filter_map(|p| verified(p, &rid, &rules))
+                .collect();
+            everything.extend(state_events.iter().cloned());
+            store_outliers_in(txn, &rid, everything)?;
+            let mut state_map = StateMap::new();
+            for (id, obj) in &state_events {
                 // Only state events this node holds unrejected (checked above) count.
                 match ev_store::get_event(txn, id.as_str())? {
                     Some(ev) if !ev.rejected => {}
                     _ => return Ok(false),
                 }
-                if let (Some(ty), Some(key)) =
-                    (str_field(&obj, "type"), str_field(&obj, "state_key"))
+                if let (Some(ty), Some(key)) = (str_field(obj, "type"), str_field(obj, "state_key"))
                 {
                     state_map.insert((ty.to_owned(), key.to_owned()), id.to_string());
                 }
@@ -729,20 +735,27 @@ pub(crate) fn verified(
     rules: &ruma::room_version_rules::RoomVersionRules,
 ) -> Option<(OwnedEventId, CanonicalJsonObject)> {
     let obj: CanonicalJsonObject = serde_json::from_value(pdu).ok()?;
-    match str_field(&obj, "room_id") {
-        Some(r) if r == room_id => remote::verify_pdu(obj, rules).ok(),
-        Some(_) => None,
-        // From room version 12 on, the create event has no room id: the room id is its own.
-        None => {
-            let (id, obj) = remote::verify_pdu(obj, rules).ok()?;
-            let own = room_id.strip_prefix('!')?;
-            (id.as_str().strip_prefix('$') == Some(own)).then_some((id, obj))
-        }
+    if str_field(&obj, "room_id").is_some_and(|r| r != room_id) {
+        return None;
+    }
+    let (id, obj) = remote::verify_pdu(obj, rules).ok()?;
+    belongs_to(&id, &obj, room_id).then_some((id, obj))
+}
+
+/// Whether a verified event is of the room: it names the room, or (from room version 12 on,
+/// where the create event has no room id) it is the create event the room id is made from.
+pub(crate) fn belongs_to(id: &EventId, obj: &CanonicalJsonObject, room_id: &str) -> bool {
+    match str_field(obj, "room_id") {
+        Some(r) => r == room_id,
+        None => room_id
+            .strip_prefix('!')
+            .is_some_and(|own| id.as_str().strip_prefix('$') == Some(own)),
     }
 }
 
 /// Stores fetched auth-chain or state events as outliers, each once its own auth events are
-/// here. Returns how many were stored.
+/// here (PDUs of other rooms or that fail verification are dropped). Returns how many were
+/// stored.
 async fn store_outliers(state: &AppState, room_id: &str, pdus: Vec<Value>) -> usize {
     let rid = room_id.to_owned();
     state
@@ -751,26 +764,26 @@ async fn store_outliers(state: &AppState, room_id: &str, pdus: Vec<Value>) -> us
             let Some(rules) = remote::known_room_rules(txn, &rid)? else {
                 return Ok(0);
             };
-            store_outliers_in(txn, &rid, pdus, &rules)
+            let events = pdus
+                .into_iter()
+                .take(MAX_FETCHED_EVENTS)
+                .filter_map(|p| verified(p, &rid, &rules))
+                .collect();
+            store_outliers_in(txn, &rid, events)
         })
         .await
         .unwrap_or(0)
 }
 
-/// [`store_outliers`] inside a write transaction: verifies each PDU (dropping those of other
-/// rooms or that fail verification) and stores it once its auth events are here. Auth chains
-/// come in any order, so this repeats until nothing moves.
+/// [`store_outliers`] inside a write transaction, for events already verified as the room's:
+/// each is stored once its auth events are here. Auth chains come in any order, so this
+/// repeats until nothing moves.
 pub(crate) fn store_outliers_in(
     txn: &mut WriteTxn<'_>,
     room_id: &str,
-    pdus: Vec<Value>,
-    rules: &ruma::room_version_rules::RoomVersionRules,
+    events: Vec<(OwnedEventId, CanonicalJsonObject)>,
 ) -> Result<usize> {
-    let mut todo: Vec<(OwnedEventId, CanonicalJsonObject)> = pdus
-        .into_iter()
-        .take(MAX_FETCHED_EVENTS)
-        .filter_map(|p| verified(p, room_id, rules))
-        .collect();
+    let mut todo = events;
     let mut stored = 0;
     loop {
         let mut left = Vec::new();
@@ -886,7 +899,7 @@ mod tests {
         rooms::{
             EventTemplate,
             create::CreateRoomRequest,
-            graph::{self, RoomCtx},
+            graph::{self, RoomCtx, version_rules},
             membership::MembershipAction,
         },
         services::Services,

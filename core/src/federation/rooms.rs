@@ -705,17 +705,29 @@ async fn join_through(
             if ev_store::get_room(txn, &room)?.is_none() {
                 ev_store::insert_room(txn, &room, &version, "")?;
             }
-            let everything = chain.iter().chain(state_pdus.iter()).cloned().collect();
-            super::inbound::store_outliers_in(txn, &room, everything, &rules)?;
+            // Each state event is verified once; one that does not verify fails the join.
+            let mut state_events = Vec::new();
             for ev in &state_pdus {
                 let obj = obj_of(ev)?;
-                let (id, obj) = remote::verify_pdu(obj, &rules).map_err(Error::Event)?;
+                state_events.push(remote::verify_pdu(obj, &rules).map_err(Error::Event)?);
+            }
+            let mut everything: Vec<_> = chain
+                .into_iter()
+                .filter_map(|p| super::inbound::verified(p, &room, &rules))
+                .collect();
+            everything.extend(
+                state_events
+                    .iter()
+                    .filter(|(id, obj)| super::inbound::belongs_to(id, obj, &room))
+                    .cloned(),
+            );
+            super::inbound::store_outliers_in(txn, &room, everything)?;
+            for (id, obj) in &state_events {
                 // Only state that passed its own auth checks counts.
                 if ev_store::get_event(txn, id.as_str())?.is_none_or(|e| e.rejected) {
                     continue;
                 }
-                if let (Some(ty), Some(key)) =
-                    (str_field(&obj, "type"), str_field(&obj, "state_key"))
+                if let (Some(ty), Some(key)) = (str_field(obj, "type"), str_field(obj, "state_key"))
                 {
                     state_map.insert((ty.to_owned(), key.to_owned()), id.to_string());
                 }
