@@ -330,6 +330,8 @@ pub struct Options {
     pub settle: Duration,
     /// Keep the data directories (and logs) of a failing seed instead of removing them.
     pub keep_failed: bool,
+    /// Keep them whatever the verdict (to study a seed that passed slowly).
+    pub keep_all: bool,
 }
 
 impl Options {
@@ -342,6 +344,7 @@ impl Options {
             neurite,
             settle: DEFAULT_SETTLE,
             keep_failed: false,
+            keep_all: false,
         }
     }
 }
@@ -442,6 +445,7 @@ impl SeedReport {
                 "rejected_in_log": n.rejected_in_log,
             })).collect::<Vec<_>>(),
             "state_diff": self.state_diff.len(),
+            "notes": self.notes,
             "elapsed_ms": self.elapsed.as_millis() as u64,
         })
     }
@@ -1048,11 +1052,11 @@ pub async fn run_seed(opts: &Options) -> SeedReport {
     report.notes = rec.notes;
     if !report.passed() {
         report.logs = log_excerpts(&cluster, &report);
-        if opts.keep_failed
-            && let Some(root) = cluster.root.take()
-        {
-            report.kept = Some(root.keep());
-        }
+    }
+    if (opts.keep_all || (opts.keep_failed && !report.passed()))
+        && let Some(root) = cluster.root.take()
+    {
+        report.kept = Some(root.keep());
     }
     report.elapsed = started.elapsed();
     report

@@ -69,6 +69,8 @@ const MAX_STATE_FETCHES_PER_ROUND: usize = 4;
 const MAX_FETCHED_EVENTS: usize = 2_000;
 /// How long a fetch that found nothing is not repeated (unless a peer connects).
 const FAILED_FETCH_PAUSE: Duration = Duration::from_secs(20);
+/// Longest wait for one fetch: a room's waiting events wait on it.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(8);
 /// Most remembered failed fetches.
 const MAX_FAILED_FETCHES: usize = 10_000;
 /// First and longest wait before a room whose events still wait is tried again.
@@ -82,6 +84,10 @@ const MAX_RETRY: Duration = Duration::from_secs(300);
 pub struct Inbound {
     rooms: Mutex<HashMap<String, RoomRun>>,
     failed: Mutex<HashMap<String, Instant>>,
+    /// Servers whose last fetch got no answer (unreachable, or connected but frozen): asked
+    /// after the others for [`FAILED_FETCH_PAUSE`], so one silent peer does not hold up a
+    /// room's waiting events.
+    silent: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Default)]
@@ -97,6 +103,30 @@ struct RoomRun {
 }
 
 impl Inbound {
+    fn is_silent(&self, server: &str) -> bool {
+        self.silent.lock().is_ok_and(|silent| {
+            silent
+                .get(server)
+                .is_some_and(|at| at.elapsed() < FAILED_FETCH_PAUSE)
+        })
+    }
+
+    /// Notes whether `server` answered (a request it makes to us counts as an answer).
+    pub(crate) fn heard_from(&self, server: &str, answered: bool) {
+        if let Ok(mut silent) = self.silent.lock() {
+            if answered {
+                if !silent.is_empty() {
+                    silent.remove(server);
+                }
+            } else {
+                if silent.len() >= MAX_FAILED_FETCHES {
+                    silent.clear();
+                }
+                silent.insert(server.to_owned(), Instant::now());
+            }
+        }
+    }
+
     fn recently_failed(&self, key: &str) -> bool {
         let Ok(failed) = self.failed.lock() else {
             return false;
@@ -382,6 +412,9 @@ pub async fn peer_connected(state: &AppState) {
     if let Ok(mut failed) = state.inbound.failed.lock() {
         failed.clear();
     }
+    if let Ok(mut silent) = state.inbound.silent.lock() {
+        silent.clear();
+    }
     resume(state).await;
 }
 
@@ -496,6 +529,8 @@ async fn candidates(state: &AppState, room_id: &str, ev: &StagedEvent) -> Vec<St
     out.extend(others);
     let mut seen = HashSet::new();
     out.retain(|s| *s != local && seen.insert(s.clone()));
+    // Servers that did not answer lately go last (a stable sort keeps the order otherwise).
+    out.sort_by_key(|s| state.inbound.is_silent(s));
     out
 }
 
@@ -539,7 +574,8 @@ async fn fetch_missing(
                 percent_encode(room_id),
                 percent_encode(&ev.event_id)
             );
-            let Some(body) = get_json(client, &server, Method::GET, &path, None).await else {
+            let Some(body) = get_json(state, client, &server, Method::GET, &path, None).await
+            else {
                 continue;
             };
             let pdus = take_array(&body["auth_chain"]);
@@ -597,8 +633,15 @@ async fn fetch_missing(
             if state.inbound.recently_failed(&key) {
                 continue;
             }
-            let Some(answer) =
-                get_json(client, &server, Method::POST, &path, Some(body.clone())).await
+            let Some(answer) = get_json(
+                state,
+                client,
+                &server,
+                Method::POST,
+                &path,
+                Some(body.clone()),
+            )
+            .await
             else {
                 state.inbound.note_failure(key);
                 continue;
@@ -670,11 +713,11 @@ async fn state_at(
         percent_encode(room_id),
         percent_encode(event_id)
     );
-    let Some(body) = get_json(client, server, Method::GET, &path, None).await else {
+    let Some(body) = get_json(state, client, server, Method::GET, &path, None).await else {
         return false;
     };
     let path = format!("/_matrix/federation/v1/event/{}", percent_encode(event_id));
-    let Some(event) = get_json(client, server, Method::GET, &path, None).await else {
+    let Some(event) = get_json(state, client, server, Method::GET, &path, None).await else {
         return false;
     };
     let Some(pdu) = event["pdus"].get(0).cloned() else {
@@ -852,7 +895,7 @@ pub(crate) async fn fill_gap(
         "latest_events": [latest],
         "limit": MISSING_EVENTS_LIMIT,
     });
-    if let Some(answer) = get_json(client, server, Method::POST, &path, Some(body)).await {
+    if let Some(answer) = get_json(state, client, server, Method::POST, &path, Some(body)).await {
         let events = take_array(&answer["events"]);
         if hold_fetched(state, room_id, server, events).await > 0 {
             kick(state, room_id);
@@ -860,15 +903,20 @@ pub(crate) async fn fill_gap(
     }
 }
 
-/// A federation request's JSON answer, if it was a 200.
+/// A federation request's JSON answer, if it was a 200. Waits at most [`FETCH_TIMEOUT`].
 async fn get_json(
+    state: &AppState,
     client: &FederationClient,
     server: &str,
     method: Method,
     path: &str,
     body: Option<Value>,
 ) -> Option<Value> {
-    match client.request(server, method, path, body).await {
+    let answer = client
+        .request_within(server, method, path, body, FETCH_TIMEOUT)
+        .await;
+    state.inbound.heard_from(server, answer.is_ok());
+    match answer {
         Ok(resp) if resp.status == StatusCode::OK => Some(resp.body),
         Ok(resp) => {
             tracing::debug!(%server, %path, status = %resp.status, "fetch refused");

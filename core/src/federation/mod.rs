@@ -97,6 +97,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
             ));
         }
         state.heard.record(&origin);
+        state.inbound.heard_from(&origin, true);
         let body = serde_json::from_value(content.unwrap_or_else(|| json!({})))
             .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))?;
         Ok(Signed { origin, body })

@@ -569,23 +569,78 @@ pub async fn join_remote(
     let client = state.federation().cloned().ok_or_else(|| {
         MatrixError::not_found("Room not found, and peer-to-peer networking is off")
     })?;
-    let mut last_error = String::from("no server to join through");
+    let local = state.identity.server_name().to_string();
+    let mut servers: Vec<String> = Vec::new();
     for server in via {
-        if server == state.identity.server_name().as_str() {
-            continue;
+        if *server != local && !servers.contains(server) {
+            servers.push(server.clone());
         }
-        match join_through(state, &client, user, room_id, server).await {
+    }
+    // Back into a room this node knows: the servers it last saw in it are fallbacks, for
+    // when those named are unreachable or behind.
+    let rid = room_id.to_owned();
+    let known = state
+        .db
+        .read(move |c| fed_store::servers_in_room(c, &rid))
+        .await
+        .unwrap_or_default();
+    for server in known {
+        if servers.len() >= MAX_JOIN_SERVERS {
+            break;
+        }
+        if server != local && !servers.contains(&server) {
+            servers.push(server);
+        }
+    }
+    let mut last_error = String::from("no server to join through");
+    // The first server whose template kept missing the user's latest membership event:
+    // joined through at the end if no server is up to date.
+    let mut behind = None;
+    for server in &servers {
+        match join_through(state, &client, user, room_id, server, false).await {
             Ok(()) => {
                 state.presence.share_room(room_id).await;
                 return Ok(());
             }
-            Err(e) => {
+            Err(JoinFailure::Behind) => {
+                tracing::info!(%server, "join template misses our latest membership; trying another server");
+                behind.get_or_insert(server);
+            }
+            Err(JoinFailure::Error(e)) => {
                 tracing::info!(%server, error = %e, "remote join failed");
                 last_error = e.to_string();
             }
         }
     }
+    if let Some(server) = behind {
+        match join_through(state, &client, user, room_id, server, true).await {
+            Ok(()) => {
+                state.presence.share_room(room_id).await;
+                return Ok(());
+            }
+            Err(JoinFailure::Error(e)) => last_error = e.to_string(),
+            Err(JoinFailure::Behind) => {}
+        }
+    }
     Err(MatrixError::not_found(format!("Could not join the room: {last_error}")).into())
+}
+
+/// Most servers one join tries.
+const MAX_JOIN_SERVERS: usize = 6;
+
+/// Why a join through one server did not happen.
+enum JoinFailure {
+    /// Its template did not build on the user's latest membership event, even after it was
+    /// handed that event.
+    Behind,
+    /// Anything else.
+    Error(Error),
+}
+
+impl<E: Into<Error>> From<E> for JoinFailure {
+    fn from(e: E) -> Self {
+        JoinFailure::Error(e.into())
+    }
 }
 
 /// How often a join asks again for a template that does not build on the user's latest
@@ -593,13 +648,16 @@ pub async fn join_remote(
 const STALE_TEMPLATE_RETRIES: u32 = 4;
 const STALE_TEMPLATE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Joins through `server`. Unless `take_behind`, a server whose template stays behind the
+/// user's latest membership event is given up on ([`JoinFailure::Behind`]).
 async fn join_through(
     state: &AppState,
     client: &FederationClient,
     user: &UserId,
     room_id: &str,
     server: &str,
-) -> Result<()> {
+    take_behind: bool,
+) -> std::result::Result<(), JoinFailure> {
     let versions: String = graph::SUPPORTED_VERSIONS
         .iter()
         .map(|v| format!("ver={v}&"))
@@ -627,10 +685,7 @@ async fn join_through(
     let template = loop {
         let resp = client.request(server, Method::GET, &path, None).await?;
         if resp.status != StatusCode::OK {
-            return Err(Error::Network(format!(
-                "make_join: {} {}",
-                resp.status, resp.body
-            )));
+            return Err(Error::Network(format!("make_join: {} {}", resp.status, resp.body)).into());
         }
         let template = obj_of(&resp.body["event"])?;
         let Some((member_id, member_json)) = &ours else {
@@ -638,8 +693,11 @@ async fn join_through(
         };
         let builds_on_it = matches!(template.get("auth_events"),
             Some(CanonicalJsonValue::Array(ids)) if ids.iter().any(|i| i.as_str() == Some(member_id)));
-        if builds_on_it || attempt >= STALE_TEMPLATE_RETRIES {
+        if builds_on_it || take_behind {
             break (resp, template);
+        }
+        if attempt >= STALE_TEMPLATE_RETRIES {
+            return Err(JoinFailure::Behind);
         }
         // Hand the server our membership event (it fetches what that depends on from us),
         // give it a moment, and ask again.
@@ -684,10 +742,7 @@ async fn join_through(
         .request(server, Method::PUT, &path, Some(body))
         .await?;
     if resp.status != StatusCode::OK {
-        return Err(Error::Network(format!(
-            "send_join: {} {}",
-            resp.status, resp.body
-        )));
+        return Err(Error::Network(format!("send_join: {} {}", resp.status, resp.body)).into());
     }
     let state_pdus = resp.body["state"].as_array().cloned().unwrap_or_default();
     let chain = resp.body["auth_chain"]

@@ -69,6 +69,25 @@ pub struct Response {
     pub body: serde_json::Value,
 }
 
+/// How often a request whose stream was dropped unanswered is sent again.
+const UNANSWERED_RETRIES: u32 = 2;
+/// Pause before sending it again (times the attempt number).
+const UNANSWERED_PAUSE: Duration = Duration::from_millis(100);
+
+/// Why one attempt at a request failed.
+enum Failure {
+    /// The stream closed before any answer: safe and useful to send again.
+    Unanswered(String),
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
 /// Sends signed federation requests to other Neurite nodes.
 #[derive(Clone)]
 pub struct FederationClient {
@@ -90,12 +109,46 @@ impl FederationClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<Response> {
-        tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.request_inner(destination, method, path, body),
-        )
-        .await
-        .map_err(|_| Error::Network(format!("request to {destination} timed out")))?
+        self.request_within(destination, method, path, body, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// [`Self::request`], given up after `limit` (fetches that other work waits on use a
+    /// shorter one: a peer that is connected but frozen, like a suspended app, never answers).
+    ///
+    /// A request whose stream was dropped before any answer came (the peer's accept queue
+    /// was full, or the connection died under it) is sent again, twice at most: federation
+    /// requests are reads, or writes that the receiver deduplicates (transaction ids, event
+    /// ids).
+    pub async fn request_within(
+        &self,
+        destination: &str,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        limit: Duration,
+    ) -> Result<Response> {
+        let attempts = async {
+            let mut attempt = 0u32;
+            loop {
+                match self
+                    .request_inner(destination, method.clone(), path, body.as_ref())
+                    .await
+                {
+                    Err(Failure::Unanswered(e)) if attempt < UNANSWERED_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(%destination, %path, error = %e, attempt, "no answer; sending again");
+                        tokio::time::sleep(UNANSWERED_PAUSE * attempt).await;
+                    }
+                    Err(Failure::Unanswered(e)) => return Err(Error::Network(e)),
+                    Err(Failure::Other(e)) => return Err(e),
+                    Ok(resp) => return Ok(resp),
+                }
+            }
+        };
+        tokio::time::timeout(limit, attempts)
+            .await
+            .map_err(|_| Error::Network(format!("request to {destination} timed out")))?
     }
 
     async fn request_inner(
@@ -103,18 +156,12 @@ impl FederationClient {
         destination: &str,
         method: Method,
         path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<Response> {
+        body: Option<&serde_json::Value>,
+    ) -> std::result::Result<Response, Failure> {
         let peer = peer_id_for_server_name(destination)
             .ok_or_else(|| Error::Network(format!("{destination} is not a Neurite server name")))?;
-        let auth = sign_request(
-            &self.identity,
-            method.as_str(),
-            path,
-            destination,
-            body.as_ref(),
-        )
-        .ok_or_else(|| Error::Network("could not sign the request".into()))?;
+        let auth = sign_request(&self.identity, method.as_str(), path, destination, body)
+            .ok_or_else(|| Error::Network("could not sign the request".into()))?;
         let stream = match self
             .p2p
             .control()
@@ -126,7 +173,7 @@ impl FederationClient {
             // the peers we are connected to know, then try once more.
             Err(first) => {
                 if !self.p2p.reach(peer).await {
-                    return Err(Error::Network(format!("stream to {destination}: {first}")));
+                    return Err(Error::Network(format!("stream to {destination}: {first}")).into());
                 }
                 self.p2p
                     .control()
@@ -142,8 +189,8 @@ impl FederationClient {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let bytes = match &body {
-            Some(b) => serde_json::to_vec(b)?,
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(Error::from)?,
             None => Vec::new(),
         };
         let mut req = Request::builder()
@@ -160,10 +207,14 @@ impl FederationClient {
         let req = req
             .body(Full::new(axum::body::Bytes::from(bytes)))
             .map_err(|e| Error::Network(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| Error::Network(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| {
+            // Closed before the response began: the request was not (fully) handled.
+            if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
+                Failure::Unanswered(e.to_string())
+            } else {
+                Failure::Other(Error::Network(e.to_string()))
+            }
+        })?;
         let status = resp.status();
         let collected = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()

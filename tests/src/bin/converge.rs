@@ -39,6 +39,9 @@ struct Args {
     /// Keep the data directories and logs of failing seeds.
     #[arg(long)]
     keep: bool,
+    /// Keep the data directories and logs of every seed (they are named on stderr).
+    #[arg(long)]
+    keep_all: bool,
     /// Print log excerpts of failing seeds.
     #[arg(long)]
     logs: bool,
@@ -68,8 +71,14 @@ async fn main() -> ExitCode {
         opts.rounds = args.rounds;
         opts.settle = Duration::from_secs(args.settle_secs);
         opts.keep_failed = args.keep;
+        opts.keep_all = args.keep_all;
         let report = churn::run_seed(&opts).await;
         println!("{}", report.json());
+        if report.passed()
+            && let Some(dir) = &report.kept
+        {
+            eprintln!("seed {seed}: data directories kept in {}", dir.display());
+        }
         if report.passed() {
             times.extend(report.convergence);
         } else {
