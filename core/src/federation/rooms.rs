@@ -598,10 +598,7 @@ pub async fn join_remote(
     let mut behind = None;
     for server in &servers {
         match join_through(state, &client, user, room_id, server, false).await {
-            Ok(()) => {
-                state.presence.share_room(room_id).await;
-                return Ok(());
-            }
+            Ok(()) => return joined(state, user, room_id).await,
             Err(JoinFailure::Behind) => {
                 tracing::info!(%server, "join template misses our latest membership; trying another server");
                 behind.get_or_insert(server);
@@ -614,15 +611,40 @@ pub async fn join_remote(
     }
     if let Some(server) = behind {
         match join_through(state, &client, user, room_id, server, true).await {
-            Ok(()) => {
-                state.presence.share_room(room_id).await;
-                return Ok(());
-            }
+            Ok(()) => return joined(state, user, room_id).await,
             Err(JoinFailure::Error(e)) => last_error = e.to_string(),
             Err(JoinFailure::Behind) => {}
         }
     }
     Err(MatrixError::not_found(format!("Could not join the room: {last_error}")).into())
+}
+
+/// After a remote join: if the room's state, resolved over the join and what this node had
+/// of the room (a rejoin made on a server that had not seen the user's leave races that
+/// leave, and may lose to it), does not have the user joined, the node joins again on its
+/// own graph, which now holds both, so the new join comes after the leave everywhere.
+async fn joined(state: &AppState, user: &UserId, room_id: &str) -> Result<()> {
+    let (r, u) = (room_id.to_owned(), user.to_string());
+    let membership = state
+        .db
+        .read(move |c| Ok(ev_store::membership(c, &r, &u)?.map(|m| m.membership)))
+        .await?;
+    if membership.as_deref() != Some("join") {
+        tracing::info!(room = %room_id, %user, "remote join lost to an earlier membership; joining again");
+        state
+            .rooms
+            .change_membership(
+                user,
+                room_id,
+                user,
+                crate::rooms::membership::MembershipAction::Join,
+                None,
+                serde_json::Map::new(),
+            )
+            .await?;
+    }
+    state.presence.share_room(room_id).await;
+    Ok(())
 }
 
 /// Most servers one join tries.
