@@ -16,6 +16,7 @@ mod reports;
 mod rooms;
 mod search;
 mod sliding_sync;
+mod spaces;
 mod sync;
 mod upgrade;
 mod user;
@@ -85,6 +86,25 @@ impl FromRequestParts<AppState> for Auth {
         match state.accounts.authenticate(&token).await? {
             Some(session) => Ok(Auth(session)),
             None => Err(unknown()),
+        }
+    }
+}
+
+/// The user of a request that may also come without a token: `None` without one; a token
+/// that is given must be valid.
+pub struct OptionalAuth(pub Option<Session>);
+
+impl FromRequestParts<AppState> for OptionalAuth {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Auth::from_request_parts(parts, state).await {
+            Ok(Auth(session)) => Ok(OptionalAuth(Some(session))),
+            Err(e) if e.errcode == "M_MISSING_TOKEN" => Ok(OptionalAuth(None)),
+            Err(e) => Err(e),
         }
     }
 }
@@ -476,13 +496,23 @@ pub fn router(state: AppState) -> Router {
             "/media/download/{server}/{media}/{file}",
             get(media::download_named),
         )
-        .route("/media/thumbnail/{server}/{media}", get(media::thumbnail));
+        .route("/media/thumbnail/{server}/{media}", get(media::thumbnail))
+        .route("/room_summary/{room}", get(spaces::room_summary))
+        .route("/rooms/{room}/hierarchy", get(spaces::hierarchy));
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
         .route(
             "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
             post(sliding_sync::sync),
+        )
+        .route(
+            "/_matrix/client/unstable/im.nheko.summary/summary/{room}",
+            get(spaces::room_summary),
+        )
+        .route(
+            "/_matrix/client/unstable/im.nheko.summary/rooms/{room}/summary",
+            get(spaces::room_summary),
         )
         .nest("/_matrix/client/v3", client_routes())
         .nest("/_matrix/client/r0", client_routes())
