@@ -88,6 +88,16 @@ pub struct RoomFilter {
     pub account_data: RoomEventFilter,
 }
 
+/// The formats a filter may ask events in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    /// The client-server format.
+    Client,
+    /// The federation (PDU) format.
+    Federation,
+}
+
 /// A full filter definition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Filter {
@@ -96,7 +106,7 @@ pub struct Filter {
     pub event_fields: Option<Vec<String>>,
     /// `client` or `federation` (accepted; events are always in client format).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_format: Option<String>,
+    pub event_format: Option<EventFormat>,
     /// Presence filter.
     #[serde(default)]
     pub presence: EventFilter,

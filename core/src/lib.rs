@@ -32,6 +32,7 @@ pub mod sync;
 pub mod typing;
 pub mod uia;
 pub mod user_data;
+pub mod validate;
 
 pub use config::{Config, PasswordCost, RegistrationMode};
 pub use error::{Error, MatrixError};

@@ -5,13 +5,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiResult, AppState, Auth, Json, Query};
-use crate::{accounts::Login, config::RegistrationMode, error::MatrixError, uia::AuthData};
+use crate::{
+    accounts::Login, config::RegistrationMode, error::MatrixError, uia::AuthData,
+    validate::DeviceId,
+};
 
 #[derive(Deserialize)]
 pub struct RegisterBody {
     username: Option<String>,
     password: Option<String>,
-    device_id: Option<String>,
+    device_id: Option<DeviceId>,
     initial_device_display_name: Option<String>,
     #[serde(default)]
     inhibit_login: bool,
@@ -94,7 +97,11 @@ pub async fn register(
     }
     let login = state
         .accounts
-        .issue_login(&user_id, body.device_id, body.initial_device_display_name)
+        .issue_login(
+            &user_id,
+            body.device_id.map(|d| d.0),
+            body.initial_device_display_name,
+        )
         .await?;
     Ok(Json(login_body(&state, &login)))
 }
@@ -157,7 +164,7 @@ pub struct LoginBody {
     identifier: Option<Value>,
     user: Option<String>,
     password: Option<String>,
-    device_id: Option<String>,
+    device_id: Option<DeviceId>,
     initial_device_display_name: Option<String>,
 }
 
@@ -203,7 +210,11 @@ pub async fn login(
     state.accounts.check_password(&user_id, &password).await?;
     let login = state
         .accounts
-        .issue_login(&user_id, body.device_id, body.initial_device_display_name)
+        .issue_login(
+            &user_id,
+            body.device_id.map(|d| d.0),
+            body.initial_device_display_name,
+        )
         .await?;
     Ok(Json(login_body(&state, &login)))
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiResult, AppState, Auth, Json, Path};
+use super::{ApiResult, AppState, Auth, Json, OptionalJson, Path};
 use crate::{accounts::Session, error::MatrixError, storage::accounts::DeviceRow, uia::AuthData};
 
 /// The UIA stage that protects destructive requests.
@@ -109,7 +109,7 @@ pub async fn put_device(
     Ok(Json(json!({})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub struct DeleteDeviceBody {
     auth: Option<AuthData>,
 }
@@ -119,7 +119,7 @@ pub async fn delete_device(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(device_id): Path<String>,
-    Json(body): Json<DeleteDeviceBody>,
+    OptionalJson(body): OptionalJson<DeleteDeviceBody>,
 ) -> ApiResult<Json<Value>> {
     require_password(&state, &session, body.auth).await?;
     state

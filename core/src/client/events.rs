@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiResult, AppState, Auth, Json, Path, Query};
+use super::{ApiResult, AppState, Auth, Json, OptionalJson, Path, Query};
 use crate::{
     error::MatrixError,
     filter::RoomEventFilter,
@@ -104,6 +104,7 @@ pub async fn put_state(
             "The create event cannot be replaced",
         ));
     }
+    crate::validate::state_content(&ty, &content)?;
     let tpl = EventTemplate::state(&ty, &key, Value::Object(content));
     let event_id = state.rooms.send(&session.user_id, &room, tpl, None).await?;
     Ok(Json(json!({ "event_id": event_id })))
@@ -192,13 +193,7 @@ pub struct MessagesParams {
 }
 
 fn parse_limit(limit: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
-    match limit {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<i64>()
-            .map(|n| n.clamp(0, max as i64) as usize)
-            .map_err(|_| MatrixError::invalid_param("limit must be an integer")),
-    }
+    crate::validate::limit_param(limit, default, max)
 }
 
 /// `GET /rooms/{roomId}/messages`.
@@ -458,7 +453,7 @@ pub async fn receipt(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, ty, event)): Path<(String, String, String)>,
-    Json(body): Json<ReceiptBody>,
+    OptionalJson(body): OptionalJson<ReceiptBody>,
 ) -> ApiResult<Json<Value>> {
     match ty.as_str() {
         "m.read" | "m.read.private" | "m.fully_read" => {}

@@ -16,6 +16,7 @@ mod reports;
 mod rooms;
 mod search;
 mod sliding_sync;
+mod spaces;
 mod sync;
 mod upgrade;
 mod user;
@@ -50,17 +51,26 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let from_header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                // The auth scheme is case-insensitive.
-                let (scheme, token) = v.split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_owned())
-            });
+        let unknown = || {
+            MatrixError::new(
+                StatusCode::UNAUTHORIZED,
+                "M_UNKNOWN_TOKEN",
+                "Unknown access token",
+            )
+            .with_field("soft_logout", serde_json::json!(false))
+        };
+        let header = parts.headers.get(header::AUTHORIZATION);
+        // Tokens are ASCII: a header with other bytes names no token this server gave out.
+        if header.is_some_and(|v| v.to_str().is_err()) {
+            return Err(unknown());
+        }
+        let from_header = header.and_then(|v| v.to_str().ok()).and_then(|v| {
+            // The auth scheme is case-insensitive.
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
         let token = from_header.or_else(|| {
             query_values(parts.uri.query(), "access_token")
                 .into_iter()
@@ -75,12 +85,26 @@ impl FromRequestParts<AppState> for Auth {
         };
         match state.accounts.authenticate(&token).await? {
             Some(session) => Ok(Auth(session)),
-            None => Err(MatrixError::new(
-                StatusCode::UNAUTHORIZED,
-                "M_UNKNOWN_TOKEN",
-                "Unknown access token",
-            )
-            .with_field("soft_logout", serde_json::json!(false))),
+            None => Err(unknown()),
+        }
+    }
+}
+
+/// The user of a request that may also come without a token: `None` without one; a token
+/// that is given must be valid.
+pub struct OptionalAuth(pub Option<Session>);
+
+impl FromRequestParts<AppState> for OptionalAuth {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Auth::from_request_parts(parts, state).await {
+            Ok(Auth(session)) => Ok(OptionalAuth(Some(session))),
+            Err(e) if e.errcode == "M_MISSING_TOKEN" => Ok(OptionalAuth(None)),
+            Err(e) => Err(e),
         }
     }
 }
@@ -105,38 +129,65 @@ pub(crate) fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// A JSON body: `M_NOT_JSON` if it is not JSON, `M_BAD_JSON` if it has the wrong shape,
-/// `M_TOO_LARGE` if it is over the limit. An empty body reads as `{}`.
+/// A JSON body: `M_NOT_JSON` if it is not JSON (an empty or blank body included),
+/// `M_BAD_JSON` if it has the wrong shape, `M_INVALID_PARAM` if an identifier in it breaks
+/// the spec's grammar or limits ([`crate::validate`]), `M_TOO_LARGE` if it is over the limit.
 pub struct Json<T>(pub T);
+
+async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, MatrixError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            MatrixError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "M_TOO_LARGE",
+                "Request body too large",
+            )
+        } else {
+            MatrixError::bad_request(format!("Could not read the request body: {e}"))
+        }
+    })
+}
+
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MatrixError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(MatrixError::not_json("The request body is empty"));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| MatrixError::not_json(format!("Body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(MatrixError::bad_json("Body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        match message.strip_prefix(crate::validate::INVALID_PARAM) {
+            Some(why) => MatrixError::invalid_param(why.to_owned()),
+            None => MatrixError::bad_json(format!("Invalid request body: {message}")),
+        }
+    })
+}
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = MatrixError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                MatrixError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "M_TOO_LARGE",
-                    "Request body too large",
-                )
-            } else {
-                MatrixError::bad_request(format!("Could not read the request body: {e}"))
-            }
-        })?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| MatrixError::not_json(format!("Body is not valid JSON: {e}")))?;
-        if !value.is_object() {
-            return Err(MatrixError::bad_json("Body must be a JSON object"));
+        let bytes = body_bytes(req, state).await?;
+        parse_body(&bytes).map(Json)
+    }
+}
+
+/// A JSON body the spec makes optional in practice (joining, leaving, receipts): no body at
+/// all reads as the default; anything else is read as [`Json`] reads it.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_value(value)
-            .map(Json)
-            .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))
+        parse_body(&bytes).map(OptionalJson)
     }
 }
 
@@ -156,6 +207,12 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Path<T> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| MatrixError::invalid_param(format!("Invalid path parameter: {e}")))?;
+        for (name, value) in &raw {
+            crate::validate::path_param(name, value)?;
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
@@ -178,6 +235,22 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Query<T> {
             .map(|q| Query(q.0))
             .map_err(|e| MatrixError::invalid_param(format!("Invalid query parameter: {e}")))
     }
+}
+
+/// Refuses request URLs over [`crate::validate::MAX_URI_BYTES`] with `414 M_TOO_LARGE`.
+async fn limit_uri(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > crate::validate::MAX_URI_BYTES {
+        return axum::response::IntoResponse::into_response(MatrixError::new(
+            StatusCode::URI_TOO_LONG,
+            "M_TOO_LARGE",
+            format!(
+                "Request URLs are at most {} bytes",
+                crate::validate::MAX_URI_BYTES
+            ),
+        ));
+    }
+    next.run(req).await
 }
 
 async fn unrecognized(method: axum::http::Method, uri: axum::http::Uri) -> MatrixError {
@@ -423,13 +496,23 @@ pub fn router(state: AppState) -> Router {
             "/media/download/{server}/{media}/{file}",
             get(media::download_named),
         )
-        .route("/media/thumbnail/{server}/{media}", get(media::thumbnail));
+        .route("/media/thumbnail/{server}/{media}", get(media::thumbnail))
+        .route("/room_summary/{room}", get(spaces::room_summary))
+        .route("/rooms/{room}/hierarchy", get(spaces::hierarchy));
     Router::new()
         .route("/_matrix/client/versions", get(versions::versions))
         .route("/.well-known/matrix/client", get(versions::well_known))
         .route(
             "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
             post(sliding_sync::sync),
+        )
+        .route(
+            "/_matrix/client/unstable/im.nheko.summary/summary/{room}",
+            get(spaces::room_summary),
+        )
+        .route(
+            "/_matrix/client/unstable/im.nheko.summary/rooms/{room}/summary",
+            get(spaces::room_summary),
         )
         .nest("/_matrix/client/v3", client_routes())
         .nest("/_matrix/client/r0", client_routes())
@@ -438,6 +521,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(limit_uri))
         // A panic is a bug; the client still gets a Matrix error rather than a dropped connection.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

@@ -5,10 +5,11 @@ use ruma::{RoomAliasId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiResult, AppState, Auth, Json, Path, Query};
+use super::{ApiResult, AppState, Auth, Json, OptionalJson, Path, Query};
 use crate::{
     error::MatrixError,
     rooms::{create::CreateRoomRequest, membership::MembershipAction},
+    validate::UserIdParam,
 };
 
 /// `POST /createRoom`.
@@ -17,6 +18,7 @@ pub async fn create_room(
     Auth(session): Auth,
     Json(body): Json<CreateRoomRequest>,
 ) -> ApiResult<Json<Value>> {
+    body.check_state()?;
     let room_id = state.rooms.create_room(&session.user_id, body).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -41,7 +43,7 @@ pub async fn join(
     Auth(session): Auth,
     Path(room): Path<String>,
     uri: axum::http::Uri,
-    Json(body): Json<JoinBody>,
+    OptionalJson(body): OptionalJson<JoinBody>,
 ) -> ApiResult<Json<Value>> {
     if !(room.starts_with('!') || room.starts_with('#')) {
         return Err(MatrixError::invalid_param("Expected a room id or alias"));
@@ -94,7 +96,7 @@ pub async fn join_by_id(
     auth: Auth,
     Path(room): Path<String>,
     uri: axum::http::Uri,
-    body: Json<JoinBody>,
+    body: OptionalJson<JoinBody>,
 ) -> ApiResult<Json<Value>> {
     if !room.starts_with('!') {
         return Err(MatrixError::invalid_param("Expected a room id"));
@@ -104,12 +106,8 @@ pub async fn join_by_id(
 
 #[derive(Deserialize)]
 pub struct TargetBody {
-    user_id: String,
+    user_id: UserIdParam,
     reason: Option<String>,
-}
-
-fn parse_user(user: &str) -> ApiResult<ruma::OwnedUserId> {
-    UserId::parse(user).map_err(|_| MatrixError::invalid_param(format!("Invalid user id {user:?}")))
 }
 
 async fn act_on(
@@ -119,10 +117,16 @@ async fn act_on(
     body: TargetBody,
     action: MembershipAction,
 ) -> ApiResult<Json<Value>> {
-    let target = parse_user(&body.user_id)?;
     state
         .rooms
-        .change_membership(sender, room, &target, action, body.reason, Map::new())
+        .change_membership(
+            sender,
+            room,
+            &body.user_id.0,
+            action,
+            body.reason,
+            Map::new(),
+        )
         .await?;
     Ok(Json(json!({})))
 }
@@ -134,11 +138,7 @@ pub async fn invite(
     Path(room): Path<String>,
     Json(body): Json<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    let target = parse_user(&body.user_id)?;
-    if target.server_name() != state.identity.server_name() {
-        crate::federation::rooms::invite_user(&state, &session.user_id, &room, &target).await?;
-        return Ok(Json(json!({})));
-    }
+    // Users of other servers too: their server is sent the invite through the outbox.
     act_on(
         &state,
         &session.user_id,
@@ -198,7 +198,7 @@ pub async fn leave(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
-    Json(body): Json<JoinBody>,
+    OptionalJson(body): OptionalJson<JoinBody>,
 ) -> ApiResult<Json<Value>> {
     if room.starts_with('!')
         && !crate::federation::rooms::is_resident(&state, &room).await?
@@ -241,6 +241,16 @@ pub async fn forget(
 pub struct MembersQuery {
     membership: Option<String>,
     not_membership: Option<String>,
+    at: Option<String>,
+}
+
+fn membership_param(value: Option<String>, name: &str) -> ApiResult<Option<String>> {
+    match value.as_deref() {
+        None | Some("join" | "invite" | "knock" | "leave" | "ban") => Ok(value),
+        Some(_) => Err(MatrixError::invalid_param(format!(
+            "{name} must be one of join, invite, knock, leave, ban"
+        ))),
+    }
 }
 
 /// `GET /rooms/{roomId}/members`.
@@ -250,14 +260,17 @@ pub async fn members(
     Path(room): Path<String>,
     Query(q): Query<MembersQuery>,
 ) -> ApiResult<Json<Value>> {
+    // The list is of the current state; an `at` token must still be one of ours.
+    if let Some(at) = q.at.as_deref()
+        && crate::rooms::timeline::parse_token(at).is_none()
+    {
+        return Err(MatrixError::invalid_param("Invalid at token"));
+    }
+    let membership = membership_param(q.membership, "membership")?;
+    let not_membership = membership_param(q.not_membership, "not_membership")?;
     let chunk = state
         .rooms
-        .members(
-            session.user_id.as_str(),
-            &room,
-            q.membership,
-            q.not_membership,
-        )
+        .members(session.user_id.as_str(), &room, membership, not_membership)
         .await?;
     Ok(Json(json!({ "chunk": chunk })))
 }
@@ -394,20 +407,70 @@ pub async fn set_visibility(
     Ok(Json(json!({})))
 }
 
+#[derive(Deserialize)]
+pub struct PublicRoomsQuery {
+    limit: Option<String>,
+    since: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PublicRoomsBody {
+    limit: Option<crate::validate::Limit>,
+    since: Option<String>,
+}
+
+/// Most rooms on one page of the directory.
+const MAX_PUBLIC_ROOMS_PAGE: usize = 500;
+
+/// A page of the public room directory; `since` tokens are `p<offset>`.
+async fn public_rooms_page(
+    state: &AppState,
+    limit: Option<usize>,
+    since: Option<&str>,
+) -> ApiResult<Json<Value>> {
+    let offset = match since {
+        None => 0,
+        Some(t) => t
+            .strip_prefix('p')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| MatrixError::invalid_param("Invalid since token"))?,
+    };
+    let all = state.rooms.public_rooms().await?;
+    let total = all.len();
+    let limit = limit
+        .unwrap_or(MAX_PUBLIC_ROOMS_PAGE)
+        .min(MAX_PUBLIC_ROOMS_PAGE);
+    let chunk: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
+    let mut body = json!({ "chunk": chunk, "total_room_count_estimate": total });
+    if offset + limit < total {
+        body["next_batch"] = json!(format!("p{}", offset + limit));
+    }
+    if offset > 0 {
+        body["prev_batch"] = json!(format!("p{}", offset.saturating_sub(limit)));
+    }
+    Ok(Json(body))
+}
+
 /// `GET /publicRooms`.
-pub async fn public_rooms(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let chunk = state.rooms.public_rooms().await?;
-    let total = chunk.len();
-    Ok(Json(
-        json!({ "chunk": chunk, "total_room_count_estimate": total }),
-    ))
+pub async fn public_rooms(
+    State(state): State<AppState>,
+    Query(q): Query<PublicRoomsQuery>,
+) -> ApiResult<Json<Value>> {
+    let limit = match q.limit.as_deref() {
+        None => None,
+        l => Some(crate::validate::limit_param(l, 0, MAX_PUBLIC_ROOMS_PAGE)?),
+    };
+    public_rooms_page(&state, limit, q.since.as_deref()).await
 }
 
 /// `POST /publicRooms`.
 pub async fn public_rooms_post(
-    state: State<AppState>,
+    State(state): State<AppState>,
     _auth: Auth,
-    Json(_body): Json<Value>,
+    Json(body): Json<PublicRoomsBody>,
 ) -> ApiResult<Json<Value>> {
-    public_rooms(state).await
+    let limit = body
+        .limit
+        .map(|l| l.0.min(MAX_PUBLIC_ROOMS_PAGE as u64) as usize);
+    public_rooms_page(&state, limit, body.since.as_deref()).await
 }

@@ -56,13 +56,19 @@ pub async fn set_profile_field(
             "You may only change your own profile",
         ));
     }
+    // An explicit null clears the field; leaving it out is a mistake, not a request.
     let value = match body.get(&field) {
         Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Null) | None => None,
+        Some(Value::Null) => None,
+        None => return Err(MatrixError::missing_param(format!("{field} is required"))),
         Some(_) => return Err(MatrixError::bad_json(format!("{field} must be a string"))),
     };
-    if value.as_ref().is_some_and(|v| v.len() > 256 * 4) {
-        return Err(MatrixError::bad_json(format!("{field} is too long")));
+    if let Some(v) = &value {
+        if field == "displayname" {
+            crate::validate::displayname(v)?;
+        } else if v.len() > 256 * 4 {
+            return Err(MatrixError::bad_json(format!("{field} is too long")));
+        }
     }
     state
         .user_data

@@ -1,5 +1,7 @@
 //! The outbox: delivers queued events to every destination, one transaction in flight per
-//! destination, with exponential backoff that resets the moment the peer connects.
+//! destination, with exponential backoff that resets the moment the peer connects. Invites
+//! of a destination's users (`PUT /_matrix/federation/v2/invite`) wait in the same way and go
+//! before its transactions.
 //!
 //! The queue lives in SQLite, so nothing is lost when either side restarts. The worker sleeps
 //! until something is queued, a peer connects, or a backoff expires: no periodic work.
@@ -179,9 +181,30 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Sends everything queued for one destination, a transaction at a time. Returns false on
-/// the first failure.
+/// Most invites read from the queue at a time.
+const INVITE_BATCH: usize = 16;
+
+/// Sends everything queued for one destination: its users' invites, then transactions, one
+/// at a time. Returns false on the first failure.
 async fn deliver(services: &Services, client: &FederationClient, dest: &str) -> bool {
+    loop {
+        let d = dest.to_owned();
+        let Ok(invites) = services
+            .db
+            .read(move |c| fed_store::next_invites(c, &d, INVITE_BATCH))
+            .await
+        else {
+            return false;
+        };
+        if invites.is_empty() {
+            break;
+        }
+        for invite in &invites {
+            if !super::rooms::deliver_invite(services, client, dest, invite).await {
+                return false;
+            }
+        }
+    }
     loop {
         let d = dest.to_owned();
         let queued = services

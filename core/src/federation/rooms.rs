@@ -8,7 +8,7 @@ use axum::{
     extract::State,
     http::{Method, StatusCode},
 };
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, EventId, UserId};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -854,121 +854,159 @@ async fn join_through(
     Ok(())
 }
 
-/// Sends an invite for a user of another server, signed by both servers; returns the event to
-/// store.
-pub async fn invite_remote(
-    state: &AppState,
+/// What the invitee's server made of an invite.
+enum InviteAnswer {
+    /// It counter-signed the invite: the invitee sees it.
+    Accepted,
+    /// It refused it for good (a 4xx answer, or a signed event that is not ours).
+    Refused(String),
+    /// It could not be reached, or asked us to come back later.
+    Unreachable(String),
+}
+
+/// Sends an invite event to the invitee's server (`PUT /_matrix/federation/v2/invite`).
+async fn send_invite(
+    client: &FederationClient,
+    server: &str,
     room_id: &str,
     version: &str,
-    event: &CanonicalJsonObject,
-    event_id: &EventId,
+    event: CanonicalJsonObject,
+    event_id: &str,
     invite_state: Vec<Value>,
-) -> Result<CanonicalJsonObject> {
-    let client = state
-        .federation()
-        .cloned()
-        .ok_or_else(|| MatrixError::forbidden("Peer-to-peer networking is off"))?;
-    let target = str_field(event, "state_key").unwrap_or_default().to_owned();
-    let server = server_of(&target)
-        .ok_or_else(|| MatrixError::invalid_param("Invalid user id"))?
-        .to_owned();
+) -> InviteAnswer {
+    if crate::identity::peer_id_for_server_name(server).is_none() {
+        return InviteAnswer::Refused(format!("{server} is not a server this node can reach"));
+    }
     let path = format!(
         "/_matrix/federation/v2/invite/{}/{}",
         crate::client::percent_encode(room_id),
-        crate::client::percent_encode(event_id.as_str()),
+        crate::client::percent_encode(event_id),
     );
     let body =
         json!({ "room_version": version, "event": event, "invite_room_state": invite_state });
-    let resp = client
-        .request(&server, Method::PUT, &path, Some(body))
-        .await
-        .map_err(|e| {
-            MatrixError::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
-                format!("The invitee's server is unreachable: {e}"),
-            )
-        })?;
+    let resp = match client.request(server, Method::PUT, &path, Some(body)).await {
+        Ok(resp) => resp,
+        Err(e) => return InviteAnswer::Unreachable(e.to_string()),
+    };
+    if resp.status == StatusCode::TOO_MANY_REQUESTS || resp.status.is_server_error() {
+        return InviteAnswer::Unreachable(format!("{} {}", resp.status, resp.body));
+    }
     if resp.status != StatusCode::OK {
-        return Err(MatrixError::forbidden(format!(
-            "The invitee's server refused the invite: {}",
-            resp.body
-        ))
-        .into());
+        let why = resp.body["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| resp.status.to_string());
+        return InviteAnswer::Refused(why);
     }
-    let signed = obj_of(&resp.body["event"])?;
-    let (_, rules) = version_rules(version)?;
-    let (returned_id, _) =
-        remote::verify_pdu(signed.clone(), &rules).map_err(MatrixError::forbidden)?;
-    if returned_id.as_str() != event_id.as_str() {
-        return Err(MatrixError::forbidden("The invitee's server changed the invite").into());
+    let same_event = obj_of(&resp.body["event"]).ok().and_then(|signed| {
+        let (_, rules) = version_rules(version).ok()?;
+        let (id, _) = remote::verify_pdu(signed, &rules).ok()?;
+        Some(id.as_str() == event_id)
+    });
+    if same_event == Some(true) {
+        InviteAnswer::Accepted
+    } else {
+        InviteAnswer::Refused("the invitee's server answered with another event".into())
     }
-    Ok(signed)
 }
 
-/// Invites a user of another server: the invite is built and checked here, signed by the
-/// invitee's server, then added to the room and sent to the other servers in it.
-pub async fn invite_user(
-    state: &AppState,
-    sender: &UserId,
-    room_id: &str,
-    target: &UserId,
-) -> Result<()> {
-    let identity = state.identity.clone();
-    let (s, t, r) = (sender.to_owned(), target.to_owned(), room_id.to_owned());
-    let (obj, event_id, version, invite_state) = state
+/// Sends one queued invite to its invitee's server and settles it: an accepted invite leaves
+/// the queue; a refused one leaves it too, and the inviter withdraws the invite in the room
+/// (a leave for the invitee with the refusal as its reason) so the room does not show an
+/// invite nobody will ever see. Returns false if the server could not be reached (the invite
+/// stays queued and is tried again with the destination's other traffic).
+pub(super) async fn deliver_invite(
+    services: &crate::services::Services,
+    client: &FederationClient,
+    server: &str,
+    queued: &fed_store::QueuedInvite,
+) -> bool {
+    let (room, event_id) = (queued.room_id.clone(), queued.event_id.clone());
+    let prepared = services
         .db
         .read(move |conn| {
-            let ctx = RoomCtx::load(conn, &r)?;
-            if let Some(m) = ev_store::membership(conn, &r, t.as_str())?
-                && (m.membership == "join" || m.membership == "ban")
+            let Some(ev) = ev_store::get_event(conn, &event_id)? else {
+                return Ok(None);
+            };
+            let invitee = ev.state_key.clone().unwrap_or_default();
+            // Only the invitee's current membership is worth sending: one that was withdrawn,
+            // accepted or replaced since is not.
+            if ev_store::membership(conn, &room, &invitee)?
+                .is_none_or(|m| m.event_id != event_id || m.membership != "invite")
             {
-                return Err(MatrixError::forbidden("User is already in the room or banned").into());
+                return Ok(None);
             }
-            let tpl = EventTemplate::state(
-                "m.room.member",
-                t.as_str(),
-                json!({ "membership": "invite" }),
-            );
-            let (pdu, obj) = graph::build_event(&ctx, &identity, &s, &tpl, now_ms())?;
-            graph::check_auth(conn, &ctx, &pdu)?;
+            let ctx = RoomCtx::load(conn, &room)?;
             let mut stripped = Vec::new();
             for ty in crate::sync::INVITE_STATE {
                 if let Some(id) = ctx.state_event(ty, "")
-                    && let Some(ev) = ev_store::get_event(conn, id)?
+                    && let Some(state_ev) = ev_store::get_event(conn, id)?
                 {
-                    stripped.push(crate::rooms::format::stripped_state(&ev)?);
+                    stripped.push(crate::rooms::format::stripped_state(&state_ev)?);
                 }
             }
-            if let Some(id) = ctx.state_event("m.room.member", s.as_str())
-                && let Some(ev) = ev_store::get_event(conn, id)?
+            if let Some(id) = ctx.state_event("m.room.member", &ev.sender)
+                && let Some(state_ev) = ev_store::get_event(conn, id)?
             {
-                stripped.push(crate::rooms::format::stripped_state(&ev)?);
+                stripped.push(crate::rooms::format::stripped_state(&state_ev)?);
             }
-            Ok((obj, pdu.event_id, ctx.version.to_string(), stripped))
+            let obj: CanonicalJsonObject = serde_json::from_str(&ev.json)?;
+            Ok(Some((obj, ctx.version.to_string(), stripped)))
         })
-        .await?;
-    let signed = invite_remote(state, room_id, &version, &obj, &event_id, invite_state).await?;
-    let (_, rules) = version_rules(&version)?;
-    let (r, local) = (room_id.to_owned(), state.identity.server_name().to_string());
-    state
+        .await;
+    let answer = match prepared {
+        Ok(Some((obj, version, stripped))) => {
+            send_invite(
+                client,
+                server,
+                &queued.room_id,
+                &version,
+                obj,
+                &queued.event_id,
+                stripped,
+            )
+            .await
+        }
+        // Nothing left to send.
+        Ok(None) => InviteAnswer::Accepted,
+        Err(e) => InviteAnswer::Unreachable(e.to_string()),
+    };
+    let refusal = match answer {
+        InviteAnswer::Unreachable(why) => {
+            tracing::debug!(%server, room = %queued.room_id, %why, "invite not delivered yet");
+            return false;
+        }
+        InviteAnswer::Accepted => None,
+        InviteAnswer::Refused(why) => {
+            tracing::info!(%server, room = %queued.room_id, %why, "invite refused");
+            Some(why)
+        }
+    };
+    let identity = services.identity.clone();
+    let queued = queued.clone();
+    let settled = services
         .db
         .write(move |txn| {
-            match remote::accept_pdu(txn, &r, event_id.clone(), &signed, &rules)? {
-                Accepted::Stored(_) | Accepted::Known => {}
-                Accepted::Rejected(why) | Accepted::SoftFailed(why) => {
-                    return Err(MatrixError::forbidden(format!("Invite not allowed: {why}")).into());
-                }
-                Accepted::Outlier | Accepted::Missing(_) => {
-                    return Err(Error::Event("invite lost its place in the room".into()));
+            fed_store::delete_invite(txn, queued.id)?;
+            if let Some(why) = refusal {
+                let reason = format!("The invitee's server refused the invite: {why}");
+                // An inviter who may no longer withdraw it (left, lost power) leaves the invite
+                // standing: it is still the room's truth, only never seen by the invitee.
+                if !crate::rooms::membership::withdraw_invite(
+                    txn,
+                    &identity,
+                    &queued.room_id,
+                    &queued.event_id,
+                    &reason,
+                )? {
+                    tracing::info!(room = %queued.room_id, "refused invite stays");
                 }
             }
-            fed_store::enqueue_for_room(txn, &r, event_id.as_str(), &local, None, now_ms())?;
             Ok(())
         })
-        .await?;
-    state.notifier.notify();
-    Ok(())
+        .await;
+    services.notifier.notify();
+    settled.is_ok()
 }
 
 /// Declines an invite to a room this server does not take part in: `make_leave` and

@@ -1,6 +1,6 @@
 //! `createRoom`: the create event and a new room's initial state, in one transaction.
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -8,6 +8,7 @@ use super::{EventTemplate, Rooms, graph};
 use crate::{
     error::{Error, MatrixError, Result},
     storage::{WriteTxn, aliases, events as ev_store},
+    validate::{self, EventType, StateKey, UserIdParam},
 };
 
 /// A state event given in `initial_state`.
@@ -15,10 +16,10 @@ use crate::{
 pub struct InitialStateEvent {
     /// Event type.
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: EventType,
     /// State key (defaults to empty).
     #[serde(default)]
-    pub state_key: String,
+    pub state_key: StateKey,
     /// Content.
     pub content: Map<String, Value>,
 }
@@ -36,7 +37,7 @@ pub struct CreateRoomRequest {
     pub topic: Option<String>,
     /// Users to invite.
     #[serde(default)]
-    pub invite: Vec<String>,
+    pub invite: Vec<UserIdParam>,
     /// Room version.
     pub room_version: Option<String>,
     /// Extra content for the create event.
@@ -51,6 +52,20 @@ pub struct CreateRoomRequest {
     pub is_direct: bool,
     /// Overrides for the default power levels.
     pub power_level_content_override: Option<Map<String, Value>>,
+}
+
+impl CreateRoomRequest {
+    /// Checks the state the request gives against the shapes the spec sets for its types
+    /// (`M_BAD_JSON` otherwise), before anything is made.
+    pub fn check_state(&self) -> Result<(), MatrixError> {
+        for ev in &self.initial_state {
+            validate::state_content(&ev.event_type.0, &ev.content)?;
+        }
+        if let Some(overrides) = &self.power_level_content_override {
+            validate::state_content("m.room.power_levels", overrides)?;
+        }
+        Ok(())
+    }
 }
 
 impl Rooms {
@@ -80,29 +95,13 @@ impl Rooms {
         {
             return Err(MatrixError::bad_json("visibility must be public or private").into());
         }
-        let invites: Vec<OwnedUserId> = req
-            .invite
-            .iter()
-            .map(|u| {
-                UserId::parse(u.as_str())
-                    .map_err(|_| MatrixError::invalid_param(format!("Invalid user id {u:?}")))
-            })
-            .collect::<Result<_, _>>()?;
-        let alias = match &req.room_alias_name {
-            Some(name) => {
-                let alias = format!("#{name}:{server}");
-                if name.is_empty() || name.contains(':') || RoomAliasId::parse(&alias).is_err() {
-                    return Err(MatrixError::new(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        "M_INVALID_PARAM",
-                        "Invalid room alias name",
-                    )
-                    .into());
-                }
-                Some(alias)
-            }
-            None => None,
-        };
+        let invites: Vec<OwnedUserId> = req.invite.iter().map(|u| u.0.clone()).collect();
+        let alias = req
+            .room_alias_name
+            .as_deref()
+            .map(|name| validate::alias_localpart(name, server.as_str()))
+            .transpose()?;
+
         let creator = creator.to_owned();
         let identity = self.identity.clone();
         let room_id = self
@@ -205,7 +204,7 @@ impl Rooms {
                 }
 
                 // 5. The preset's state, unless initial_state sets it.
-                let given = |ty: &str| req.initial_state.iter().any(|e| e.event_type == ty && e.state_key.is_empty());
+                let given = |ty: &str| req.initial_state.iter().any(|e| e.event_type.0 == ty && e.state_key.0.is_empty());
                 let join_rule = if preset == "public_chat" { "public" } else { "invite" };
                 if !given("m.room.join_rules") {
                     add(txn, &mut ctx, EventTemplate::state("m.room.join_rules", "", json!({ "join_rule": join_rule })))?;
@@ -227,18 +226,11 @@ impl Rooms {
 
                 // 6. initial_state.
                 for ev in &req.initial_state {
-                    if ev.event_type == "m.room.create" || ev.event_type == "m.room.member" {
-                        return Err(MatrixError::bad_json(format!(
-                            "{} cannot be given in initial_state",
-                            ev.event_type
-                        ))
-                        .into());
+                    let ty = ev.event_type.0.as_str();
+                    if ty == "m.room.create" || ty == "m.room.member" {
+                        return Err(MatrixError::bad_json(format!("{ty} cannot be given in initial_state")).into());
                     }
-                    add(
-                        txn,
-                        &mut ctx,
-                        EventTemplate::state(&ev.event_type, &ev.state_key, Value::Object(ev.content.clone())),
-                    )?;
+                    add(txn, &mut ctx, EventTemplate::state(ty, &ev.state_key.0, Value::Object(ev.content.clone())))?;
                 }
 
                 // 7. Name and topic.

@@ -41,6 +41,7 @@ pub fn client_event(
     }
     obj.insert("event_id".into(), json!(ev.event_id));
     obj.insert("room_id".into(), json!(ev.room_id));
+    copy_redacts_to_top_level(&mut obj);
     let mut unsigned = Map::new();
     unsigned.insert("age".into(), json!((now - ev.origin_server_ts).max(0)));
     if let (Some(v), Some(device), Some(txn)) = (viewer, &ev.txn_device, &ev.txn_id)
@@ -69,6 +70,25 @@ pub fn client_event(
     }
     obj.insert("unsigned".into(), Value::Object(unsigned));
     Ok(Value::Object(obj))
+}
+
+/// From room version 11, a redaction names the redacted event in `content.redacts` only.
+/// Clients written for earlier versions (matrix-nio among them) read the top-level field, so
+/// it is served there too, with the same value.
+fn copy_redacts_to_top_level(obj: &mut Map<String, Value>) {
+    if obj.get("type").and_then(Value::as_str) != Some("m.room.redaction")
+        || obj.contains_key("redacts")
+    {
+        return;
+    }
+    let redacts = obj
+        .get("content")
+        .and_then(|c| c.get("redacts"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(redacts) = redacts {
+        obj.insert("redacts".into(), Value::String(redacts));
+    }
 }
 
 /// The stripped form of a state event, as shown in invites.

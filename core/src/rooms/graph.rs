@@ -463,6 +463,15 @@ pub(crate) fn relation_of(pdu: &Pdu) -> (Option<String>, Option<String>) {
     (None, None)
 }
 
+/// The server of the invitee, if `tpl` invites a user of a server other than `local`.
+fn remote_invitee_server<'a>(tpl: &'a EventTemplate, local: &str) -> Option<&'a str> {
+    let invitee = tpl.state_key.as_deref()?;
+    let is_invite = tpl.event_type == "m.room.member"
+        && tpl.content.get("membership").and_then(Value::as_str) == Some("invite");
+    let server = invitee.split_once(':').map(|(_, s)| s)?;
+    (is_invite && server != local).then_some(server)
+}
+
 /// Builds, checks and stores one event in one step.
 pub fn append(
     txn: &mut WriteTxn<'_>,
@@ -477,14 +486,27 @@ pub fn append(
     let appended = persist_event(txn, ctx, &pdu, &obj, txn_id)?;
     // Every other server in the room gets the event through its outbox queue.
     if let Some(room_id) = &ctx.room_id {
+        let local = identity.server_name().as_str();
+        let now = crate::storage::now_ms();
         crate::storage::federation::enqueue_for_room(
             txn,
             room_id,
             appended.event_id.as_str(),
-            identity.server_name().as_str(),
+            local,
             None,
-            crate::storage::now_ms(),
+            now,
         )?;
+        // The invitee's server is told of an invite of one of its users (it need not be in
+        // the room, and may be off): the invite waits in the queue until it is reached.
+        if let Some(server) = remote_invitee_server(tpl, local) {
+            crate::storage::federation::enqueue_invite(
+                txn,
+                server,
+                room_id,
+                appended.event_id.as_str(),
+                now,
+            )?;
+        }
     }
     Ok(appended)
 }

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use super::{EventTemplate, Rooms, graph};
 use crate::{
     error::{MatrixError, Result},
-    storage::{accounts, aliases, events as ev_store},
+    identity::Identity,
+    storage::{WriteTxn, accounts, aliases, events as ev_store},
 };
 
 /// The effective power levels of a room.
@@ -153,6 +154,42 @@ pub(crate) fn member_content(
         }
     }
     Ok(content)
+}
+
+/// Withdraws an invite (the inviter's leave for the invitee, with `reason`) if it is still the
+/// invitee's membership and the inviter may still withdraw it. Returns whether it did.
+pub(crate) fn withdraw_invite(
+    txn: &mut WriteTxn<'_>,
+    identity: &Identity,
+    room_id: &str,
+    invite_event_id: &str,
+    reason: &str,
+) -> Result<bool> {
+    let Some(invite) = ev_store::get_event(txn, invite_event_id)? else {
+        return Ok(false);
+    };
+    let invitee = invite.state_key.clone().unwrap_or_default();
+    if ev_store::membership(txn, room_id, &invitee)?
+        .is_none_or(|m| m.event_id != invite_event_id || m.membership != "invite")
+    {
+        return Ok(false);
+    }
+    let Ok(inviter) = UserId::parse(invite.sender.as_str()) else {
+        return Ok(false);
+    };
+    let mut ctx = graph::RoomCtx::load(txn, room_id)?;
+    let tpl = EventTemplate::state(
+        "m.room.member",
+        &invitee,
+        json!({ "membership": "leave", "reason": reason }),
+    );
+    // The auth rules decide first, so a refusal writes nothing.
+    let (pdu, _) = graph::build_event(&ctx, identity, &inviter, &tpl, crate::storage::now_ms())?;
+    if graph::check_auth(txn, &ctx, &pdu).is_err() {
+        return Ok(false);
+    }
+    graph::append(txn, &mut ctx, identity, &inviter, &tpl, None)?;
+    Ok(true)
 }
 
 /// What a membership request does.

@@ -13,6 +13,7 @@ pub mod relations;
 pub mod remote;
 pub mod reports;
 pub mod search;
+pub mod spaces;
 pub mod timeline;
 pub mod upgrade;
 

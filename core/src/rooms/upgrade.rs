@@ -119,8 +119,8 @@ impl Rooms {
             initial_state: state
                 .iter()
                 .map(|(ty, c)| InitialStateEvent {
-                    event_type: ty.clone(),
-                    state_key: String::new(),
+                    event_type: crate::validate::EventType(ty.clone()),
+                    state_key: crate::validate::StateKey::default(),
                     content: c.clone(),
                 })
                 .collect(),

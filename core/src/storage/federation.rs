@@ -79,10 +79,11 @@ pub fn delete_edus_upto(conn: &Connection, destination: &str, upto: i64) -> Resu
     Ok(())
 }
 
-/// Destinations with queued events or EDUs.
+/// Destinations with queued events, EDUs or invites.
 pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT destination FROM outbox UNION SELECT destination FROM edu_outbox",
+        "SELECT destination FROM outbox UNION SELECT destination FROM edu_outbox
+         UNION SELECT destination FROM invite_outbox",
     )?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -109,6 +110,69 @@ pub fn delete_upto(conn: &Connection, destination: &str, upto: i64) -> Result<()
     conn.prepare_cached("DELETE FROM outbox WHERE destination = ?1 AND id <= ?2")?
         .execute(params![destination, upto])?;
     Ok(())
+}
+
+/// An invite of a user of another server, waiting to be sent to that server.
+#[derive(Debug, Clone)]
+pub struct QueuedInvite {
+    /// Queue position.
+    pub id: i64,
+    /// The room.
+    pub room_id: String,
+    /// The invite event (already in the room).
+    pub event_id: String,
+}
+
+/// Queues the federation invite for an invite event of a user of `destination`.
+pub fn enqueue_invite(
+    conn: &Connection,
+    destination: &str,
+    room_id: &str,
+    event_id: &str,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO invite_outbox (destination, room_id, event_id, created_ts)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![destination, room_id, event_id, now])?;
+    Ok(())
+}
+
+/// The oldest invites waiting for a destination.
+pub fn next_invites(
+    conn: &Connection,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<QueuedInvite>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, room_id, event_id FROM invite_outbox WHERE destination = ?1
+         ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![destination, limit as i64], |r| {
+        Ok(QueuedInvite {
+            id: r.get(0)?,
+            room_id: r.get(1)?,
+            event_id: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Removes an invite from the queue (delivered, refused or superseded).
+pub fn delete_invite(conn: &Connection, id: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM invite_outbox WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Whether an invite event still waits to reach its invitee's server.
+pub fn invite_queued(conn: &Connection, event_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM invite_outbox WHERE event_id = ?1")?
+        .query_row([event_id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Stores the stripped state that came with an invite.

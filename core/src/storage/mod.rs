@@ -58,6 +58,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/012_search_batches.sql")),
     M::up(include_str!("migrations/013_leaner_event_writes.sql")),
     M::up(include_str!("migrations/014_staged_events.sql")),
+    M::up(include_str!("migrations/015_invite_outbox.sql")),
 ];
 
 /// How many idle reader connections are kept open.
@@ -92,7 +93,7 @@ struct Touched {
 impl Touched {
     fn record(&self, action: Action, table: &str) {
         match (table, action) {
-            ("outbox" | "edu_outbox", Action::SQLITE_INSERT) => {
+            ("outbox" | "edu_outbox" | "invite_outbox", Action::SQLITE_INSERT) => {
                 self.outbox.store(true, Ordering::Relaxed)
             }
             // Inserting a token invalidates no other; deleting a device deletes its tokens
