@@ -69,6 +69,9 @@ const MAX_STATE_FETCHES_PER_ROUND: usize = 4;
 const MAX_FETCHED_EVENTS: usize = 2_000;
 /// How long a fetch that found nothing is not repeated (unless a peer connects).
 const FAILED_FETCH_PAUSE: Duration = Duration::from_secs(20);
+/// How long an event waits for the history before it before the state at its prev events is
+/// fetched instead (which leaves that history out).
+const STATE_FALLBACK_AFTER: Duration = Duration::from_secs(30);
 /// Longest wait for one fetch: a room's waiting events wait on it.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(8);
 /// Most remembered failed fetches.
@@ -663,13 +666,18 @@ async fn fetch_missing(
         }
     }
 
-    // Prev events that the gap did not bring: learn the state after them instead.
+    // Prev events that the gap did not bring: learn the state after them instead, which
+    // places the waiting event but leaves the history behind it out. Only past the run's
+    // history budget, or once the event has waited a while: a server that refuses the gap
+    // now (it has not yet seen that this node is back in the room, say) gives it soon after.
+    let budget_spent = gaps.fetched >= HISTORY_BUDGET;
+    let patience = now_ms() - STATE_FALLBACK_AFTER.as_millis() as i64;
     let mut fetches = 0;
     for (ev, missing) in waiting {
         if fetches >= MAX_STATE_FETCHES_PER_ROUND {
             break;
         }
-        if !gaps.asked.contains(&ev.event_id) {
+        if !gaps.asked.contains(&ev.event_id) || !(budget_spent || ev.received_ts <= patience) {
             continue;
         }
         for prev in &missing.prev {
