@@ -892,6 +892,15 @@ pub async fn invite_user(
     room_id: &str,
     target: &UserId,
 ) -> Result<()> {
+    // The one spelling of a key's name (lowercase base32): `@bob:ABC…` names nobody.
+    if crate::identity::key_for_server_name(target.server_name().as_str()).is_none() {
+        return Err(MatrixError::invalid_param(format!(
+            "{} is not a server this node can reach: server names are the lowercase base32 \
+             of the server's key",
+            target.server_name()
+        ))
+        .into());
+    }
     let identity = state.identity.clone();
     let (s, t, r) = (sender.to_owned(), target.to_owned(), room_id.to_owned());
     let (obj, event_id, version, invite_state) = state
