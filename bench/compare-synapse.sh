@@ -150,7 +150,7 @@ run_neurite() {
   "$PYTHON" "${HERE}/loadgen.py" run --name neurite --url "http://127.0.0.1:${port}" $QUICK \
     --db "${dir}/neurite.db" --json "${OUT}/neurite-${i}.json" --log "${OUT}/neurite-${i}.log" -- \
     "$NEURITE_BIN" run --data-dir "$dir" --client-addr "127.0.0.1:${port}" --registration open \
-    --no-mdns --p2p-listen /ip4/127.0.0.1/tcp/0 >/dev/null
+    --no-rate-limits --no-mdns --p2p-listen /ip4/127.0.0.1/tcp/0 >/dev/null
   rm -rf "$dir"
 }
 

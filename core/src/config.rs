@@ -22,13 +22,83 @@ impl std::str::FromStr for RegistrationMode {
             "disabled" => Ok(Self::Disabled),
             "open" => Ok(Self::Open),
             _ => match s.strip_prefix("token:") {
-                Some(token) if !token.is_empty() => Ok(Self::Token(token.to_owned())),
-                _ => Err(format!(
+                Some(token) if token.chars().count() >= MIN_REGISTRATION_TOKEN_LEN => {
+                    Ok(Self::Token(token.to_owned()))
+                }
+                Some(_) => Err(format!(
+                    "a registration token needs at least {MIN_REGISTRATION_TOKEN_LEN} characters"
+                )),
+                None => Err(format!(
                     "unknown registration mode {s:?}: use disabled, open or token:SECRET"
                 )),
             },
         }
     }
+}
+
+/// The shortest registration token the command line and the library accept: the token is the
+/// only thing between any app on the phone and a new account, and guesses are rate limited
+/// (see [`RateLimits::registration`]), so 16 characters put guessing out of reach.
+pub const MIN_REGISTRATION_TOKEN_LEN: usize = 16;
+
+/// A token bucket: `burst` attempts at once, then one more every `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Attempts allowed in a row.
+    pub burst: u32,
+    /// Time to earn one attempt back.
+    pub every: std::time::Duration,
+}
+
+impl RateLimit {
+    /// A limit nobody reaches (tests and benchmarks that make many accounts).
+    pub const UNLIMITED: Self = Self {
+        burst: u32::MAX,
+        every: std::time::Duration::from_millis(1),
+    };
+}
+
+/// Limits on what a local app could otherwise repeat as fast as it likes. Each is answered
+/// with `429 M_LIMIT_EXCEEDED` and a `retry_after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Wrong passwords per user (login, and the `m.login.password` stage of password change
+    /// and deactivation); a correct password gives its attempt back.
+    pub password_per_user: RateLimit,
+    /// Password checks for all users together (each costs an argon2id hash).
+    pub password_global: RateLimit,
+    /// Registration attempts and registration token checks (including
+    /// `/register/m.login.registration_token/validity`), for the whole node.
+    pub registration: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        use std::time::Duration;
+        Self {
+            password_per_user: RateLimit {
+                burst: 10,
+                every: Duration::from_secs(30),
+            },
+            password_global: RateLimit {
+                burst: 30,
+                every: Duration::from_secs(1),
+            },
+            registration: RateLimit {
+                burst: 10,
+                every: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+impl RateLimits {
+    /// No limits (tests and benchmarks).
+    pub const UNLIMITED: Self = Self {
+        password_per_user: RateLimit::UNLIMITED,
+        password_global: RateLimit::UNLIMITED,
+        registration: RateLimit::UNLIMITED,
+    };
 }
 
 /// Cost of the argon2id password hash.
@@ -80,6 +150,20 @@ pub struct Config {
     pub static_peers: Vec<libp2p::Multiaddr>,
     /// Whether to discover peers on the local network with mDNS.
     pub mdns_enabled: bool,
+    /// Web origins (`scheme://host[:port]`, exactly as browsers send them) allowed to call the
+    /// client API from a page, besides the loopback ones when `cors_allow_loopback` is set.
+    /// Requests from any other origin are refused. Native apps send no `Origin` and are not
+    /// affected.
+    pub cors_origins: Vec<String>,
+    /// Whether pages served from `http://localhost`, `http://127.0.0.1` or `http://[::1]` (any
+    /// port) may call the client API: a web client bundled with the app and served locally.
+    pub cors_allow_loopback: bool,
+    /// Rate limits on password checks and registration.
+    pub rate_limits: RateLimits,
+    /// Most bytes of media one user may have uploaded, in total.
+    pub media_quota_per_user: u64,
+    /// Most bytes of media all users of the node together may have uploaded.
+    pub media_quota_total: u64,
 }
 
 /// TCP on every IPv4 interface, any free port.
@@ -102,6 +186,11 @@ impl Config {
             p2p_listen: vec![default_p2p_listen()],
             static_peers: Vec::new(),
             mdns_enabled: false,
+            cors_origins: Vec::new(),
+            cors_allow_loopback: true,
+            rate_limits: RateLimits::default(),
+            media_quota_per_user: 1024 * 1024 * 1024,
+            media_quota_total: 4 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct MatrixError {
     pub message: String,
     /// Extra top-level fields merged into the body (used by user-interactive auth).
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Extra response headers (e.g. `Retry-After`).
+    pub headers: Option<Box<axum::http::HeaderMap>>,
 }
 
 impl MatrixError {
@@ -32,6 +34,7 @@ impl MatrixError {
             errcode,
             message: message.into(),
             extra: None,
+            headers: None,
         }
     }
 
@@ -88,6 +91,18 @@ impl MatrixError {
         )
     }
 
+    /// Adds a response header.
+    pub fn with_header(
+        mut self,
+        name: axum::http::HeaderName,
+        value: axum::http::HeaderValue,
+    ) -> Self {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
+        self
+    }
+
     /// Adds an extra top-level field to the error body.
     pub fn with_field(mut self, key: &str, value: serde_json::Value) -> Self {
         self.extra
@@ -116,7 +131,12 @@ impl IntoResponse for MatrixError {
         let mut body = self.extra.unwrap_or_default();
         body.insert("errcode".into(), json!(self.errcode));
         body.insert("error".into(), json!(self.message));
-        (self.status, axum::Json(serde_json::Value::Object(body))).into_response()
+        let mut response =
+            (self.status, axum::Json(serde_json::Value::Object(body))).into_response();
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
+        response
     }
 }
 

@@ -127,15 +127,22 @@ pub fn server_name_for_key(key: &VerifyingKey) -> String {
 }
 
 /// The verify key a server name encodes, or `None` if the name is not a Neurite name.
+///
+/// Only the one spelling [`server_name_for_key`] gives is a Neurite name: lowercase, and with
+/// the unused low bits of the last character zero. Server names are compared as strings
+/// everywhere (user ids, signatures, rooms), so accepting `ABC…` or a second spelling of
+/// the last character would let one key speak as many servers, each with a fresh set of
+/// the bounds kept per server.
 pub fn key_for_server_name(name: &str) -> Option<VerifyingKey> {
-    if name.len() != 52 {
+    if name.len() != 52 || !name.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')) {
         return None;
     }
     let bytes = data_encoding::BASE32_NOPAD
         .decode(name.to_ascii_uppercase().as_bytes())
         .ok()?;
     let bytes: [u8; 32] = bytes.try_into().ok()?;
-    VerifyingKey::from_bytes(&bytes).ok()
+    let key = VerifyingKey::from_bytes(&bytes).ok()?;
+    (server_name_for_key(&key) == name).then_some(key)
 }
 
 /// The public key map for one Neurite server, computed from its name (what signature checks
@@ -183,6 +190,29 @@ mod tests {
         );
         assert_eq!(key_for_server_name(name).unwrap(), id.verifying_key());
         assert!(key_for_server_name("example.org").is_none());
+    }
+
+    #[test]
+    fn a_key_has_one_server_name_only() {
+        let id = Identity::from_seed(&[7u8; 32]).unwrap();
+        let name = id.server_name().as_str();
+        // Upper case, or any letter of it, names no server.
+        assert!(key_for_server_name(&name.to_ascii_uppercase()).is_none());
+        let mut mixed = name.to_owned();
+        let at = mixed.find(|c: char| c.is_ascii_lowercase()).unwrap();
+        mixed.replace_range(at..=at, &mixed[at..=at].to_ascii_uppercase());
+        assert!(key_for_server_name(&mixed).is_none());
+        assert!(peer_id_for_server_name(&mixed).is_none());
+        assert!(public_key_map(&mixed).is_none());
+        // The last character carries one bit of the key; its other spellings are refused.
+        let last = name.as_bytes()[51];
+        let other_spellings = (b'a'..=b'z')
+            .chain(b'2'..=b'7')
+            .filter(|&c| c != last)
+            .map(|c| format!("{}{}", &name[..51], c as char))
+            .filter(|n| key_for_server_name(n).is_some_and(|k| k == id.verifying_key()))
+            .count();
+        assert_eq!(other_spellings, 0);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod notifier;
 pub mod p2p;
 pub mod presence;
 pub mod push;
+pub mod rate_limit;
 pub mod rooms;
 pub mod services;
 pub mod sliding_sync;
@@ -34,6 +35,8 @@ pub mod uia;
 pub mod user_data;
 pub mod validate;
 
-pub use config::{Config, PasswordCost, RegistrationMode};
+pub use config::{
+    Config, MIN_REGISTRATION_TOKEN_LEN, PasswordCost, RateLimit, RateLimits, RegistrationMode,
+};
 pub use error::{Error, MatrixError};
 pub use node::{Node, known_peers, register_offline};

@@ -83,6 +83,42 @@ impl ResizeMethod {
     }
 }
 
+/// The only thumbnail sizes made and kept (the sizes the spec suggests). A request is
+/// answered with the smallest of them that covers it, so that asking for every size under the
+/// sun (the legacy thumbnail route needs no token) cannot fill the disk: a source has at most
+/// ten thumbnails (each size, static and animated).
+pub const THUMBNAIL_SIZES: [(u32, u32, ResizeMethod); 5] = [
+    (32, 32, ResizeMethod::Crop),
+    (96, 96, ResizeMethod::Crop),
+    (320, 240, ResizeMethod::Scale),
+    (640, 480, ResizeMethod::Scale),
+    (800, 600, ResizeMethod::Scale),
+];
+
+/// The size in [`THUMBNAIL_SIZES`] that answers a request: the smallest of the same method
+/// that covers it, else the smallest of any method that covers it, else the largest.
+pub fn snap_thumbnail(request: ThumbnailRequest) -> ThumbnailRequest {
+    let covers =
+        |&&(w, h, _): &&(u32, u32, ResizeMethod)| w >= request.width && h >= request.height;
+    let area = |&&(w, h, _): &&(u32, u32, ResizeMethod)| u64::from(w) * u64::from(h);
+    let chosen = THUMBNAIL_SIZES
+        .iter()
+        .filter(|s| s.2 == request.method)
+        .filter(covers)
+        .min_by_key(area)
+        .or_else(|| THUMBNAIL_SIZES.iter().filter(covers).min_by_key(area))
+        .or_else(|| THUMBNAIL_SIZES.iter().max_by_key(area));
+    match chosen {
+        Some(&(width, height, method)) => ThumbnailRequest {
+            width,
+            height,
+            method,
+            animated: request.animated,
+        },
+        None => request,
+    }
+}
+
 /// A thumbnail request.
 #[derive(Debug, Clone, Copy)]
 pub struct ThumbnailRequest {
@@ -118,6 +154,15 @@ pub struct Content {
     pub body: ContentBody,
 }
 
+/// How many bytes of uploads the node keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    /// Per user, all their uploads together.
+    pub per_user: u64,
+    /// All users together.
+    pub total: u64,
+}
+
 /// The media repository service.
 #[derive(Clone)]
 pub struct Media {
@@ -125,6 +170,7 @@ pub struct Media {
     blobs: Arc<BlobStore>,
     server_name: String,
     max_upload_bytes: u64,
+    quotas: Quotas,
     /// Bumped whenever a pending upload receives its content.
     uploaded: Arc<watch::Sender<u64>>,
     notifier: Arc<Notifier>,
@@ -140,6 +186,7 @@ impl Media {
         data_dir: &std::path::Path,
         server_name: &str,
         max_upload_bytes: u64,
+        quotas: Quotas,
         notifier: Arc<Notifier>,
     ) -> Result<Self> {
         Ok(Self {
@@ -147,6 +194,7 @@ impl Media {
             blobs: Arc::new(BlobStore::open(data_dir)?),
             server_name: server_name.to_owned(),
             max_upload_bytes,
+            quotas,
             uploaded: Arc::new(watch::channel(0).0),
             notifier,
             thumbnailer: Arc::new(Semaphore::new(1)),
@@ -161,15 +209,18 @@ impl Media {
     /// `POST /upload`: stores the content and returns its `mxc://` URI.
     pub async fn upload(&self, uploader: &UserId, upload: Upload) -> Result<String> {
         let (content_type, filename) = check_metadata(&upload)?;
-        let blob = self.receive(upload.declared_len, upload.body).await?;
+        let room = self.room_left(uploader).await?;
+        let blob = self.receive(upload.declared_len, upload.body, room).await?;
         let media_id = random_string(MEDIA_ID_LEN);
         let (origin, id, user) = (
             self.server_name.clone(),
             media_id.clone(),
             uploader.to_string(),
         );
+        let quotas = self.quotas;
         self.db
             .write(move |txn| {
+                check_quota(txn, &user, blob.size, quotas)?;
                 let content = NewContent {
                     blob: &blob,
                     content_type: &content_type,
@@ -236,11 +287,18 @@ impl Media {
             return Err(MatrixError::not_found("This media id has expired").into());
         }
         let (content_type, filename) = check_metadata(&upload)?;
-        let blob = self.receive(upload.declared_len, upload.body).await?;
-        let (origin, id) = (self.server_name.clone(), media_id.to_owned());
+        let room = self.room_left(uploader).await?;
+        let blob = self.receive(upload.declared_len, upload.body, room).await?;
+        let (origin, id, user) = (
+            self.server_name.clone(),
+            media_id.to_owned(),
+            uploader.to_string(),
+        );
+        let quotas = self.quotas;
         let stored = self
             .db
             .write(move |txn| {
+                check_quota(txn, &user, blob.size, quotas)?;
                 let content = NewContent {
                     blob: &blob,
                     content_type: &content_type,
@@ -289,6 +347,7 @@ impl Media {
         request: ThumbnailRequest,
         wait: Option<Duration>,
     ) -> Result<Content> {
+        let request = snap_thumbnail(request);
         let row = self.resolve(server_name, media_id, wait).await?;
         let Some(source) = row.blob else {
             return Err(Error::Task("resolved media without content".into()));
@@ -423,11 +482,41 @@ impl Media {
         }
     }
 
-    /// Reads a request body into a new blob, enforcing the upload limit.
-    async fn receive(&self, declared_len: Option<u64>, mut body: axum::body::Body) -> Result<Blob> {
-        let max = self.max_upload_bytes;
+    /// How much more `uploader` may upload now: the largest upload, or what is left of their
+    /// quota or the node's if that is less.
+    async fn room_left(&self, uploader: &UserId) -> Result<Room> {
+        let user = uploader.to_string();
+        let (mine, all) = self
+            .db
+            .read(move |c| {
+                Ok((
+                    store::uploaded_bytes(c, &user)?,
+                    store::uploaded_bytes_total(c)?,
+                ))
+            })
+            .await?;
+        let user_left = self.quotas.per_user.saturating_sub(mine);
+        let node_left = self.quotas.total.saturating_sub(all);
+        Ok(if self.max_upload_bytes <= user_left.min(node_left) {
+            Room::Upload(self.max_upload_bytes)
+        } else if user_left <= node_left {
+            Room::UserQuota(user_left)
+        } else {
+            Room::NodeQuota(node_left)
+        })
+    }
+
+    /// Reads a request body into a new blob, refusing it as soon as it is larger than `room`
+    /// allows (so an upload over quota never reaches the disk whole).
+    async fn receive(
+        &self,
+        declared_len: Option<u64>,
+        mut body: axum::body::Body,
+        room: Room,
+    ) -> Result<Blob> {
+        let max = room.bytes();
         if declared_len.is_some_and(|n| n > max) {
-            return Err(too_large(max).into());
+            return Err(room.refusal().into());
         }
         let blobs = self.blobs.clone();
         let mut writer = tokio::task::spawn_blocking(move || blobs.writer()).await??;
@@ -450,7 +539,7 @@ impl Media {
             };
             total += data.len() as u64;
             if total > max {
-                return Err(too_large(max).into());
+                return Err(room.refusal().into());
             }
             batch.extend_from_slice(&data);
             if batch.len() >= WRITE_BATCH {
@@ -504,6 +593,65 @@ fn too_large(max: u64) -> MatrixError {
         "M_TOO_LARGE",
         format!("Uploads may be at most {max} bytes"),
     )
+}
+
+/// What bounds the next upload of a user.
+#[derive(Debug, Clone, Copy)]
+enum Room {
+    /// The largest upload the node takes.
+    Upload(u64),
+    /// What is left of the user's quota.
+    UserQuota(u64),
+    /// What is left of the node's.
+    NodeQuota(u64),
+}
+
+impl Room {
+    fn bytes(self) -> u64 {
+        match self {
+            Self::Upload(n) | Self::UserQuota(n) | Self::NodeQuota(n) => n,
+        }
+    }
+
+    fn refusal(self) -> MatrixError {
+        match self {
+            Self::Upload(max) => too_large(max),
+            Self::UserQuota(left) => over_quota(format!(
+                "This upload would exceed your media quota ({left} bytes left)"
+            )),
+            Self::NodeQuota(left) => over_quota(format!(
+                "This upload would exceed the server's media storage ({left} bytes left)"
+            )),
+        }
+    }
+}
+
+/// `413 M_TOO_LARGE` for an upload over a quota.
+fn over_quota(message: String) -> MatrixError {
+    MatrixError::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", message)
+}
+
+/// Checks, in the transaction that records an upload of `size` bytes, that it fits the
+/// uploader's quota and the node's (uploads running at once were each checked before alone).
+fn check_quota(
+    txn: &rusqlite::Connection,
+    uploader: &str,
+    size: u64,
+    quotas: Quotas,
+) -> Result<()> {
+    let mine = store::uploaded_bytes(txn, uploader)?;
+    if mine.saturating_add(size) > quotas.per_user {
+        return Err(Room::UserQuota(quotas.per_user.saturating_sub(mine))
+            .refusal()
+            .into());
+    }
+    let all = store::uploaded_bytes_total(txn)?;
+    if all.saturating_add(size) > quotas.total {
+        return Err(Room::NodeQuota(quotas.total.saturating_sub(all))
+            .refusal()
+            .into());
+    }
+    Ok(())
 }
 
 fn cannot_overwrite() -> MatrixError {
@@ -932,6 +1080,34 @@ mod tests {
         let flipped = orient(wide.clone(), Orientation::FlipHorizontal);
         assert_eq!(flipped.get_pixel(0, 0).0[0], 3);
         assert_eq!(orient(wide.clone(), Orientation::NoTransforms), wide);
+    }
+
+    #[test]
+    fn requests_snap_to_the_fixed_sizes() {
+        let snapped = |w, h, m| {
+            let r = snap_thumbnail(req(w, h, m));
+            (r.width, r.height, r.method)
+        };
+        use ResizeMethod::{Crop, Scale};
+        assert_eq!(snapped(1, 1, Crop), (32, 32, Crop));
+        assert_eq!(snapped(32, 32, Crop), (32, 32, Crop));
+        assert_eq!(snapped(33, 20, Crop), (96, 96, Crop));
+        assert_eq!(snapped(32, 32, Scale), (320, 240, Scale));
+        assert_eq!(snapped(321, 100, Scale), (640, 480, Scale));
+        assert_eq!(snapped(800, 600, Scale), (800, 600, Scale));
+        // No crop covers 200×200: the smallest scaled size that does.
+        assert_eq!(snapped(200, 200, Crop), (320, 240, Scale));
+        // Nothing covers: the largest.
+        assert_eq!(snapped(5000, 5000, Crop), (800, 600, Scale));
+        assert_eq!(snapped(u32::MAX, 1, Scale), (800, 600, Scale));
+        // Every request lands on one of the five.
+        for w in (1..2000).step_by(37) {
+            for h in (1..2000).step_by(41) {
+                for m in [Crop, Scale] {
+                    assert!(THUMBNAIL_SIZES.contains(&snapped(w, h, m)));
+                }
+            }
+        }
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Services {
     pub user_data: UserData,
     /// User-interactive auth sessions.
     pub uia: Uia,
+    /// Rate limits on password checks and registration.
+    pub limits: crate::rate_limit::Limiter,
     /// End-to-end encryption: keys, to-device messages, key backup.
     pub e2ee: E2ee,
     /// The media repository.
@@ -64,6 +66,7 @@ pub struct Services {
 impl Services {
     /// Opens the data directory (creating it), the key and the database.
     pub fn open(config: Config) -> Result<Arc<Self>> {
+        crate::accounts::check_random_source()?;
         std::fs::create_dir_all(&config.data_dir)?;
         let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
         let db = Db::open(&config.data_dir.join(DB_FILE))?;
@@ -89,6 +92,10 @@ impl Services {
             &config.data_dir,
             identity.server_name().as_str(),
             config.max_upload_bytes,
+            crate::media::Quotas {
+                per_user: config.media_quota_per_user,
+                total: config.media_quota_total,
+            },
             notifier.clone(),
         )?;
         let push = PushRules::new(db.clone(), notifier.clone());
@@ -97,6 +104,7 @@ impl Services {
             notifier.clone(),
             identity.server_name().as_str(),
         );
+        let limits = crate::rate_limit::Limiter::new(config.rate_limits);
         Ok(Arc::new(Self {
             config,
             identity,
@@ -109,6 +117,7 @@ impl Services {
             typing,
             user_data,
             uia: Uia::default(),
+            limits,
             e2ee,
             media,
             push,

@@ -3,7 +3,7 @@
 use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use neurite_core::{Config, Node, PasswordCost, RegistrationMode, p2p::Multiaddr};
+use neurite_core::{Config, Node, PasswordCost, RateLimits, RegistrationMode, p2p::Multiaddr};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -46,6 +46,9 @@ enum Command {
         /// Cheap password hashing, for tests and benchmarks only.
         #[arg(long, hide = true)]
         insecure_fast_passwords: bool,
+        /// No rate limits on password checks and registration, for benchmarks only.
+        #[arg(long, hide = true)]
+        no_rate_limits: bool,
     },
     /// List the peers in a node's address book, one JSON line each.
     Peers {
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
                 peers,
                 no_mdns,
                 insecure_fast_passwords,
+                no_rate_limits,
             } => {
                 let mut config = Config::new(data_dir);
                 config.client_addr = client_addr;
@@ -124,6 +128,9 @@ fn main() -> ExitCode {
                 config.mdns_enabled = !no_mdns;
                 if insecure_fast_passwords {
                     config.password_cost = PasswordCost::TESTING;
+                }
+                if no_rate_limits {
+                    config.rate_limits = RateLimits::UNLIMITED;
                 }
                 run(config).await
             }

@@ -14,7 +14,9 @@ pub enum RegistrationMode {
     Disabled,
     /// Anyone who can reach `127.0.0.1` on this device (demos and tests).
     Open,
-    /// Whoever presents this registration token.
+    /// Whoever presents this registration token (at least
+    /// [`neurite_core::MIN_REGISTRATION_TOKEN_LEN`], 16, characters: any app on the device
+    /// may try to guess it).
     Token { token: String },
 }
 
@@ -52,10 +54,13 @@ impl HomeserverConfig {
         config.registration = match &self.registration {
             RegistrationMode::Disabled => CoreRegistration::Disabled,
             RegistrationMode::Open => CoreRegistration::Open,
-            RegistrationMode::Token { token } if token.is_empty() => {
-                return Err(NeuriteError::invalid_config(
-                    "the registration token must not be empty",
-                ));
+            RegistrationMode::Token { token }
+                if token.chars().count() < neurite_core::MIN_REGISTRATION_TOKEN_LEN =>
+            {
+                return Err(NeuriteError::invalid_config(format!(
+                    "the registration token must have at least {} characters",
+                    neurite_core::MIN_REGISTRATION_TOKEN_LEN
+                )));
             }
             RegistrationMode::Token { token } => CoreRegistration::Token(token.clone()),
         };

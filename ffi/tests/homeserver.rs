@@ -144,13 +144,20 @@ async fn register_and_login_give_working_sessions() {
 #[tokio::test]
 async fn bad_config_is_invalid_config() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [fn(&mut HomeserverConfig); 5] = [
+    let cases: [fn(&mut HomeserverConfig); 7] = [
         |c| c.data_dir = " ".into(),
         |c| c.p2p_listen = vec!["not a multiaddr".into()],
         |c| c.static_peers = vec!["/ip4/127.0.0.1/tcp/4001".into()],
         |c| {
             c.registration = RegistrationMode::Token {
                 token: String::new(),
+            }
+        },
+        // A token any app could guess: one character, or one short of the minimum.
+        |c| c.registration = RegistrationMode::Token { token: "x".into() },
+        |c| {
+            c.registration = RegistrationMode::Token {
+                token: "0123456789abcde".into(),
             }
         },
         |c| c.log_filter = Some("neurite_core=[".into()),
@@ -164,6 +171,12 @@ async fn bad_config_is_invalid_config() {
             Ok(_) => panic!("case {i}: expected InvalidConfig, got a homeserver"),
         }
     }
+    // Sixteen characters are enough.
+    let mut c = config(&dir);
+    c.registration = RegistrationMode::Token {
+        token: "0123456789abcdef".into(),
+    };
+    assert!(Homeserver::new(c).is_ok());
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use neurite_core::{Config, Node, PasswordCost, RegistrationMode};
+use neurite_core::{Config, Node, PasswordCost, RateLimits, RegistrationMode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -12,6 +12,7 @@ pub use serde_json;
 
 pub mod churn;
 pub mod evil;
+pub mod png;
 
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -43,6 +44,8 @@ impl TestNode {
         let mut config = Config::new(dir.path());
         config.registration = RegistrationMode::Open;
         config.password_cost = PasswordCost::TESTING;
+        // The suite makes many accounts and logins; `hostile_local` sets real limits back.
+        config.rate_limits = RateLimits::UNLIMITED;
         // Peer-to-peer on loopback only; tests never use mDNS.
         config.p2p_listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
         config.mdns_enabled = false;

@@ -12,7 +12,11 @@
 
 use std::path::Path;
 
-use neurite_tests::{RawResponse, TestNode, User, assert_error, enc, split_mxc};
+use neurite_tests::{
+    RawResponse, TestNode, User, assert_error, enc,
+    png::{gradient_png, png_size, png_with},
+    split_mxc,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,80 +121,6 @@ fn assert_media_headers(resp: &RawResponse) {
     );
     assert_eq!(resp.header("cross-origin-resource-policy"), "cross-origin");
     assert_eq!(resp.header("x-content-type-options"), "nosniff");
-}
-
-// ---------------------------------------------------------------- PNG files for the tests
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
-
-/// A PNG whose header says `width`×`height` (8-bit RGB) with the given image data (raw
-/// scanlines, stored uncompressed in zlib).
-fn png_with(width: u32, height: u32, scanlines: &[u8]) -> Vec<u8> {
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png_chunk(&mut out, b"IHDR", &ihdr);
-    let mut zlib = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = scanlines.chunks(65_535).collect();
-    for (i, block) in blocks.iter().enumerate() {
-        zlib.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        zlib.extend_from_slice(&len.to_le_bytes());
-        zlib.extend_from_slice(&(!len).to_le_bytes());
-        zlib.extend_from_slice(block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &byte in scanlines {
-        a = (a + byte as u32) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    zlib.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    png_chunk(&mut out, b"IDAT", &zlib);
-    png_chunk(&mut out, b"IEND", &[]);
-    out
-}
-
-/// A `width`×`height` RGB gradient as a PNG.
-fn gradient_png(width: u32, height: u32) -> Vec<u8> {
-    let mut scanlines = Vec::with_capacity(((width * 3 + 1) * height) as usize);
-    for y in 0..height {
-        scanlines.push(0); // filter: none
-        for x in 0..width {
-            scanlines.extend_from_slice(&[(x % 256) as u8, (y % 256) as u8, 128]);
-        }
-    }
-    png_with(width, height, &scanlines)
-}
-
-/// Width and height from a PNG's header.
-fn png_size(png: &[u8]) -> (u32, u32) {
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    let be = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
-    (be(16), be(20))
 }
 
 /// Every file under a folder, recursively.
@@ -496,7 +426,8 @@ async fn png_thumbnails_have_the_requested_bounds() {
         assert_eq!(filename.as_deref(), Some("thumbnail.png"));
         assert_media_headers(&resp);
 
-        // scale: the aspect ratio kept, never smaller than asked for.
+        // scale: the aspect ratio kept, never smaller than asked for. Sizes snap to the
+        // fixed set: 32×32 scaled is the 320×240 thumbnail.
         let resp = alice
             .get_raw(&thumbnail_path(
                 base,
@@ -505,7 +436,7 @@ async fn png_thumbnails_have_the_requested_bounds() {
             ))
             .await;
         assert_eq!(resp.status, StatusCode::OK);
-        assert_eq!(png_size(&resp.body), (43, 32));
+        assert_eq!(png_size(&resp.body), (320, 240));
         let resp = alice
             .get_raw(&thumbnail_path(base, &mxc, "width=320&height=100"))
             .await;
@@ -532,8 +463,9 @@ async fn png_thumbnails_have_the_requested_bounds() {
         .get_raw(&thumbnail_path(V1, &mxc, "width=96&height=96&method=crop"))
         .await;
     assert_eq!(first.body, again.body);
-    // Thumbnails are blobs too: the original and the three distinct thumbnails.
-    assert_eq!(files_under(&node.dir.path().join("media/blobs")).len(), 4);
+    // Thumbnails are blobs too: the original and the two distinct thumbnails (96×96 crop,
+    // 320×240 scale).
+    assert_eq!(files_under(&node.dir.path().join("media/blobs")).len(), 3);
 }
 
 // ---------------------------------------------------------------- our own scenarios
@@ -619,11 +551,12 @@ async fn decompression_bombs_are_refused_before_decoding() {
             .await;
         assert_error(&resp.as_error(), 413, "M_TOO_LARGE");
     }
-    // A corrupt image is a 400, not a 500.
+    // A corrupt image is a 400, not a 500 (cropped, so that it is decoded: a scaled
+    // thumbnail of a 64×64 image is the image itself).
     let broken = png_with(64, 64, &[0; 10]);
     let mxc = alice.upload_ok(&broken, None, Some("image/png")).await;
     let resp = alice
-        .get_raw(&thumbnail_path(V1, &mxc, "width=32&height=32"))
+        .get_raw(&thumbnail_path(V1, &mxc, "width=32&height=32&method=crop"))
         .await;
     assert_error(&resp.as_error(), 400, "M_UNKNOWN");
 }
@@ -760,9 +693,9 @@ async fn media_survives_a_restart() {
         .upload_ok(&png, Some("photo.png"), Some("image/png"))
         .await;
     let thumb = alice
-        .get_raw(&thumbnail_path(V1, &mxc, "width=50&height=50&method=crop"))
+        .get_raw(&thumbnail_path(V1, &mxc, "width=96&height=96&method=crop"))
         .await;
-    assert_eq!(png_size(&thumb.body), (50, 50));
+    assert_eq!(png_size(&thumb.body), (96, 96));
     let pending = create_media(&alice).await;
 
     let dir = node.stop().await;
@@ -780,7 +713,7 @@ async fn media_survives_a_restart() {
         Some("photo.png")
     );
     let again = alice
-        .get_raw(&thumbnail_path(V1, &mxc, "width=50&height=50&method=crop"))
+        .get_raw(&thumbnail_path(V1, &mxc, "width=96&height=96&method=crop"))
         .await;
     assert_eq!(again.body, thumb.body);
     // A pending upload made before the restart can still be completed.

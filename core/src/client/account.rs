@@ -64,8 +64,9 @@ pub async fn register(
     let auth = body.auth.unwrap_or_default();
     let session = auth.session.as_deref();
     match (auth.kind.as_deref(), &state.config.registration) {
-        (Some("m.login.dummy"), RegistrationMode::Open) => {}
+        (Some("m.login.dummy"), RegistrationMode::Open) => state.limits.registration_attempt()?,
         (Some("m.login.registration_token"), RegistrationMode::Token(expected)) => {
+            state.limits.registration_attempt()?;
             let given = auth.token.as_deref().unwrap_or("");
             if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
                 return Err(state.uia.challenge(
@@ -143,9 +144,12 @@ pub async fn registration_token_validity(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Value>> {
     match &state.config.registration {
-        RegistrationMode::Token(expected) => Ok(Json(
-            json!({ "valid": constant_time_eq(q.token.as_bytes(), expected.as_bytes()) }),
-        )),
+        RegistrationMode::Token(expected) => {
+            state.limits.registration_attempt()?;
+            Ok(Json(
+                json!({ "valid": constant_time_eq(q.token.as_bytes(), expected.as_bytes()) }),
+            ))
+        }
         _ => Err(MatrixError::forbidden(
             "Registration tokens are not in use on this server",
         )),
@@ -207,7 +211,9 @@ pub async fn login(
         .accounts
         .parse_user(&user)
         .map_err(|_| MatrixError::forbidden("Invalid username or password"))?;
+    state.limits.password_attempt(user_id.as_str())?;
     state.accounts.check_password(&user_id, &password).await?;
+    state.limits.password_ok(user_id.as_str());
     let login = state
         .accounts
         .issue_login(
@@ -295,6 +301,7 @@ async fn password_stage(
             .challenge(STAGE, sid, Some(("M_FORBIDDEN", "Wrong user"))));
     }
     let password = auth.password.unwrap_or_default();
+    state.limits.password_attempt(session.user_id.as_str())?;
     if state
         .accounts
         .check_password(&session.user_id, &password)
@@ -305,6 +312,7 @@ async fn password_stage(
             .uia
             .challenge(STAGE, sid, Some(("M_FORBIDDEN", "Invalid password"))));
     }
+    state.limits.password_ok(session.user_id.as_str());
     Ok(auth.session)
 }
 

@@ -41,6 +41,7 @@ pub(super) async fn require_password(
         }
     }
     let password = auth.password.as_deref().unwrap_or_default();
+    state.limits.password_attempt(session.user_id.as_str())?;
     if state
         .accounts
         .check_password(&session.user_id, password)
@@ -53,6 +54,7 @@ pub(super) async fn require_password(
             Some(("M_FORBIDDEN", "Invalid password")),
         ));
     }
+    state.limits.password_ok(session.user_id.as_str());
     state.uia.finish(sid);
     Ok(())
 }

@@ -9,6 +9,7 @@ mod devices;
 mod events;
 mod keys;
 mod media;
+mod origin;
 mod presence;
 mod push;
 mod pushers;
@@ -471,6 +472,7 @@ fn media_routes() -> Router<AppState> {
 /// The whole client API router.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_request_bytes;
+    let origins = Arc::new(origin::OriginPolicy::from_config(&state.config));
     let v1 = Router::new()
         .route(
             "/register/m.login.registration_token/validity",
@@ -529,11 +531,7 @@ pub fn router(state: AppState) -> Router {
                 axum::response::IntoResponse::into_response(MatrixError::internal())
             },
         ))
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers(tower_http::cors::Any),
-        )
+        .layer(origin::cors(origins.clone()))
+        .layer(axum::middleware::from_fn_with_state(origins, origin::guard))
         .with_state(state)
 }

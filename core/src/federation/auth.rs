@@ -179,6 +179,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_origin_in_upper_case_is_no_server_even_when_its_key_signed() {
+        let a = Identity::from_seed(&[1u8; 32]).unwrap();
+        let b = Identity::from_seed(&[2u8; 32]).unwrap();
+        let dest = b.server_name().as_str();
+        // Signed by a's key, for the name a's key would have in upper case.
+        let upper = a.server_name().as_str().to_ascii_uppercase();
+        let mut obj = request_object("GET", "/x", &upper, dest, None).unwrap();
+        sign_json(&upper, a.key_pair(), &mut obj).unwrap();
+        let Some(CanonicalJsonValue::Object(sigs)) = obj.get("signatures") else {
+            panic!("no signatures");
+        };
+        let Some(CanonicalJsonValue::Object(by_key)) = sigs.get(&upper) else {
+            panic!("no signature of {upper}");
+        };
+        let Some(CanonicalJsonValue::String(sig)) = by_key.get(KEY_ID) else {
+            panic!("no {KEY_ID} signature");
+        };
+        let header = XMatrix {
+            origin: upper.clone(),
+            destination: Some(dest.to_owned()),
+            key: KEY_ID.to_owned(),
+            sig: sig.clone(),
+        }
+        .header();
+        assert_eq!(
+            verify_request(Some(&header), dest, "GET", "/x", None),
+            Err(AuthFailure::UnknownKey)
+        );
+        // The same request under the real name goes through.
+        let header = sign_request(&a, "GET", "/x", dest, None).unwrap();
+        assert_eq!(
+            verify_request(Some(&header), dest, "GET", "/x", None).as_deref(),
+            Ok(a.server_name().as_str())
+        );
+    }
+
+    #[test]
     fn signed_request_verifies_and_tampering_fails() {
         let a = Identity::from_seed(&[1u8; 32]).unwrap();
         let b = Identity::from_seed(&[2u8; 32]).unwrap();

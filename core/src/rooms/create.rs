@@ -96,6 +96,9 @@ impl Rooms {
             return Err(MatrixError::bad_json("visibility must be public or private").into());
         }
         let invites: Vec<OwnedUserId> = req.invite.iter().map(|u| u.0.clone()).collect();
+        for invitee in &invites {
+            super::membership::check_invitee(self.identity.server_name().as_str(), invitee)?;
+        }
         let alias = req
             .room_alias_name
             .as_deref()

@@ -237,6 +237,9 @@ impl Rooms {
         reason: Option<String>,
         extra: Map<String, Value>,
     ) -> Result<()> {
+        if action == MembershipAction::Invite {
+            check_invitee(self.identity.server_name().as_str(), target)?;
+        }
         let identity = self.identity.clone();
         let (sender, target, room_id) = (sender.to_owned(), target.to_owned(), room_id.to_owned());
         self.db
@@ -326,4 +329,18 @@ impl Rooms {
             )
             .await
     }
+}
+
+/// Refuses an invitee this node could never reach: a user of another server must name it by
+/// the one spelling of its key (lowercase base32), so `@bob:ABC…` names nobody.
+pub(crate) fn check_invitee(local: &str, target: &UserId) -> Result<()> {
+    let server = target.server_name().as_str();
+    if server != local && crate::identity::key_for_server_name(server).is_none() {
+        return Err(MatrixError::invalid_param(format!(
+            "{server} is not a server this node can reach: server names are the lowercase \
+             base32 of the server's key"
+        ))
+        .into());
+    }
+    Ok(())
 }

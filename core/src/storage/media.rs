@@ -287,6 +287,25 @@ pub fn complete_pending(
     Ok(n == 1)
 }
 
+/// Bytes of content `uploader` has uploaded to this node (each upload counted, even when its
+/// bytes are shared with another).
+pub fn uploaded_bytes(conn: &Connection, uploader: &str) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(size), 0) FROM media WHERE uploader = ?1 AND sha256 IS NOT NULL",
+        )?
+        .query_row([uploader], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+/// Bytes of content all users have uploaded to this node, counted as [`uploaded_bytes`] does.
+pub fn uploaded_bytes_total(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached("SELECT coalesce(sum(size), 0) FROM media WHERE sha256 IS NOT NULL")?
+        .query_row([], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
 /// Looks up a media row.
 pub fn get_media(conn: &Connection, origin: &str, media_id: &str) -> Result<Option<MediaRow>> {
     Ok(conn
