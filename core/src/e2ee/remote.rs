@@ -14,8 +14,15 @@ use serde_json::{Map, Value, json};
 use super::{E2ee, claim_for_user, public_cross_signing_keys, user_keys};
 use crate::{
     error::{MatrixError, Result},
-    storage::{accounts, federation_e2ee as fed_store, keys as store, now_ms, to_device as inbox},
+    storage::{
+        accounts, events as ev_store, federation_e2ee as fed_store, keys as store, now_ms,
+        to_device as inbox,
+    },
 };
+
+/// Most to-device messages from one other server that wait in one device's inbox; past it,
+/// more are dropped until the device has read some.
+const MAX_PENDING_FROM_SERVER: usize = 1_000;
 
 /// The server part of a user id.
 pub(crate) fn server_of(user: &str) -> Option<&str> {
@@ -561,8 +568,16 @@ impl E2ee {
                 let pos = txn.next_pos();
                 let mut stored = false;
                 for (user, device, message) in &local {
+                    // Only users the sender shares a room with (as clients' key sharing and
+                    // verification need): a stranger cannot fill anyone's inbox.
+                    if !ev_store::share_a_room(txn, &sender, user)? {
+                        continue;
+                    }
                     for target in device_ids(txn, user)? {
-                        if device == "*" || *device == target {
+                        if (device == "*" || *device == target)
+                            && inbox::pending_from_server(txn, user, &target, &origin)?
+                                < MAX_PENDING_FROM_SERVER
+                        {
                             inbox::insert(txn, user, &target, pos, &sender, &event_type, message)?;
                             stored = true;
                         }

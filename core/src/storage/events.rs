@@ -477,6 +477,21 @@ pub fn membership(
         .optional()?)
 }
 
+/// Whether two users are in a room together (joined, or one of them invited).
+pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM memberships x JOIN memberships y ON x.room_id = y.room_id
+             WHERE x.user_id = ?1 AND y.user_id = ?2
+               AND x.membership IN ('join', 'invite') AND y.membership IN ('join', 'invite')
+               AND (x.membership = 'join' OR y.membership = 'join')
+             LIMIT 1",
+        )?
+        .query_row(params![a, b], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 /// Every room membership of a user (any state), not forgotten.
 pub fn memberships_of_user(conn: &Connection, user_id: &str) -> Result<Vec<MembershipRow>> {
     let mut stmt = conn.prepare_cached(

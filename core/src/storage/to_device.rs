@@ -62,6 +62,22 @@ pub fn insert(
     Ok(())
 }
 
+/// How many messages wait in a device's inbox from senders of `server` (a user id suffix).
+pub fn pending_from_server(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    server: &str,
+) -> Result<usize> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM to_device
+             WHERE user_id = ?1 AND device_id = ?2 AND sender LIKE '%:' || ?3",
+        )?
+        .query_row(params![user_id, device_id, server], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// Messages of a device's inbox stored in `(after, upto]`, oldest first, at most `limit`.
 pub fn pending(
     conn: &Connection,
