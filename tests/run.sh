@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs the third-party clients the interop tests
-# drive (matrix-nio in a venv, matrix-js-sdk with npm), runs every Rust test, then the
+# drive (matrix-nio in a venv, matrix-js-sdk with npm), runs every Rust test (among them
+# tests/tests/sdk_interop.rs, which builds and runs matrix-rust-sdk's check), then the
 # C header of the Swift package and the generated Python and Kotlin (JVM) bindings against
 # the library that build produced (bindings/test.sh).
 # Extra arguments go to `cargo test` (e.g. `tests/run.sh -p neurite-tests`); with any, the

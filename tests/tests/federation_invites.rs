@@ -1,6 +1,7 @@
 //! Inviting users of other servers: from `createRoom` as from `/invite`, to a phone that is
 //! on, one that is off (the invite waits in the inviter's database and is delivered when the
-//! phones meet again, across restarts of either side), and to a server that refuses it.
+//! phones meet again, across restarts of either side), and to a server that refuses it. An
+//! invite carries the invitee's profile as far as the inviting node knows it.
 
 use neurite_tests::{TestNode, User, WAIT, enc, has_event};
 use serde_json::{Value, json};
@@ -105,6 +106,40 @@ async fn invite_endpoint_reaches_a_user_of_another_server() {
         .await;
     assert!(!invite_waits(&a, &room, &bob.user_id).await);
     join_and_chat(&alice, &bob, &room).await;
+}
+
+#[tokio::test]
+async fn an_invite_carries_the_profile_the_node_knows() {
+    let (a, b) = neurite_tests::node_pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    // Unknown to Alice's node: the invite goes out without a profile (nothing is asked of B).
+    let first = alice.create_room(json!({ "name": "First" })).await;
+    alice.invite(&first, &bob.user_id).await;
+    let member = membership_of(&alice, &first, &bob.user_id).await;
+    assert!(member.get("displayname").is_none(), "{member}");
+
+    bob.put_ok(
+        &format!("/profile/{}/displayname", enc(&bob.user_id)),
+        json!({ "displayname": "Bob of B" }),
+    )
+    .await;
+    bob.sync_until(None, |s| s["rooms"]["invite"][&first].is_object())
+        .await;
+    bob.join(&first).await;
+    // Once Bob's join (with his name) is in a room Alice's node holds, her next invite of him
+    // carries his name, so her room list can name the direct chat after him.
+    let dm = alice
+        .create_room(json!({
+            "preset": "trusted_private_chat",
+            "is_direct": true,
+            "invite": [bob.user_id],
+        }))
+        .await;
+    let member = membership_of(&alice, &dm, &bob.user_id).await;
+    assert_eq!(member["membership"], "invite", "{member}");
+    assert_eq!(member["displayname"], "Bob of B", "{member}");
+    assert_eq!(member["is_direct"], true, "{member}");
 }
 
 #[tokio::test]

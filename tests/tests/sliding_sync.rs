@@ -1,5 +1,5 @@
 //! Simplified sliding sync (MSC4186): lists and ranges, ordering, filters, `required_state`,
-//! room subscriptions, the extensions, unknown positions, resuming after a restart and
+//! rooms named by their heroes, room subscriptions, the extensions, unknown positions, resuming after a restart and
 //! long-polling.
 
 use std::time::{Duration, Instant};
@@ -266,6 +266,108 @@ async fn required_state_follows_the_rules() {
     assert_eq!(state_keys(r, "m.room.topic"), vec![""], "{r}");
     assert!(state_keys(r, "m.room.member").is_empty(), "{r}");
     assert!(state_keys(r, "m.room.create").is_empty(), "{r}");
+}
+
+#[tokio::test]
+async fn a_direct_chat_is_named_after_its_invitee() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let bob = node.register("bob").await;
+    for (field, value) in [
+        ("displayname", "Bob B."),
+        ("avatar_url", "mxc://example.org/bob"),
+    ] {
+        bob.put_ok(
+            &format!("/profile/{}/{field}", enc(&bob.user_id)),
+            json!({ field: value }),
+        )
+        .await;
+    }
+    // What matrix-sdk's create_dm sends.
+    let dm = alice
+        .create_room(json!({
+            "preset": "trusted_private_chat",
+            "is_direct": true,
+            "invite": [bob.user_id],
+            "initial_state": [{
+                "type": "m.room.encryption",
+                "state_key": "",
+                "content": { "algorithm": "m.megolm.v1.aes-sha2" },
+            }],
+        }))
+        .await;
+    let named = alice.create_room(json!({ "name": "Named" })).await;
+    alice.invite(&named, &bob.user_id).await;
+
+    // The invites carry Bob's profile, from createRoom as from /invite.
+    for room in [&dm, &named] {
+        let member = alice
+            .get_ok(&format!(
+                "/rooms/{}/state/m.room.member/{}",
+                enc(room),
+                enc(&bob.user_id)
+            ))
+            .await;
+        assert_eq!(member["membership"], "invite", "{member}");
+        assert_eq!(member["displayname"], "Bob B.", "{member}");
+        assert_eq!(member["avatar_url"], "mxc://example.org/bob", "{member}");
+    }
+
+    // Element X's room list: lazy members, the encryption state, one event of timeline.
+    let body = json!({
+        "lists": { "all": {
+            "ranges": [[0, 9]],
+            "timeline_limit": 1,
+            "required_state": [
+                ["m.room.name", ""],
+                ["m.room.encryption", ""],
+                ["m.room.member", "$LAZY"],
+                ["m.room.member", "$ME"],
+            ],
+        }}
+    });
+    let resp = sliding(&alice, None, &body).await;
+    let r = &resp["rooms"][&dm];
+    assert_eq!(
+        r["heroes"],
+        json!([{
+            "user_id": bob.user_id,
+            "displayname": "Bob B.",
+            "avatar_url": "mxc://example.org/bob",
+        }]),
+        "{r}"
+    );
+    assert!(r.get("name").is_none(), "{r}");
+    assert_eq!(r["joined_count"], 1, "{r}");
+    assert_eq!(r["invited_count"], 1, "{r}");
+    assert_eq!(state_keys(r, "m.room.encryption"), vec![""], "{r}");
+    // Bob has sent nothing, yet his member event comes: the client names the room after him.
+    let mut members = vec![alice.user_id.clone(), bob.user_id.clone()];
+    members.sort();
+    assert_eq!(state_keys(r, "m.room.member"), members, "{r}");
+    // A named room needs no heroes.
+    let r = &resp["rooms"][&named];
+    assert_eq!(r["name"], "Named", "{r}");
+    assert!(r.get("heroes").is_none(), "{r}");
+    assert_eq!(
+        state_keys(r, "m.room.member"),
+        vec![alice.user_id.clone()],
+        "{r}"
+    );
+
+    // A client that asks for no members gets the heroes but no member events.
+    let body = json!({
+        "conn_id": "no-members",
+        "lists": { "all": {
+            "ranges": [[0, 9]],
+            "timeline_limit": 1,
+            "required_state": [["m.room.encryption", ""]],
+        }}
+    });
+    let resp = sliding(&alice, None, &body).await;
+    let r = &resp["rooms"][&dm];
+    assert_eq!(r["heroes"][0]["displayname"], "Bob B.", "{r}");
+    assert!(state_keys(r, "m.room.member").is_empty(), "{r}");
 }
 
 #[tokio::test]

@@ -254,8 +254,7 @@ impl Rooms {
 
                 // 8. Invites.
                 for invitee in &invites {
-                    let mut content = Map::new();
-                    content.insert("membership".into(), json!("invite"));
+                    let mut content = super::membership::member_content(txn, invitee.as_str(), "invite")?;
                     if req.is_direct {
                         content.insert("is_direct".into(), json!(true));
                     }

@@ -137,7 +137,8 @@ pub fn power_levels(conn: &Connection, ctx: &graph::RoomCtx) -> Result<PowerLeve
     })
 }
 
-/// The member event content for a local user joining: membership plus their profile.
+/// The member event content for `user_id` taking `membership` (a local user joining, or
+/// anyone being invited): the membership plus the user's profile as this node knows it.
 pub(crate) fn member_content(
     conn: &Connection,
     user_id: &str,
@@ -145,15 +146,36 @@ pub(crate) fn member_content(
 ) -> Result<Map<String, Value>> {
     let mut content = Map::new();
     content.insert("membership".into(), json!(membership));
-    if let Some((name, avatar)) = accounts::get_profile(conn, user_id)? {
-        if let Some(name) = name {
-            content.insert("displayname".into(), json!(name));
-        }
-        if let Some(avatar) = avatar {
-            content.insert("avatar_url".into(), json!(avatar));
-        }
+    let (name, avatar) = known_profile(conn, user_id)?;
+    if let Some(name) = name {
+        content.insert("displayname".into(), json!(name));
+    }
+    if let Some(avatar) = avatar {
+        content.insert("avatar_url".into(), json!(avatar));
     }
     Ok(content)
+}
+
+/// A user's display name and avatar as this node knows them: a local user's profile, or for
+/// a user of another server, what their latest join in a room the node holds said. Nothing is
+/// asked of the other server, so an invite never waits on a peer that may be out of reach.
+pub(crate) fn known_profile(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<(Option<String>, Option<String>)> {
+    if let Some(profile) = accounts::get_profile(conn, user_id)? {
+        return Ok(profile);
+    }
+    let content = content_of(conn, ev_store::latest_join_event(conn, user_id)?.as_ref())?;
+    let field = |key: &str| {
+        content
+            .as_ref()
+            .and_then(|c| c.get(key))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    Ok((field("displayname"), field("avatar_url")))
 }
 
 /// Withdraws an invite (the inviter's leave for the invitee, with `reason`) if it is still the

@@ -94,7 +94,7 @@ impl RoomBuilder<'_> {
             } else {
                 out.insert("knock_state".into(), json!(state));
             }
-            self.names(room_id, &mut out, false)?;
+            self.names(room_id, &mut out)?;
             return Ok(Value::Object(out));
         }
         let Some(visible) = visible_range(conn, room_id, self.user, self.now_pos)? else {
@@ -156,10 +156,19 @@ impl RoomBuilder<'_> {
         } else {
             BTreeSet::new()
         };
+        let heroes = self.heroes(room_id)?;
+        // A client that loads members lazily still needs the members it names the room after
+        // (a direct chat's invitee has sent nothing yet): their member events come as if
+        // asked for by name.
+        let hero_members: BTreeSet<&str> = match (&heroes, lazy) {
+            (Some(heroes), true) => heroes.iter().map(|m| m.user_id.as_str()).collect(),
+            _ => BTreeSet::new(),
+        };
         let mut required_state = Vec::new();
         for ((ty, key), id) in &current {
             let lazy_member = ty == "m.room.member" && lazy_users.contains(key.as_str());
-            if !lazy_member && !rule_matches(rules, ty, key, self.user) {
+            let hero_member = ty == "m.room.member" && hero_members.contains(key.as_str());
+            if !lazy_member && !hero_member && !rule_matches(rules, ty, key, self.user) {
                 continue;
             }
             // Members the timeline needs are sent again: the client may have dropped them.
@@ -175,7 +184,10 @@ impl RoomBuilder<'_> {
             }
         }
 
-        self.names(room_id, &mut out, true)?;
+        self.names(room_id, &mut out)?;
+        if let Some(heroes) = heroes {
+            out.insert("heroes".into(), self.hero_entries(room_id, &heroes)?);
+        }
         let members = ev_store::room_members(conn, room_id, None)?;
         let joined = members.iter().filter(|m| m.membership == "join").count();
         let invited = members.iter().filter(|m| m.membership == "invite").count();
@@ -195,44 +207,66 @@ impl RoomBuilder<'_> {
         Ok(Value::Object(out))
     }
 
-    /// The room's `name` and `avatar` if set, else `heroes` for the client to name it by.
-    fn names(&self, room_id: &str, out: &mut Map<String, Value>, heroes: bool) -> Result<()> {
+    /// The room's `name` and `avatar`, if set.
+    fn names(&self, room_id: &str, out: &mut Map<String, Value>) -> Result<()> {
         let conn = self.conn;
-        let name = state_content(conn, room_id, "m.room.name", "")?
-            .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
-            .filter(|n| !n.is_empty());
         if let Some(url) = state_content(conn, room_id, "m.room.avatar", "")?
             .and_then(|c| c.get("url").and_then(Value::as_str).map(str::to_owned))
             .filter(|u| !u.is_empty())
         {
             out.insert("avatar".into(), json!(url));
         }
-        if let Some(name) = name {
+        if let Some(name) = room_name(conn, room_id)? {
             out.insert("name".into(), json!(name));
-            return Ok(());
         }
-        if !heroes {
-            return Ok(());
+        Ok(())
+    }
+
+    /// For a room without a name, the members (joined or invited, not the user) the client
+    /// names it after; `None` for a named room.
+    fn heroes(&self, room_id: &str) -> Result<Option<Vec<MembershipRow>>> {
+        if room_name(self.conn, room_id)?.is_some() {
+            return Ok(None);
         }
-        let mut list = Vec::new();
-        for m in ev_store::room_members(conn, room_id, None)? {
+        let mut heroes = Vec::new();
+        for m in ev_store::room_members(self.conn, room_id, None)? {
             if m.user_id == self.user || !(m.membership == "join" || m.membership == "invite") {
                 continue;
             }
+            heroes.push(m);
+            if heroes.len() == MAX_HEROES {
+                break;
+            }
+        }
+        Ok(Some(heroes))
+    }
+
+    /// The `heroes` field: each hero's user id with the display name and avatar of their
+    /// member event (an invite carries the invitee's profile as the inviting server knew it).
+    fn hero_entries(&self, room_id: &str, heroes: &[MembershipRow]) -> Result<Value> {
+        let mut list = Vec::new();
+        for m in heroes {
             let mut hero = json!({ "user_id": m.user_id });
-            if let Some(content) = state_content(conn, room_id, "m.room.member", &m.user_id)? {
-                for (from, to) in [("displayname", "displayname"), ("avatar_url", "avatar_url")] {
-                    if let Some(v) = content.get(from).and_then(Value::as_str) {
-                        hero[to] = json!(v);
+            if let Some(content) = state_content(self.conn, room_id, "m.room.member", &m.user_id)? {
+                for field in ["displayname", "avatar_url"] {
+                    if let Some(v) = content
+                        .get(field)
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty())
+                    {
+                        hero[field] = json!(v);
                     }
                 }
             }
             list.push(hero);
-            if list.len() == MAX_HEROES {
-                break;
-            }
         }
-        out.insert("heroes".into(), json!(list));
-        Ok(())
+        Ok(json!(list))
     }
+}
+
+/// A room's name, if it has a non-empty one.
+fn room_name(conn: &Connection, room_id: &str) -> Result<Option<String>> {
+    Ok(state_content(conn, room_id, "m.room.name", "")?
+        .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
+        .filter(|n| !n.is_empty()))
 }

@@ -492,6 +492,18 @@ pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
         .is_some())
 }
 
+/// The member event of the user's most recent join in any room the node holds (a remote
+/// user's latest known profile is in it).
+pub fn latest_join_event(conn: &Connection, user_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT event_id FROM memberships WHERE user_id = ?1 AND membership = 'join'
+             ORDER BY stream DESC LIMIT 1",
+        )?
+        .query_row([user_id], |r| r.get(0))
+        .optional()?)
+}
+
 /// Every room membership of a user (any state), not forgotten.
 pub fn memberships_of_user(conn: &Connection, user_id: &str) -> Result<Vec<MembershipRow>> {
     let mut stmt = conn.prepare_cached(

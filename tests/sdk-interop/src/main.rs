@@ -1,37 +1,57 @@
-//! matrix-rust-sdk's sliding sync against a running Neurite node (see README.md).
+//! matrix-rust-sdk against a running Neurite node, the way Element X drives it (see README.md).
 //!
-//! Two users register; each runs a sliding sync connection with a room list and the to-device,
-//! e2ee and account-data extensions. Alice creates a named, encrypted room, sends a plain
-//! message, invites Bob; Bob sees the room with its name, joins, and both exchange an encrypted
-//! message that the other side decrypts.
+//! Two users register, set display names, and each runs matrix-sdk-ui's `SyncService` (a
+//! `RoomListService` connection plus the encryption connection for to-device messages and
+//! device lists). Every check reads the room list the way Element X does: the rooms
+//! `RoomListService` hands out and their cached display names, membership and encryption.
+//!
+//! Alice creates a room named `interop` and invites Bob: both lists show it by its name, Bob's
+//! as an invite until he joins. Alice then opens a direct chat with Bob (`Client::create_dm`,
+//! encrypted from its creation): her list names it after Bob's display name and knows it is
+//! encrypted; Bob's lists it as an invite named after Alice, then, once joined, as an encrypted
+//! room. Last, both exchange a message in the direct chat through matrix-sdk-ui timelines, and
+//! each side must decrypt the other's.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context, bail};
-use futures_util::{StreamExt, pin_mut};
+use futures_util::StreamExt;
 use matrix_sdk::{
-    Client, Room, SlidingSync, SlidingSyncList, SlidingSyncMode,
+    Client, EncryptionState, Room, RoomState,
     ruma::{
-        OwnedEventId, OwnedRoomId,
+        OwnedRoomId, RoomId,
         api::client::{
             account::register::v3::Request as RegisterRequest,
-            room::create_room::v3::Request as CreateRoomRequest, sync::sync_events::v5 as http,
-            uiaa,
+            room::create_room::v3::Request as CreateRoomRequest, uiaa,
         },
-        events::{
-            AnySyncMessageLikeEvent, AnySyncTimelineEvent, StateEventType,
-            room::message::RoomMessageEventContent,
-        },
+        events::room::message::RoomMessageEventContent,
     },
     sliding_sync::Version,
 };
-use tokio::time::Instant;
+use matrix_sdk_ui::{
+    room_list_service::filters::new_filter_non_left,
+    sync_service::SyncService,
+    timeline::{RoomExt, Timeline},
+};
+use tokio::{sync::watch, time::Instant};
 
 const PASSWORD: &str = "a long password for the interop check";
+/// The longest any single expectation may take to come true.
 const WAIT: Duration = Duration::from_secs(30);
+/// How soon after its creation a direct chat must show with its name and encryption (the
+/// creation wakes the room list's long poll at once; this leaves room for a busy machine).
+const SOON: Duration = Duration::from_secs(10);
+const ALICE_NAME: &str = "Alice Interop";
+const BOB_NAME: &str = "Bob Interop";
 
-async fn register(url: &str, name: &str) -> anyhow::Result<Client> {
-    let client = Client::builder().homeserver_url(url).build().await?;
+/// Registers a user on a client with its own SQLite stores under `dir`, as Element X keeps them.
+async fn register(url: &str, dir: &Path, name: &str, display_name: &str) -> anyhow::Result<Client> {
+    let client = Client::builder()
+        .homeserver_url(url)
+        .sqlite_store(dir.join(name), None)
+        .build()
+        .await
+        .with_context(|| format!("{name}'s client"))?;
     let mut register = RegisterRequest::new();
     register.username = Some(format!("{name}{}", std::process::id()));
     register.password = Some(PASSWORD.to_owned());
@@ -41,117 +61,279 @@ async fn register(url: &str, name: &str) -> anyhow::Result<Client> {
         .register(register)
         .await
         .with_context(|| format!("register {name}"))?;
+    // The SDK would pick native sliding sync from /versions; be explicit so that a missing
+    // advertisement does not hide a protocol problem.
+    client.set_sliding_sync_version(Version::Native);
+    client
+        .account()
+        .set_display_name(Some(display_name))
+        .await
+        .with_context(|| format!("{name} sets a display name"))?;
     Ok(client)
 }
 
-/// A sliding sync connection with a room list and the extensions an encrypted chat needs,
-/// polled in the background. Returns the connection and a receiver of the room ids each
-/// response touched.
-async fn start_sync(
-    client: &Client,
-    id: &str,
-) -> anyhow::Result<(
-    SlidingSync,
-    tokio::sync::mpsc::UnboundedReceiver<anyhow::Result<Vec<OwnedRoomId>>>,
-)> {
-    let mut to_device = http::request::ToDevice::default();
-    to_device.enabled = Some(true);
-    let mut e2ee = http::request::E2EE::default();
-    e2ee.enabled = Some(true);
-    let mut account_data = http::request::AccountData::default();
-    account_data.enabled = Some(true);
-    let sliding = client
-        .sliding_sync(id)?
-        .add_list(
-            SlidingSyncList::builder("all")
-                .sync_mode(SlidingSyncMode::new_selective().add_range(0..=19))
-                .timeline_limit(5)
-                .required_state(vec![
-                    (StateEventType::RoomName, String::new()),
-                    (StateEventType::RoomEncryption, String::new()),
-                    (StateEventType::RoomMember, "$LAZY".to_owned()),
-                    (StateEventType::RoomMember, "$ME".to_owned()),
-                ]),
-        )
-        .with_to_device_extension(to_device)
-        .with_e2ee_extension(e2ee)
-        .with_account_data_extension(account_data)
-        .build()
-        .await
-        .context("build sliding sync")?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let driver = sliding.clone();
-    tokio::spawn(async move {
-        let stream = driver.sync();
-        pin_mut!(stream);
-        while let Some(update) = stream.next().await {
-            let item = update
-                .map(|summary| summary.rooms)
-                .map_err(|e| anyhow::anyhow!("sliding sync request failed: {e}"));
-            let failed = item.is_err();
-            if tx.send(item).is_err() || failed {
-                return;
-            }
-        }
-    });
-    Ok((sliding, rx))
+/// One user's client with its sync running and its room list as Element X shows it.
+struct User {
+    who: &'static str,
+    client: Client,
+    sync: SyncService,
+    /// The non-left rooms of `RoomListService`'s list, in the list's order.
+    rooms: watch::Receiver<Vec<Room>>,
 }
 
-/// Waits until a sliding sync response mentions `room_id` (the room a client creates is known
-/// to it at once, from the creation response, so `get_room` alone proves nothing).
-async fn wait_for_room(
-    who: &str,
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<anyhow::Result<Vec<OwnedRoomId>>>,
-    client: &Client,
-    room_id: &OwnedRoomId,
-) -> anyhow::Result<Room> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let next = tokio::time::timeout_at(deadline, rx.recv())
+impl User {
+    async fn start(who: &'static str, client: Client) -> anyhow::Result<Self> {
+        let sync = SyncService::builder(client.clone())
+            .build()
             .await
-            .with_context(|| format!("{who}: the room did not arrive in time"))?;
-        let Some(rooms) = next else {
-            bail!("{who}: the sliding sync stream ended");
-        };
-        if rooms?.contains(room_id) {
-            return client
-                .get_room(room_id)
-                .context("the room is not known to the client");
-        }
-    }
-}
-
-/// Fetches `event_id` until it decrypts (the room key travels by to-device message through
-/// sliding sync), and returns its body.
-async fn decrypted_body(who: &str, room: &Room, event_id: &OwnedEventId) -> anyhow::Result<String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let event = room.event(event_id, None).await.context("fetch event")?;
-        if !event.kind.is_utd() {
-            let parsed = event.raw().deserialize().context("decrypted event")?;
-            if let AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(m)) =
-                parsed
-                && let Some(original) = m.as_original()
-            {
-                return Ok(original.content.body().to_owned());
+            .with_context(|| format!("{who}: build the sync service"))?;
+        sync.start().await;
+        let room_list = sync.room_list_service();
+        let all_rooms = room_list
+            .all_rooms()
+            .await
+            .with_context(|| format!("{who}: the all-rooms list"))?;
+        let (tx, rooms) = watch::channel(Vec::new());
+        // The list's stream borrows the list: both live in a task that mirrors the list's
+        // entries into the watch channel.
+        tokio::spawn(async move {
+            let (stream, controller) = all_rooms.entries_with_dynamic_adapters(100);
+            controller.set_filter(Box::new(new_filter_non_left()));
+            futures_util::pin_mut!(stream);
+            let mut entries = matrix_sdk_ui::eyeball_im::Vector::new();
+            while let Some(diffs) = stream.next().await {
+                for diff in diffs {
+                    diff.apply(&mut entries);
+                }
+                let rooms = entries.iter().map(|r| (**r).clone()).collect();
+                if tx.send(rooms).is_err() {
+                    return;
+                }
             }
-            bail!("{who}: the decrypted event is not a message");
+        });
+        Ok(Self {
+            who,
+            client,
+            sync,
+            rooms,
+        })
+    }
+
+    /// Waits until the room list holds `room_id` and `check` accepts it. `what` says what was
+    /// expected, for the failure message.
+    async fn wait_room(
+        &mut self,
+        room_id: &RoomId,
+        what: &str,
+        check: impl Fn(&Room) -> bool,
+    ) -> anyhow::Result<Room> {
+        let deadline = Instant::now() + WAIT;
+        // Room info changes that leave the list's order alone (the encryption state) reach the
+        // room's own info subscriber rather than the list.
+        let mut info = None;
+        loop {
+            let found = self
+                .rooms
+                .borrow_and_update()
+                .iter()
+                .find(|r| r.room_id() == room_id)
+                .cloned();
+            if let Some(room) = &found {
+                if check(room) {
+                    return Ok(room.clone());
+                }
+                if info.is_none() {
+                    info = Some(room.subscribe_info());
+                }
+            }
+            let woken = tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    changed = self.rooms.changed() => changed.is_ok(),
+                    _ = async {
+                        match info.as_mut() {
+                            Some(sub) => { sub.next().await; }
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => true,
+                }
+            })
+            .await;
+            match woken {
+                Ok(true) => {}
+                Ok(false) => bail!("{}: the room list stopped", self.who),
+                Err(_) => bail!(
+                    "{}: expected {what} within {WAIT:?}; the room list shows {}",
+                    self.who,
+                    describe(found.as_ref())
+                ),
+            }
         }
-        if Instant::now() > deadline {
-            bail!("{who}: the message never decrypted");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn wait_encrypted(room: &Room) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    while !room.latest_encryption_state().await?.is_encrypted() {
-        if Instant::now() > deadline {
-            bail!("the room never became encrypted");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// What the room list shows of a room, for failure messages.
+fn describe(room: Option<&Room>) -> String {
+    match room {
+        None => "no such room".to_owned(),
+        Some(room) => format!(
+            "it with name {:?}, state {:?}, encryption {:?}, direct targets {}",
+            room.cached_display_name().map(|n| n.to_string()),
+            room.state(),
+            room.encryption_state(),
+            room.direct_targets_length()
+        ),
     }
+}
+
+fn named(room: &Room, name: &str) -> bool {
+    room.cached_display_name()
+        .is_some_and(|n| n.to_string() == name)
+}
+
+/// Waits until `timeline` shows a message with `body` from the server (not a local echo) and
+/// returns whether it arrived encrypted.
+async fn wait_message(who: &str, timeline: &Timeline, body: &str) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + WAIT;
+    let (_, mut updates) = timeline.subscribe().await;
+    loop {
+        let mut undecrypted = 0;
+        for item in timeline.items().await {
+            let Some(event) = item.as_event() else {
+                continue;
+            };
+            if event.is_local_echo() {
+                continue;
+            }
+            if event.content().as_unable_to_decrypt().is_some() {
+                undecrypted += 1;
+            }
+            if event
+                .content()
+                .as_message()
+                .is_some_and(|m| m.body() == body)
+            {
+                return Ok(event.encryption_info().is_some());
+            }
+        }
+        match tokio::time::timeout_at(deadline, updates.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => bail!("{who}: the timeline stopped"),
+            Err(_) => bail!(
+                "{who}: the message {body:?} did not show within {WAIT:?} \
+                 ({undecrypted} undecryptable events in the timeline)"
+            ),
+        }
+    }
+}
+
+async fn run(url: &str, dir: &Path) -> anyhow::Result<()> {
+    let mut alice = User::start("alice", register(url, dir, "alice", ALICE_NAME).await?).await?;
+    let mut bob = User::start("bob", register(url, dir, "bob", BOB_NAME).await?).await?;
+    let bob_id = bob.client.user_id().context("bob's id")?.to_owned();
+
+    // A named room, with an invite.
+    let mut create = CreateRoomRequest::new();
+    create.name = Some("interop".to_owned());
+    create.invite = vec![bob_id.clone()];
+    let room = alice
+        .client
+        .create_room(create)
+        .await
+        .context("create room")?;
+    let room_id: OwnedRoomId = room.room_id().to_owned();
+    room.send(RoomMessageEventContent::text_plain("hello from the sdk"))
+        .await
+        .context("send")?;
+    alice
+        .wait_room(&room_id, "the room named interop", |r| named(r, "interop"))
+        .await?;
+    let invite = bob
+        .wait_room(&room_id, "an invite named interop", |r| {
+            r.state() == RoomState::Invited && named(r, "interop")
+        })
+        .await?;
+    println!("named room: ok (alice's list names it, bob's lists the invite by its name)");
+    invite.join().await.context("bob joins the named room")?;
+    bob.wait_room(&room_id, "the joined room named interop", |r| {
+        r.state() == RoomState::Joined && named(r, "interop")
+    })
+    .await?;
+    println!("join: ok");
+
+    // A direct chat, encrypted from its creation.
+    let dm = alice
+        .client
+        .create_dm(&bob_id)
+        .await
+        .context("create the direct chat")?;
+    let dm_id = dm.room_id().to_owned();
+    let created = Instant::now();
+    let dm = alice
+        .wait_room(
+            &dm_id,
+            &format!("the direct chat named {BOB_NAME:?} and encrypted"),
+            |r| {
+                named(r, BOB_NAME)
+                    && matches!(r.encryption_state(), EncryptionState::Encrypted)
+                    && r.direct_targets_length() == 1
+            },
+        )
+        .await?;
+    let took = created.elapsed();
+    if took > SOON {
+        bail!(
+            "alice: the direct chat took {took:?} to be named and encrypted (more than {SOON:?})"
+        );
+    }
+    println!(
+        "direct chat, alice: ok (named {BOB_NAME:?} and encrypted {} ms after creation)",
+        took.as_millis()
+    );
+    let dm_invite = bob
+        .wait_room(
+            &dm_id,
+            &format!("an invite to the direct chat named {ALICE_NAME:?}"),
+            |r| r.state() == RoomState::Invited && named(r, ALICE_NAME),
+        )
+        .await?;
+    dm_invite
+        .join()
+        .await
+        .context("bob joins the direct chat")?;
+    let bob_dm = bob
+        .wait_room(
+            &dm_id,
+            &format!("the joined direct chat named {ALICE_NAME:?} and encrypted"),
+            |r| {
+                r.state() == RoomState::Joined
+                    && named(r, ALICE_NAME)
+                    && matches!(r.encryption_state(), EncryptionState::Encrypted)
+            },
+        )
+        .await?;
+    println!("direct chat, bob: ok (invite, then joined, named {ALICE_NAME:?}, encrypted)");
+
+    // The encrypted exchange, through the timelines Element X shows.
+    let alice_timeline = dm.timeline().await.context("alice's timeline")?;
+    let bob_timeline = bob_dm.timeline().await.context("bob's timeline")?;
+    alice_timeline
+        .send(RoomMessageEventContent::text_plain("a secret from alice").into())
+        .await
+        .context("alice sends")?;
+    if !wait_message("bob", &bob_timeline, "a secret from alice").await? {
+        bail!("bob: alice's message arrived unencrypted");
+    }
+    bob_timeline
+        .send(RoomMessageEventContent::text_plain("a secret from bob").into())
+        .await
+        .context("bob sends")?;
+    if !wait_message("alice", &alice_timeline, "a secret from bob").await? {
+        bail!("alice: bob's message arrived unencrypted");
+    }
+    println!("encrypted exchange: ok");
+
+    alice.sync.stop().await;
+    bob.sync.stop().await;
     Ok(())
 }
 
@@ -160,78 +342,10 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8008".to_owned());
-    let alice = register(&url, "alice").await?;
-    let bob = register(&url, "bob").await?;
-    for client in [&alice, &bob] {
-        // The SDK would pick native sliding sync from /versions; be explicit so that a missing
-        // advertisement does not hide a protocol problem.
-        client.set_sliding_sync_version(Version::Native);
-    }
-
-    let (alice_sync, mut alice_rx) = start_sync(&alice, "interop").await?;
-    let (_bob_sync, mut bob_rx) = start_sync(&bob, "interop").await?;
-
-    let mut create = CreateRoomRequest::new();
-    create.name = Some("interop".to_owned());
-    let room = alice.create_room(create).await.context("create room")?;
-    let room_id = room.room_id().to_owned();
-    room.send(RoomMessageEventContent::text_plain("hello from the sdk"))
-        .await
-        .context("send")?;
-    let seen = wait_for_room("alice", &mut alice_rx, &alice, &room_id).await?;
-    let name = seen.name();
-    if name.as_deref() != Some("interop") {
-        bail!("room name: expected interop, got {name:?}");
-    }
-    let list_count = alice_sync
-        .on_list("all", |list| {
-            let count = list.maximum_number_of_rooms();
-            async move { count }
-        })
-        .await
-        .flatten();
-    if list_count != Some(1) {
-        bail!("list count: expected 1, got {list_count:?}");
-    }
-    println!("room list: ok (name {name:?}, 1 room)");
-
-    room.enable_encryption()
-        .await
-        .context("enable encryption")?;
-    wait_encrypted(&room).await?;
-    room.invite_user_by_id(bob.user_id().context("bob's id")?)
-        .await
-        .context("invite bob")?;
-    let invited = wait_for_room("bob", &mut bob_rx, &bob, &room_id).await?;
-    invited.join().await.context("bob joins")?;
-    let bob_room = bob.get_room(&room_id).context("bob's room")?;
-    wait_encrypted(&bob_room).await?;
-    let bob_name = bob_room.name();
-    if bob_name.as_deref() != Some("interop") {
-        bail!("bob's room name: expected interop, got {bob_name:?}");
-    }
-    println!("invite and join: ok");
-
-    let sent = room
-        .send(RoomMessageEventContent::text_plain("a secret from alice"))
-        .await
-        .context("alice sends an encrypted message")?;
-    if sent.encryption_info.is_none() {
-        bail!("alice's message was not encrypted");
-    }
-    let body = decrypted_body("bob", &bob_room, &sent.response.event_id).await?;
-    if body != "a secret from alice" {
-        bail!("bob decrypted {body:?}");
-    }
-    let reply = bob_room
-        .send(RoomMessageEventContent::text_plain("a secret from bob"))
-        .await
-        .context("bob sends an encrypted message")?;
-    let body = decrypted_body("alice", &room, &reply.response.event_id).await?;
-    if body != "a secret from bob" {
-        bail!("alice decrypted {body:?}");
-    }
-    println!("encrypted exchange: ok");
+    let dir = std::env::temp_dir().join(format!("neurite-sdk-interop-{}", std::process::id()));
+    let result = run(&url, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
     println!("sliding sync interop: ok");
     Ok(())
 }
