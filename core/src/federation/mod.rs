@@ -164,7 +164,7 @@ async fn unrecognized() -> MatrixError {
 
 /// The server-server API router (served only on federation streams).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/key/v2/server", get(server_keys))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
@@ -234,5 +234,53 @@ pub fn router(state: AppState) -> Router {
         )
         .route(catchup::EXTREMITIES_PATH, get(catchup::extremities))
         .fallback(unrecognized)
-        .with_state(state)
+        .with_state(state);
+    catch_panics(router)
+}
+
+/// A panic in a handler is a bug: the peer gets `500 M_UNKNOWN` and the node goes on
+/// serving (the stream's task would otherwise end without an answer).
+fn catch_panics(router: Router) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("federation handler panicked");
+            axum::response::IntoResponse::into_response(MatrixError::internal())
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_serves_on() {
+        async fn boom() -> &'static str {
+            panic!("a bug in a handler")
+        }
+        let router = catch_panics(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let resp = router
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).expect("request"))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1024)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["errcode"], "M_UNKNOWN", "{body}");
+        let resp = router
+            .oneshot(Request::get("/fine").body(Body::empty()).expect("request"))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }
