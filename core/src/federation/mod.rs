@@ -4,6 +4,7 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod bounded;
 pub mod catchup;
 pub mod devices;
 pub mod edus;
