@@ -1,6 +1,6 @@
 //! Node configuration.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Who may create accounts through `POST /register`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,6 +59,48 @@ impl Default for PasswordCost {
     }
 }
 
+/// What peers may make this node hold at once over federation. Keys are free, so each bound
+/// is per peer where it can be and in total besides; the defaults fit a phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationLimits {
+    /// Open libp2p connections, in total.
+    pub max_connections: u32,
+    /// Open libp2p connections with one peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Streams open at once on one connection (yamux).
+    pub max_streams_per_connection: usize,
+    /// Federation requests served at once for one peer; more are answered
+    /// `429 M_LIMIT_EXCEEDED` straight away.
+    pub max_requests_per_peer: usize,
+    /// Federation requests served at once, in total; more are refused the same way.
+    pub max_requests: usize,
+    /// Request bodies held in memory at once, in bytes, across all peers; a request waits
+    /// for room before its body is read.
+    pub max_body_bytes_in_flight: usize,
+    /// How long a peer has to send a request's line and headers.
+    pub header_read_timeout: Duration,
+    /// How long one federation stream may last, from its first byte to the end of the answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for FederationLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            max_connections_per_peer: 2,
+            max_pending_incoming: 16,
+            max_streams_per_connection: 64,
+            max_requests_per_peer: 16,
+            max_requests: 64,
+            max_body_bytes_in_flight: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -80,6 +122,8 @@ pub struct Config {
     pub static_peers: Vec<libp2p::Multiaddr>,
     /// Whether to discover peers on the local network with mDNS.
     pub mdns_enabled: bool,
+    /// Bounds on what peers may make the node hold at once.
+    pub federation_limits: FederationLimits,
 }
 
 /// TCP on every IPv4 interface, any free port.
@@ -102,6 +146,7 @@ impl Config {
             p2p_listen: vec![default_p2p_listen()],
             static_peers: Vec::new(),
             mdns_enabled: false,
+            federation_limits: FederationLimits::default(),
         }
     }
 }

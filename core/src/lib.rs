@@ -33,6 +33,6 @@ pub mod typing;
 pub mod uia;
 pub mod user_data;
 
-pub use config::{Config, PasswordCost, RegistrationMode};
+pub use config::{Config, FederationLimits, PasswordCost, RegistrationMode};
 pub use error::{Error, MatrixError};
 pub use node::{Node, known_peers, register_offline};

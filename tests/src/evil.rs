@@ -4,7 +4,9 @@
 //!
 //! It only dials the addresses a [`TestNode`] listens on (loopback) and never uses mDNS.
 //! Federation requests the node sends it back are recorded (see [`EvilPeer::received`]) and
-//! answered `200 {}` for transactions, `404 M_UNRECOGNIZED` otherwise.
+//! answered as a test scripts them ([`EvilPeer::answer`]), else `200 {}` for transactions and
+//! `404 M_UNRECOGNIZED` otherwise. For floods it also hands out raw federation streams
+//! ([`EvilPeer::open_stream`]) and sends bodies of any bytes ([`EvilPeer::request_bytes`]).
 //!
 //! Every wait is bounded by [`WAIT`].
 
@@ -31,7 +33,10 @@ use ruma::{
     signatures::{hash_and_sign_event, reference_hash},
 };
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::{TestNode, WAIT};
@@ -57,6 +62,12 @@ pub struct InboundRequest {
     pub body: Value,
 }
 
+/// A scripted answer: given a request the node sent, the status and JSON to answer with.
+type Answer = Box<dyn Fn(&InboundRequest) -> (StatusCode, Value) + Send + Sync>;
+
+/// Scripted answers by method and path prefix; the latest added that matches wins.
+type Script = Arc<Mutex<Vec<(String, String, Answer)>>>;
+
 /// A hostile server connected to one [`TestNode`].
 pub struct EvilPeer {
     identity: Identity,
@@ -64,6 +75,11 @@ pub struct EvilPeer {
     target_peer: PeerId,
     control: libp2p_stream::Control,
     received: Arc<Mutex<Vec<InboundRequest>>>,
+    script: Script,
+    /// Bumped for every request recorded.
+    arrivals: watch::Receiver<u64>,
+    /// Whether a connection to the node is open.
+    link: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -78,6 +94,14 @@ impl Drop for EvilPeer {
 impl EvilPeer {
     /// A new server with a random key, connected to `node` over loopback.
     pub async fn connect(node: &TestNode) -> Self {
+        match Self::try_connect(node).await {
+            Ok(peer) => peer,
+            Err(e) => panic!("evil peer could not connect: {e}"),
+        }
+    }
+
+    /// Like [`EvilPeer::connect`], for a node that may refuse the connection.
+    pub async fn try_connect(node: &TestNode) -> Result<Self, String> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("random seed");
         let identity = Identity::from_seed(&seed).expect("identity");
@@ -127,22 +151,28 @@ impl EvilPeer {
         swarm.dial(opts).expect("dial the node");
 
         let (connected_tx, connected_rx) = oneshot::channel::<Result<(), String>>();
-        let swarm_task = tokio::spawn(drive(swarm, target_peer, connected_tx));
+        let (link_tx, link) = watch::channel(false);
+        let swarm_task = tokio::spawn(drive(swarm, target_peer, connected_tx, link_tx));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let server_task = tokio::spawn(serve(incoming, received.clone()));
+        let script: Script = Arc::new(Mutex::new(Vec::new()));
+        let (arrived, arrivals) = watch::channel(0u64);
+        let server_task = tokio::spawn(serve(incoming, received.clone(), script.clone(), arrived));
         let peer = Self {
             identity,
             target,
             target_peer,
             control,
             received,
+            script,
+            arrivals,
+            link,
             tasks: vec![swarm_task, server_task],
         };
         match tokio::time::timeout(WAIT, connected_rx).await {
-            Ok(Ok(Ok(()))) => peer,
-            Ok(Ok(Err(e))) => panic!("evil peer could not connect: {e}"),
-            Ok(Err(_)) => panic!("evil peer's swarm stopped"),
-            Err(_) => panic!("evil peer did not connect within {WAIT:?}"),
+            Ok(Ok(Ok(()))) => Ok(peer),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err("the evil peer's swarm stopped".into()),
+            Err(_) => Err(format!("no connection within {WAIT:?}")),
         }
     }
 
@@ -277,6 +307,117 @@ impl EvilPeer {
     pub fn received(&self) -> Vec<InboundRequest> {
         self.received.lock().expect("lock").clone()
     }
+
+    /// Waits (bounded by [`WAIT`]) until the node has sent a request that `matches`; returns it.
+    pub async fn wait_for_request(
+        &self,
+        what: &str,
+        matches: impl Fn(&InboundRequest) -> bool,
+    ) -> InboundRequest {
+        let mut arrivals = self.arrivals.clone();
+        let wait = async {
+            loop {
+                arrivals.mark_unchanged();
+                if let Some(r) = self.received().into_iter().find(|r| matches(r)) {
+                    return r;
+                }
+                arrivals
+                    .changed()
+                    .await
+                    .expect("the evil peer's server stopped");
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the node sent no {what} within {WAIT:?}"))
+    }
+
+    /// Answers the node's `method` requests whose path starts with `path_prefix` with what
+    /// `answer` returns (the latest script that matches wins).
+    pub fn answer(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        answer: impl Fn(&InboundRequest) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
+        self.script.lock().expect("lock").push((
+            method.to_owned(),
+            path_prefix.to_owned(),
+            Box::new(answer),
+        ));
+    }
+
+    /// The `Authorization` header this server would send for a request.
+    pub fn authorization(&self, method: &Method, path: &str, body: Option<&Value>) -> String {
+        sign_request(&self.identity, method.as_str(), path, &self.target, body)
+            .expect("sign the request")
+    }
+
+    /// A new federation stream to the node, to write raw bytes on (or none at all).
+    pub async fn open_stream(&self) -> libp2p::Stream {
+        let mut control = self.control.clone();
+        tokio::time::timeout(
+            WAIT,
+            control.open_stream(self.target_peer, FEDERATION_PROTOCOL),
+        )
+        .await
+        .expect("opening a stream timed out")
+        .unwrap_or_else(|e| panic!("stream to the node: {e}"))
+    }
+
+    /// Sends a request whose body is `body` as given (any bytes, JSON or not), with the given
+    /// `Authorization` header (or none).
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let exchange = async {
+            let stream = self.open_stream().await;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
+                    .await
+                    .expect("HTTP handshake");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut req = hyper::Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(hyper::header::HOST, self.target.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(auth) = authorization {
+                req = req.header(hyper::header::AUTHORIZATION, auth);
+            }
+            let req = req.body(Full::new(Bytes::from(body))).expect("request");
+            let resp = sender.send_request(req).await.expect("send the request");
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .expect("read the response")
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        };
+        tokio::time::timeout(WAIT, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} took longer than {WAIT:?}"))
+    }
+
+    /// Waits (bounded by [`WAIT`]) until no connection to the node is open; false if one
+    /// still is by then.
+    pub async fn wait_disconnected(&self) -> bool {
+        let mut link = self.link.clone();
+        matches!(
+            tokio::time::timeout(WAIT, link.wait_for(|up| !*up)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 /// Runs the swarm; reports the first connection to (or failed dial of) `target`.
@@ -284,14 +425,23 @@ async fn drive(
     mut swarm: Swarm<libp2p_stream::Behaviour>,
     target: PeerId,
     connected: oneshot::Sender<Result<(), String>>,
+    link: watch::Sender<bool>,
 ) {
     let mut connected = Some(connected);
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target => {
+                link.send_replace(true);
                 if let Some(tx) = connected.take() {
                     let _ = tx.send(Ok(()));
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } if peer_id == target => {
+                link.send_replace(false);
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -311,12 +461,16 @@ async fn drive(
 async fn serve(
     mut incoming: libp2p_stream::IncomingStreams,
     received: Arc<Mutex<Vec<InboundRequest>>>,
+    script: Script,
+    arrived: watch::Sender<u64>,
 ) {
+    let arrived = Arc::new(arrived);
     while let Some((_, stream)) = incoming.next().await {
-        let received = received.clone();
+        let (received, script, arrived) = (received.clone(), script.clone(), arrived.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let received = received.clone();
+                let (received, script, arrived) =
+                    (received.clone(), script.clone(), arrived.clone());
                 async move {
                     let method = req.method().as_str().to_owned();
                     let path = req
@@ -331,15 +485,27 @@ async fn serve(
                         Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
                         Err(_) => Value::Null,
                     };
-                    let (status, answer) =
-                        if method == "PUT" && path.starts_with("/_matrix/federation/v1/send/") {
-                            (StatusCode::OK, json!({ "pdus": {} }))
-                        } else {
-                            (
-                                StatusCode::NOT_FOUND,
-                                json!({ "errcode": "M_UNRECOGNIZED", "error": "Not served here" }),
-                            )
-                        };
+                    let request = InboundRequest { method, path, body };
+                    let scripted = script
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .rev()
+                        .find(|(m, prefix, _)| {
+                            *m == request.method && request.path.starts_with(prefix.as_str())
+                        })
+                        .map(|(_, _, answer)| answer(&request));
+                    let InboundRequest { method, path, body } = request;
+                    let (status, answer) = if let Some(scripted) = scripted {
+                        scripted
+                    } else if method == "PUT" && path.starts_with("/_matrix/federation/v1/send/") {
+                        (StatusCode::OK, json!({ "pdus": {} }))
+                    } else {
+                        (
+                            StatusCode::NOT_FOUND,
+                            json!({ "errcode": "M_UNRECOGNIZED", "error": "Not served here" }),
+                        )
+                    };
                     {
                         let mut log = received.lock().expect("lock");
                         if log.len() >= MAX_RECORDED {
@@ -347,6 +513,7 @@ async fn serve(
                         }
                         log.push(InboundRequest { method, path, body });
                     }
+                    arrived.send_modify(|n| *n += 1);
                     let resp = hyper::Response::builder()
                         .status(status)
                         .header(hyper::header::CONTENT_TYPE, "application/json")

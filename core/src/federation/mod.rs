@@ -40,8 +40,30 @@ pub struct Signed<T> {
     pub origin: String,
     /// The body.
     pub body: T,
+    /// The body's share of the memory budget, held while the handler runs.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+fn unauthorized(failure: auth::AuthFailure) -> MatrixError {
+    MatrixError::new(
+        StatusCode::UNAUTHORIZED,
+        "M_UNAUTHORIZED",
+        format!("Request signature refused: {failure:?}"),
+    )
+}
+
+fn too_large() -> MatrixError {
+    MatrixError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+        "Request body too large",
+    )
+}
+
+/// The order of checks keeps what a peer can make the node spend small: the header
+/// (destination, key, origin = the peer on the other end) before the body is read; room in the
+/// shared body budget before it is read; its shape (value count, depth) before it is parsed;
+/// the signature over the bytes as received; and only then one parse into `T`.
 impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
     type Rejection = MatrixError;
 
@@ -57,50 +79,70 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
                     "Not a peer-to-peer request",
                 )
             })?;
+        let local = state.identity.server_name().as_str();
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let x = auth::check_header(header, local).map_err(unauthorized)?;
+        if peer_id_for_server_name(&x.origin) != Some(peer.0) {
+            return Err(MatrixError::forbidden(
+                "The request's origin is not the peer that sent it",
+            ));
+        }
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > MAX_REQUEST_BYTES) {
+            return Err(too_large());
+        }
+        let budget = match req.extensions().get::<transport::BodyBudget>() {
+            Some(budget) if declared != Some(0) => {
+                budget.reserve(declared.unwrap_or(MAX_REQUEST_BYTES)).await
+            }
+            _ => None,
+        };
         let method = req.method().as_str().to_owned();
         let uri = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        let header = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         let bytes = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES)
             .await
-            .map_err(|_| {
-                MatrixError::new(
+            .map_err(|_| too_large())?;
+        bounded::check_shape(&bytes, bounded::MAX_REQUEST_VALUES, bounded::MAX_DEPTH).map_err(
+            |e| match e {
+                bounded::ShapeError::TooManyValues => MatrixError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "M_TOO_LARGE",
-                    "Request body too large",
-                )
-            })?;
-        let content: Option<Value> = if bytes.is_empty() {
-            None
+                    format!("Request body refused: {e}"),
+                ),
+                bounded::ShapeError::TooDeep => {
+                    MatrixError::bad_json(format!("Request body refused: {e}"))
+                }
+            },
+        )?;
+        auth::verify_body(&x, local, &method, &uri, &bytes).map_err(unauthorized)?;
+        state.heard.record(&x.origin);
+        let body = if bytes.is_empty() {
+            serde_json::from_value(json!({}))
         } else {
-            Some(serde_json::from_slice(&bytes).map_err(|e| MatrixError::not_json(e.to_string()))?)
-        };
-        let local = state.identity.server_name().as_str();
-        let origin =
-            auth::verify_request(header.as_deref(), local, &method, &uri, content.as_ref())
-                .map_err(|failure| {
-                    MatrixError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "M_UNAUTHORIZED",
-                        format!("Request signature refused: {failure:?}"),
-                    )
-                })?;
-        if peer_id_for_server_name(&origin) != Some(peer.0) {
-            return Err(MatrixError::forbidden(
-                "The request's origin is not the peer that sent it",
-            ));
+            serde_json::from_slice(&bytes)
         }
-        state.heard.record(&origin);
-        let body = serde_json::from_value(content.unwrap_or_else(|| json!({})))
-            .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))?;
-        Ok(Signed { origin, body })
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                MatrixError::not_json(e.to_string())
+            }
+            _ => MatrixError::bad_json(format!("Invalid request body: {e}")),
+        })?;
+        Ok(Signed {
+            origin: x.origin,
+            body,
+            _budget: budget,
+        })
     }
 }
 

@@ -1,0 +1,206 @@
+//! Floods from hostile peers: a server of the tests' own ([`EvilPeer`]) opens streams it never
+//! finishes, sends bodies made to be expensive, answers fetches with far more than was asked
+//! for, and tries to hold more connections than a node allows. Each attack goes through the
+//! real federation path (libp2p, Noise, yamux, HTTP/1.1) to a real node, which must bound
+//! what it spends and go on serving everyone else.
+
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use neurite_core::FederationLimits;
+use neurite_tests::{TestNode, WAIT, assert_error, assert_status, evil::EvilPeer, serde_json};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const VERSION: &str = "/_matrix/federation/v1/version";
+
+/// A node whose federation limits the test adjusts.
+async fn node_with(adjust: impl FnOnce(&mut FederationLimits)) -> TestNode {
+    TestNode::start_with(|config| adjust(&mut config.federation_limits)).await
+}
+
+/// Reads from `stream` until the node closes it (or resets it); bounded by [`WAIT`]. Returns
+/// what was read.
+async fn read_until_closed(stream: &mut libp2p::Stream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the node left the stream open");
+    got
+}
+
+/// Asks `/version` until the answer is not a 200 (bounded by [`WAIT`]); returns it.
+async fn until_refused(evil: &EvilPeer) -> (StatusCode, Value) {
+    let wait = async {
+        loop {
+            let resp = evil.request(Method::GET, VERSION, None).await;
+            if resp.0 != StatusCode::OK {
+                return resp;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("the node never refused a request over the limit")
+}
+
+#[tokio::test]
+async fn a_request_head_sent_slowly_is_cut_off_and_others_are_served_meanwhile() {
+    let node = node_with(|l| l.header_read_timeout = Duration::from_secs(1)).await;
+    let evil = EvilPeer::connect(&node).await;
+    let mut slow = evil.open_stream().await;
+    slow.write_all(b"GET /_matrix/federation/v1/version HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    slow.flush().await.expect("flush");
+    // Meanwhile, a request sent properly is answered.
+    let version = assert_status(&evil.request(Method::GET, VERSION, None).await, 200);
+    assert_eq!(version["server"]["name"], "Neurite");
+    // The head never ends: the node gives up on it and closes the stream without a 200.
+    let answer = read_until_closed(&mut slow).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_cut_off() {
+    let node = node_with(|l| l.request_timeout = Duration::from_secs(2)).await;
+    let evil = EvilPeer::connect(&node).await;
+    let path = "/_matrix/federation/v1/send/slow";
+    let body = json!({ "pdus": [] });
+    let auth = evil.authorization(&Method::PUT, path, Some(&body));
+    let mut stream = evil.open_stream().await;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"pdus\":",
+        evil.target()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.flush().await.expect("flush");
+    read_until_closed(&mut stream).await;
+    // The node is fine.
+    assert_status(&evil.request(Method::GET, VERSION, None).await, 200);
+}
+
+#[tokio::test]
+async fn a_peer_over_its_request_limit_is_refused_at_once_and_others_are_served() {
+    let node = node_with(|l| {
+        l.max_requests_per_peer = 3;
+        l.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let evil = EvilPeer::connect(&node).await;
+    let other = EvilPeer::connect(&node).await;
+    // Three streams that never send a thing take the peer's three places.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(evil.open_stream().await);
+    }
+    let refused = until_refused(&evil).await;
+    assert_error(&refused, 429, "M_LIMIT_EXCEEDED");
+    // Another peer is served all the while.
+    assert_status(&other.request(Method::GET, VERSION, None).await, 200);
+    // Once the streams close, the peer is served again.
+    drop(held);
+    let wait =
+        async { while evil.request(Method::GET, VERSION, None).await.0 != StatusCode::OK {} };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .expect("the peer's places were never given back");
+}
+
+#[tokio::test]
+async fn the_node_holds_no_more_connections_than_it_allows() {
+    let node = node_with(|l| l.max_connections = 2).await;
+    let first = EvilPeer::connect(&node).await;
+    let second = EvilPeer::connect(&node).await;
+    // The third is refused: during its handshake, or closed right after it.
+    if let Ok(third) = EvilPeer::try_connect(&node).await {
+        assert!(
+            third.wait_disconnected().await,
+            "a third connection stayed open"
+        );
+    }
+    assert_status(&first.request(Method::GET, VERSION, None).await, 200);
+    assert_status(&second.request(Method::GET, VERSION, None).await, 200);
+}
+
+#[tokio::test]
+async fn expensive_bodies_are_refused_before_they_are_parsed() {
+    let node = TestNode::start().await;
+    let evil = EvilPeer::connect(&node).await;
+    let path = "/_matrix/federation/v1/send/junk";
+    let forged = evil.authorization(&Method::PUT, path, Some(&json!({})));
+
+    // Nearly 4 MiB of tiny values, unsigned (the signature is for another body).
+    let mut flat = Vec::with_capacity(4 * 1024 * 1024);
+    flat.extend_from_slice(b"{\"pdus\":[");
+    while flat.len() < 4 * 1024 * 1024 - 16 {
+        flat.extend_from_slice(b"0,");
+    }
+    flat.extend_from_slice(b"0]}");
+    let resp = evil
+        .request_bytes(Method::PUT, path, Some(&forged), flat.clone())
+        .await;
+    assert_error(&resp, 413, "M_TOO_LARGE");
+    // Signed or not, the same.
+    let signed_flat = format!("{{\"pdus\":[{}0]}}", "0,".repeat(300_000)).into_bytes();
+    let signed_body: Value = serde_json::from_slice(&signed_flat).expect("JSON");
+    let auth = evil.authorization(&Method::PUT, path, Some(&signed_body));
+    let resp = evil
+        .request_bytes(Method::PUT, path, Some(&auth), signed_flat)
+        .await;
+    assert_error(&resp, 413, "M_TOO_LARGE");
+
+    // Nested deeper than any event.
+    let deep = format!("{{\"pdus\":{}{}}}", "[".repeat(100), "]".repeat(100));
+    let resp = evil
+        .request_bytes(Method::PUT, path, Some(&forged), deep.into_bytes())
+        .await;
+    assert_error(&resp, 400, "M_BAD_JSON");
+
+    // A header that names another server is refused before the body is looked at.
+    let impostor = EvilPeer::connect(&node).await;
+    let resp = evil
+        .request_bytes(
+            Method::PUT,
+            path,
+            Some(&impostor.authorization(&Method::PUT, path, Some(&json!({})))),
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_error(&resp, 403, "M_FORBIDDEN");
+
+    // A body over the size limit, declared as such: refused without waiting for it.
+    let mut stream = evil.open_stream().await;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {forged}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        evil.target(),
+        4 * 1024 * 1024 + 1
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.flush().await.expect("flush");
+    let answer = read_until_closed(&mut stream).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("M_TOO_LARGE"), "{answer}");
+
+    // A proper transaction still goes through.
+    let resp = evil
+        .request(Method::PUT, path, Some(json!({ "pdus": [], "edus": [] })))
+        .await;
+    assert_status(&resp, 200);
+}
