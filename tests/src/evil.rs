@@ -70,6 +70,7 @@ type Script = Arc<Mutex<Vec<(String, String, Answer)>>>;
 
 /// A hostile server connected to one [`TestNode`].
 pub struct EvilPeer {
+    seed: [u8; 32],
     identity: Identity,
     target: String,
     target_peer: PeerId,
@@ -104,6 +105,24 @@ impl EvilPeer {
     pub async fn try_connect(node: &TestNode) -> Result<Self, String> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("random seed");
+        Self::try_connect_as(node, seed).await
+    }
+
+    /// The same server as `self` (same key), connected anew to `node`: drop `self` first, and
+    /// the node sees the server leave and come back.
+    pub async fn reconnect(node: &TestNode, seed: [u8; 32]) -> Self {
+        match Self::try_connect_as(node, seed).await {
+            Ok(peer) => peer,
+            Err(e) => panic!("evil peer could not reconnect: {e}"),
+        }
+    }
+
+    /// The seed of this server's key (for [`EvilPeer::reconnect`]).
+    pub fn seed(&self) -> [u8; 32] {
+        self.seed
+    }
+
+    async fn try_connect_as(node: &TestNode, seed: [u8; 32]) -> Result<Self, String> {
         let identity = Identity::from_seed(&seed).expect("identity");
         let target = node.server_name();
         let target_peer = peer_id_for_server_name(&target).expect("the node has a Neurite name");
@@ -158,6 +177,7 @@ impl EvilPeer {
         let (arrived, arrivals) = watch::channel(0u64);
         let server_task = tokio::spawn(serve(incoming, received.clone(), script.clone(), arrived));
         let peer = Self {
+            seed,
             identity,
             target,
             target_peer,
@@ -289,18 +309,13 @@ impl EvilPeer {
 
     /// Like [`EvilPeer::sign_pdu`], for a given room version.
     pub fn sign_pdu_for(&self, room_version: &str, pdu: Value) -> (String, Value) {
-        let (_, rules) = version_rules(room_version).expect("a supported room version");
-        let mut obj: CanonicalJsonObject =
-            serde_json::from_value(pdu).expect("a PDU is a JSON object of canonical values");
-        hash_and_sign_event(
-            self.server_name(),
-            self.identity.key_pair(),
-            &mut obj,
-            &rules.redaction,
-        )
-        .expect("hash and sign the PDU");
-        let hash = reference_hash(&obj, &rules).expect("reference hash");
-        (format!("${hash}"), serde_json::to_value(obj).expect("JSON"))
+        sign_with(&self.identity, room_version, pdu)
+    }
+
+    /// A function that signs PDUs as [`EvilPeer::sign_pdu`] does, for scripted answers.
+    pub fn pdu_signer(&self) -> impl Fn(Value) -> Value + Send + Sync + 'static {
+        let identity = Identity::from_seed(&self.seed).expect("identity");
+        move |pdu| sign_with(&identity, DEFAULT_ROOM_VERSION, pdu).1
     }
 
     /// The federation requests the node has sent to this server so far.
@@ -330,6 +345,31 @@ impl EvilPeer {
         tokio::time::timeout(WAIT, wait)
             .await
             .unwrap_or_else(|_| panic!("the node sent no {what} within {WAIT:?}"))
+    }
+
+    /// Waits (bounded by [`WAIT`]) until the node has sent `n` requests that `matches`.
+    pub async fn wait_for_requests(
+        &self,
+        what: &str,
+        n: usize,
+        matches: impl Fn(&InboundRequest) -> bool,
+    ) {
+        let mut arrivals = self.arrivals.clone();
+        let wait = async {
+            loop {
+                arrivals.mark_unchanged();
+                if self.received().iter().filter(|r| matches(r)).count() >= n {
+                    return;
+                }
+                arrivals
+                    .changed()
+                    .await
+                    .expect("the evil peer's server stopped");
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the node sent fewer than {n} {what} within {WAIT:?}"))
     }
 
     /// Answers the node's `method` requests whose path starts with `path_prefix` with what
@@ -418,6 +458,22 @@ impl EvilPeer {
             Ok(Ok(_))
         )
     }
+}
+
+/// Adds the content hash and `identity`'s signature to `pdu`; returns the event id too.
+fn sign_with(identity: &Identity, room_version: &str, pdu: Value) -> (String, Value) {
+    let (_, rules) = version_rules(room_version).expect("a supported room version");
+    let mut obj: CanonicalJsonObject =
+        serde_json::from_value(pdu).expect("a PDU is a JSON object of canonical values");
+    hash_and_sign_event(
+        identity.server_name().as_str(),
+        identity.key_pair(),
+        &mut obj,
+        &rules.redaction,
+    )
+    .expect("hash and sign the PDU");
+    let hash = reference_hash(&obj, &rules).expect("reference hash");
+    (format!("${hash}"), serde_json::to_value(obj).expect("JSON"))
 }
 
 /// Runs the swarm; reports the first connection to (or failed dial of) `target`.

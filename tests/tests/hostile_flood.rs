@@ -7,12 +7,19 @@
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use neurite_core::FederationLimits;
-use neurite_tests::{TestNode, WAIT, assert_error, assert_status, evil::EvilPeer, serde_json};
+use neurite_core::{FederationLimits, storage::staged};
+use neurite_tests::{TestNode, WAIT, assert_error, assert_status, enc, evil::EvilPeer, serde_json};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const VERSION: &str = "/_matrix/federation/v1/version";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
 
 /// A node whose federation limits the test adjusts.
 async fn node_with(adjust: impl FnOnce(&mut FederationLimits)) -> TestNode {
@@ -203,4 +210,241 @@ async fn expensive_bodies_are_refused_before_they_are_parsed() {
         .request(Method::PUT, path, Some(json!({ "pdus": [], "edus": [] })))
         .await;
     assert_status(&resp, 200);
+}
+
+/// Mallory of the evil server joins `room` on `node` (make_join, send_join). Returns the join
+/// event's id and the auth events of a message of hers (the power levels and her join).
+async fn join_mallory(evil: &EvilPeer, room: &str) -> (String, Vec<Value>) {
+    let mallory = evil.user_id("mallory");
+    let template = assert_status(
+        &evil
+            .request(
+                Method::GET,
+                &format!(
+                    "/_matrix/federation/v1/make_join/{}/{}?ver=12",
+                    enc(room),
+                    enc(&mallory)
+                ),
+                None,
+            )
+            .await,
+        200,
+    );
+    let (join_id, join) = evil.sign_pdu(template["event"].clone());
+    assert_status(
+        &evil
+            .request(
+                Method::PUT,
+                &format!(
+                    "/_matrix/federation/v2/send_join/{}/{}",
+                    enc(room),
+                    enc(&join_id)
+                ),
+                Some(join),
+            )
+            .await,
+        200,
+    );
+    let mut auth = Vec::new();
+    for id in template["event"]["auth_events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let id = id.as_str().expect("an event id");
+        let event = assert_status(
+            &evil
+                .request(
+                    Method::GET,
+                    &format!("/_matrix/federation/v1/event/{}", enc(id)),
+                    None,
+                )
+                .await,
+            200,
+        );
+        if event["pdus"][0]["type"] == "m.room.power_levels" {
+            auth.push(json!(id));
+        }
+    }
+    auth.push(json!(join_id));
+    (join_id, auth)
+}
+
+/// A message of mallory's in `room` that cites `prev` (an event nobody has).
+fn message_after(
+    evil: &EvilPeer,
+    room: &str,
+    auth: &[Value],
+    prev: &str,
+    depth: u64,
+) -> (String, Value) {
+    evil.sign_pdu(json!({
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": evil.user_id("mallory"),
+        "content": { "msgtype": "m.text", "body": format!("at {depth}") },
+        "origin_server_ts": now_ms(),
+        "depth": depth,
+        "prev_events": [prev],
+        "auth_events": auth,
+    }))
+}
+
+/// An event id nobody has.
+fn unknown_event(n: u64) -> String {
+    format!("${n:043}")
+}
+
+/// How many events the evil server handed over wait in the node's holding area.
+async fn waiting_from(node: &TestNode, evil: &EvilPeer) -> usize {
+    let origin = evil.server_name().to_owned();
+    node.node()
+        .services()
+        .db
+        .read(move |c| staged::count_from_origin(c, &origin))
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_get_missing_events_answer_is_cut_to_what_was_asked_for() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let evil = EvilPeer::connect(&node).await;
+    let (_, auth) = join_mallory(&evil, &room).await;
+
+    // Asked for the gap before an event, the evil server answers with a thousand events,
+    // each after one more that nobody has; asked again, it has nothing.
+    let answer: Vec<Value> = (0..1000)
+        .map(|i| message_after(&evil, &room, &auth, &unknown_event(i + 1), 10).1)
+        .collect();
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    evil.answer(
+        "POST",
+        "/_matrix/federation/v1/get_missing_events/",
+        move |_| {
+            if answered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({ "errcode": "M_NOT_FOUND", "error": "No more" }),
+                )
+            } else {
+                (StatusCode::OK, json!({ "events": answer }))
+            }
+        },
+    );
+    let (_, gap) = message_after(&evil, &room, &auth, &unknown_event(0), 11);
+    let resp = evil
+        .request(
+            Method::PUT,
+            "/_matrix/federation/v1/send/gap",
+            Some(json!({ "pdus": [gap], "edus": [] })),
+        )
+        .await;
+    assert_status(&resp, 200);
+
+    let asked = evil
+        .wait_for_request("get_missing_events", |r| {
+            r.path
+                .starts_with("/_matrix/federation/v1/get_missing_events/")
+        })
+        .await;
+    let limit = asked.body["limit"].as_u64().expect("a limit");
+    assert!(limit <= 100, "asked for {limit} events");
+    // Once the node has moved on to asking for the state at the gap, it has taken in what it
+    // will take of the answer.
+    evil.wait_for_request("state request", |r| {
+        r.path.starts_with("/_matrix/federation/v1/state/")
+    })
+    .await;
+    let waiting = waiting_from(&node, &evil).await;
+    assert!(
+        waiting > 1,
+        "the answer's events were not taken in at all ({waiting})"
+    );
+    assert!(
+        waiting as u64 <= 1 + limit,
+        "{waiting} events wait, more than the {limit} asked for and the one sent"
+    );
+    for r in evil.received() {
+        if r.path
+            .starts_with("/_matrix/federation/v1/get_missing_events/")
+        {
+            assert!(
+                r.body["limit"].as_u64().is_some_and(|l| l <= limit),
+                "{r:?}"
+            );
+        }
+    }
+    // The node still serves everyone.
+    alice.send_text(&room, "still here").await;
+}
+
+#[tokio::test]
+async fn catch_up_asks_small_questions_whatever_the_answers() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let evil = EvilPeer::connect(&node).await;
+    let (_, auth) = join_mallory(&evil, &room).await;
+    // The evil server leaves and comes back: the node catches up with it.
+    let seed = evil.seed();
+    drop(evil);
+    let evil = EvilPeer::reconnect(&node, seed).await;
+
+    // It claims one latest event, and answers every question for missing events with three
+    // hundred new ones, each after twenty events nobody has.
+    let tip = unknown_event(7);
+    let extremities = json!({ "rooms": { room.clone(): [tip] } });
+    evil.answer(
+        "GET",
+        "/_matrix/federation/unstable/org.neurite/extremities",
+        move |_| (StatusCode::OK, extremities.clone()),
+    );
+    let counter = std::sync::atomic::AtomicU64::new(1_000);
+    let sign = evil.pdu_signer();
+    let (room_id, mallory) = (room.clone(), evil.user_id("mallory"));
+    evil.answer(
+        "POST",
+        "/_matrix/federation/v1/get_missing_events/",
+        move |_| {
+            let events: Vec<Value> = (0..300)
+                .map(|_| {
+                    let prevs: Vec<String> = (0..20)
+                        .map(|_| {
+                            unknown_event(counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+                        })
+                        .collect();
+                    sign(json!({
+                        "type": "m.room.message",
+                        "room_id": room_id,
+                        "sender": mallory,
+                        "content": { "msgtype": "m.text", "body": "more" },
+                        "origin_server_ts": now_ms(),
+                        "depth": 10,
+                        "prev_events": prevs,
+                        "auth_events": auth,
+                    }))
+                })
+                .collect();
+            (StatusCode::OK, json!({ "events": events }))
+        },
+    );
+    evil.wait_for_requests("get_missing_events", 3, |r| {
+        r.path
+            .starts_with("/_matrix/federation/v1/get_missing_events/")
+    })
+    .await;
+    for r in evil.received() {
+        if !r
+            .path
+            .starts_with("/_matrix/federation/v1/get_missing_events/")
+        {
+            continue;
+        }
+        assert!(r.body["limit"].as_u64().is_some_and(|l| l <= 100), "{r:?}");
+        let latest = r.body["latest_events"].as_array().map_or(0, Vec::len);
+        assert!(latest <= 20, "asked back from {latest} events");
+    }
 }
