@@ -448,3 +448,95 @@ async fn catch_up_asks_small_questions_whatever_the_answers() {
         assert!(latest <= 20, "asked back from {latest} events");
     }
 }
+
+#[tokio::test]
+async fn a_pdu_is_measured_with_its_signatures_and_foreign_signatures_are_dropped() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let evil = EvilPeer::connect(&node).await;
+    let (join_id, auth) = join_mallory(&evil, &room).await;
+    let message = |body: &str| {
+        json!({
+            "type": "m.room.message",
+            "room_id": room,
+            "sender": evil.user_id("mallory"),
+            "content": { "msgtype": "m.text", "body": body },
+            "origin_server_ts": now_ms(),
+            "depth": 10,
+            "prev_events": [join_id],
+            "auth_events": auth,
+        })
+    };
+    let send = |txn: &'static str, pdu: Value| {
+        let evil = &evil;
+        async move {
+            let resp = evil
+                .request(
+                    Method::PUT,
+                    &format!("/_matrix/federation/v1/send/{txn}"),
+                    Some(json!({ "pdus": [pdu], "edus": [] })),
+                )
+                .await;
+            assert_status(&resp, 200)
+        }
+    };
+
+    // Signatures of servers that have no part in the event, under the 64 KiB line without
+    // them and over it with them: refused.
+    let (big_id, mut big) = evil.sign_pdu(message("big"));
+    let junk: serde_json::Map<String, Value> = (0..1200)
+        .map(|i| {
+            (
+                format!("junk{i:05}.example"),
+                json!({ "ed25519:x": "A".repeat(40) }),
+            )
+        })
+        .collect();
+    for (server, sigs) in junk {
+        big["signatures"][server] = sigs;
+    }
+    assert!(serde_json::to_vec(&big).expect("json").len() > 65_536);
+    send("big", big).await;
+    let stored_json = |id: String| {
+        let db = node.node().services().db.clone();
+        async move {
+            db.read(move |c| neurite_core::storage::events::get_event_json(c, &id))
+                .await
+                .expect("read")
+        }
+    };
+    assert!(
+        stored_json(big_id).await.is_none(),
+        "an event over 64 KiB with its signatures was stored"
+    );
+
+    // A few foreign signatures (and a foreign key id of the sender's): the event is taken,
+    // and stored without them.
+    let (small_id, mut small) = evil.sign_pdu(message("small"));
+    small["signatures"]["elsewhere.example"] = json!({ "ed25519:x": "QUJD" });
+    small["signatures"][evil.server_name()]["ed25519:other"] = json!("QUJD");
+    let results = send("small", small).await;
+    assert!(
+        results["pdus"][&small_id].get("error").is_none(),
+        "{results}"
+    );
+    let stored = alice
+        .get_ok(&format!("/rooms/{}/event/{}", enc(&room), enc(&small_id)))
+        .await;
+    assert_eq!(stored["content"]["body"], "small");
+    let json = stored_json(small_id.clone()).await.expect("stored");
+    let json: Value = serde_json::from_str(&json).expect("JSON");
+    let servers: Vec<&String> = json["signatures"]
+        .as_object()
+        .expect("signatures")
+        .keys()
+        .collect();
+    assert_eq!(servers, vec![evil.server_name()], "{json}");
+    let keys: Vec<&String> = json["signatures"][evil.server_name()]
+        .as_object()
+        .expect("keys")
+        .keys()
+        .collect();
+    assert_eq!(keys, vec!["ed25519:p2p"], "{json}");
+}
