@@ -74,7 +74,8 @@ pub struct FederationLimits {
     /// Federation requests served at once for one peer; more are answered
     /// `429 M_LIMIT_EXCEEDED` straight away.
     pub max_requests_per_peer: usize,
-    /// Federation requests served at once, in total; more are refused the same way.
+    /// Federation requests served at once, in total; past it, a peer holding its fair share
+    /// of it (or more) is refused the same way, and one holding less is still served.
     pub max_requests: usize,
     /// Request bodies held in memory at once, in bytes, across all peers; a request waits
     /// for room before its body is read.

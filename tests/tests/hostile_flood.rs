@@ -105,6 +105,7 @@ async fn a_body_that_never_ends_is_cut_off() {
 async fn a_peer_over_its_request_limit_is_refused_at_once_and_others_are_served() {
     let node = node_with(|l| {
         l.max_requests_per_peer = 3;
+        l.max_requests = 3;
         l.header_read_timeout = Duration::from_secs(60);
     })
     .await;
@@ -117,7 +118,7 @@ async fn a_peer_over_its_request_limit_is_refused_at_once_and_others_are_served(
     }
     let refused = until_refused(&evil).await;
     assert_error(&refused, 429, "M_LIMIT_EXCEEDED");
-    // Another peer is served all the while.
+    // Another peer is served all the while, though the one peer holds the node's total.
     assert_status(&other.request(Method::GET, VERSION, None).await, 200);
     // Once the streams close, the peer is served again.
     drop(held);

@@ -95,8 +95,17 @@ impl Gate {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let total: usize = in_flight.values().sum();
         let mine = in_flight.get(&peer).copied().unwrap_or(0);
-        if mine >= self.per_peer || total >= self.total {
+        if mine >= self.per_peer {
             return None;
+        }
+        // Past the total, a peer still gets its fair share: keys are free, so many peers
+        // holding their places must not shut out one that holds none. This lets the total
+        // go over by at most one request per connected peer.
+        if total >= self.total {
+            let peers = in_flight.len() + usize::from(mine == 0);
+            if mine >= (self.total / peers.max(1)).max(1) {
+                return None;
+            }
         }
         in_flight.insert(peer, mine + 1);
         Some(Pass {
@@ -125,9 +134,10 @@ impl Drop for Pass {
 /// Accepts federation streams and serves each with `router`, until the swarm stops.
 ///
 /// The accept loop only counts and spawns, so a slow stream never holds up the next one. A
-/// peer (or all peers together) with as many requests in progress as `limits` allow gets
-/// `429 M_LIMIT_EXCEEDED` at once for the next; each stream has a deadline for its request
-/// head and one for the whole exchange.
+/// peer with as many requests in progress as `limits` allow it gets `429 M_LIMIT_EXCEEDED`
+/// at once for the next, and so does one holding more than its fair share once all peers
+/// together hold the total; each stream has a deadline for its request head and one for the
+/// whole exchange.
 pub fn serve(p2p: &P2p, router: Router, limits: &FederationLimits) -> Result<()> {
     let mut incoming = p2p
         .control()
