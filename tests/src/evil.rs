@@ -123,9 +123,6 @@ impl EvilPeer {
     }
 
     async fn try_connect_as(node: &TestNode, seed: [u8; 32]) -> Result<Self, String> {
-        let identity = Identity::from_seed(&seed).expect("identity");
-        let target = node.server_name();
-        let target_peer = peer_id_for_server_name(&target).expect("the node has a Neurite name");
         let addrs: Vec<Multiaddr> = node
             .node()
             .p2p_addrs()
@@ -142,7 +139,19 @@ impl EvilPeer {
             })
             .collect();
         assert!(!addrs.is_empty(), "the node listens on no loopback address");
+        Self::connect_to(&node.server_name(), addrs, seed).await
+    }
 
+    /// A server with key `seed` connected to the node named `target` at `addrs` (loopback
+    /// addresses of a node in another process, for benchmarks).
+    pub async fn connect_to(
+        target: &str,
+        addrs: Vec<Multiaddr>,
+        seed: [u8; 32],
+    ) -> Result<Self, String> {
+        let identity = Identity::from_seed(&seed).expect("identity");
+        let target = target.to_owned();
+        let target_peer = peer_id_for_server_name(&target).ok_or("not a Neurite server name")?;
         let keypair = identity.libp2p_keypair().expect("libp2p key");
         let mut swarm: Swarm<libp2p_stream::Behaviour> =
             libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -260,15 +269,40 @@ impl EvilPeer {
         authorization: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.try_request_inner(method, path, authorization, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Sends a signed request like [`EvilPeer::request`], without a time bound, and hands
+    /// back what went wrong instead of failing (for benchmarks).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), String> {
+        let auth = self.authorization(&method, path, body.as_ref());
+        self.try_request_inner(method, path, Some(&auth), body)
+            .await
+    }
+
+    async fn try_request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), String> {
         let mut control = self.control.clone();
         let stream = control
             .open_stream(self.target_peer, FEDERATION_PROTOCOL)
             .await
-            .unwrap_or_else(|e| panic!("stream to the node: {e}"));
+            .map_err(|e| format!("stream to the node: {e}"))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
                 .await
-                .expect("HTTP handshake");
+                .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -287,17 +321,20 @@ impl EvilPeer {
             None => Vec::new(),
         };
         let req = req.body(Full::new(Bytes::from(bytes))).expect("request");
-        let resp = sender.send_request(req).await.expect("send the request");
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send the request: {e}"))?;
         let status = resp.status();
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .expect("read the response")
+            .map_err(|e| format!("read the response: {e}"))?
             .to_bytes();
-        (
+        Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        ))
     }
 
     /// Adds the content hash and this server's signature to `pdu` (any content, room, prev
@@ -395,14 +432,19 @@ impl EvilPeer {
 
     /// A new federation stream to the node, to write raw bytes on (or none at all).
     pub async fn open_stream(&self) -> libp2p::Stream {
+        tokio::time::timeout(WAIT, self.try_open_stream())
+            .await
+            .expect("opening a stream timed out")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`EvilPeer::open_stream`], handing back what went wrong (for benchmarks).
+    pub async fn try_open_stream(&self) -> Result<libp2p::Stream, String> {
         let mut control = self.control.clone();
-        tokio::time::timeout(
-            WAIT,
-            control.open_stream(self.target_peer, FEDERATION_PROTOCOL),
-        )
-        .await
-        .expect("opening a stream timed out")
-        .unwrap_or_else(|e| panic!("stream to the node: {e}"))
+        control
+            .open_stream(self.target_peer, FEDERATION_PROTOCOL)
+            .await
+            .map_err(|e| format!("stream to the node: {e}"))
     }
 
     /// Sends a request whose body is `body` as given (any bytes, JSON or not), with the given
