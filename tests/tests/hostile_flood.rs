@@ -102,6 +102,35 @@ async fn a_body_that_never_ends_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_holds_the_body_budget_holds_up_no_request_without_a_body() {
+    let node = node_with(|l| l.max_body_bytes_in_flight = 1024).await;
+    let alice = node.register("alice").await;
+    let evil = EvilPeer::connect(&node).await;
+    // A signed transaction whose body never comes takes the whole budget while it waits.
+    let path = "/_matrix/federation/v1/send/held";
+    let auth = evil.authorization(&Method::PUT, path, Some(&json!({})));
+    let mut held = evil.open_stream().await;
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        evil.target()
+    );
+    held.write_all(head.as_bytes()).await.expect("write");
+    held.flush().await.expect("flush");
+    // Signed requests without a body need no room in it.
+    let other = EvilPeer::connect(&node).await;
+    for _ in 0..3 {
+        let path = format!(
+            "/_matrix/federation/v1/query/profile?user_id={}",
+            neurite_tests::enc(&alice.user_id)
+        );
+        let resp = other.request(Method::GET, &path, None).await;
+        assert_status(&resp, 200);
+    }
+    drop(held);
+}
+
+#[tokio::test]
 async fn a_peer_over_its_request_limit_is_refused_at_once_and_others_are_served() {
     let node = node_with(|l| {
         l.max_requests_per_peer = 3;

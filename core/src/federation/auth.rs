@@ -181,32 +181,16 @@ pub fn verify_body(
         )
         .is_ok()
     };
-    // The request object's keys in canonical (sorted) order: content, destination, method,
-    // origin, uri.
-    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
-    let tail = format!(
-        "\"destination\":{},\"method\":{},\"origin\":{},\"uri\":{}}}",
-        text(local),
-        text(method),
-        text(&x.origin),
-        text(uri)
-    );
     if body.is_empty() {
-        return if verify(format!("{{{tail}").as_bytes()) {
+        return if verify(&signed_bytes(&x.origin, local, method, uri, None)) {
             Ok(())
         } else {
             Err(AuthFailure::BadSignature)
         };
     }
-    let mut message = Vec::with_capacity(body.len() + tail.len() + 16);
-    message.extend_from_slice(b"{\"content\":");
-    message.extend_from_slice(body);
-    message.push(b',');
-    message.extend_from_slice(tail.as_bytes());
-    if verify(&message) {
+    if verify(&signed_bytes(&x.origin, local, method, uri, Some(body))) {
         return Ok(());
     }
-    drop(message);
     let content: CanonicalJsonValue =
         serde_json::from_slice(body).map_err(|_| AuthFailure::BadSignature)?;
     let canonical = serde_json::to_vec(&content).map_err(|_| AuthFailure::BadSignature)?;
@@ -215,16 +199,46 @@ pub fn verify_body(
         // Already canonical: the check above was the real one.
         return Err(AuthFailure::BadSignature);
     }
-    let mut message = Vec::with_capacity(canonical.len() + tail.len() + 16);
-    message.extend_from_slice(b"{\"content\":");
-    message.extend_from_slice(&canonical);
-    message.push(b',');
-    message.extend_from_slice(tail.as_bytes());
-    if verify(&message) {
+    if verify(&signed_bytes(
+        &x.origin,
+        local,
+        method,
+        uri,
+        Some(&canonical),
+    )) {
         Ok(())
     } else {
         Err(AuthFailure::BadSignature)
     }
+}
+
+/// The bytes a request's signature covers, given its content as canonical JSON: the request
+/// object with its keys in canonical (sorted) order, content, destination, method, origin,
+/// uri.
+fn signed_bytes(
+    origin: &str,
+    destination: &str,
+    method: &str,
+    uri: &str,
+    content: Option<&[u8]>,
+) -> Vec<u8> {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let tail = format!(
+        "\"destination\":{},\"method\":{},\"origin\":{},\"uri\":{}}}",
+        text(destination),
+        text(method),
+        text(origin),
+        text(uri)
+    );
+    let mut message = Vec::with_capacity(content.map_or(0, <[u8]>::len) + tail.len() + 16);
+    message.push(b'{');
+    if let Some(content) = content {
+        message.extend_from_slice(b"\"content\":");
+        message.extend_from_slice(content);
+        message.push(b',');
+    }
+    message.extend_from_slice(tail.as_bytes());
+    message
 }
 
 /// Verifies a signed request addressed to `local`; returns the origin.
@@ -326,8 +340,25 @@ mod tests {
         let body = json!({ "pdus": [], "origin": "x", "z": { "é": "\u{1}\"" } });
         let header = sign_request(&a, "PUT", path, dest, Some(&body)).unwrap();
         let x = check_header(Some(&header), dest).expect("header");
-        // As Neurite sends it (canonical), and with whitespace and keys out of order.
+        // As Neurite sends it: its bytes are the canonical form, so the signature is checked
+        // over them as they are, nothing parsed.
         let canonical = serde_json::to_vec(&body).unwrap();
+        let origin = a.server_name().as_str();
+        let object = request_object("PUT", path, origin, dest, Some(&body)).unwrap();
+        assert_eq!(
+            ruma::signatures::to_canonical_json_string_for_signing(&object)
+                .unwrap()
+                .as_bytes(),
+            signed_bytes(origin, dest, "PUT", path, Some(&canonical)).as_slice()
+        );
+        let object = request_object("GET", "/x?a=%22", origin, dest, None).unwrap();
+        assert_eq!(
+            ruma::signatures::to_canonical_json_string_for_signing(&object)
+                .unwrap()
+                .as_bytes(),
+            signed_bytes(origin, dest, "GET", "/x?a=%22", None).as_slice()
+        );
+        // And with whitespace and keys out of order.
         assert_eq!(verify_body(&x, dest, "PUT", path, &canonical), Ok(()));
         let loose = br#"{ "z": {"\u00e9": "\u0001\""}, "pdus": [ ], "origin": "x" }"#;
         assert_eq!(verify_body(&x, dest, "PUT", path, loose), Ok(()));

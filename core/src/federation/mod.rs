@@ -90,18 +90,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
                 "The request's origin is not the peer that sent it",
             ));
         }
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_REQUEST_BYTES) {
+        // What the body will take: its declared length, the most allowed for a chunked one,
+        // nothing for none (a GET takes no share of the budget).
+        let hint = http_body::Body::size_hint(req.body());
+        if hint.lower() > MAX_REQUEST_BYTES as u64 {
             return Err(too_large());
         }
+        let expected = hint
+            .upper()
+            .map_or(MAX_REQUEST_BYTES, |n| (n as usize).min(MAX_REQUEST_BYTES));
         let budget = match req.extensions().get::<transport::BodyBudget>() {
-            Some(budget) if declared != Some(0) => {
-                budget.reserve(declared.unwrap_or(MAX_REQUEST_BYTES)).await
-            }
+            Some(budget) if expected > 0 => budget.reserve(expected).await,
             _ => None,
         };
         let method = req.method().as_str().to_owned();
