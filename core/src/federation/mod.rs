@@ -60,6 +60,24 @@ fn too_large() -> MatrixError {
     )
 }
 
+/// Reads a request body of at most [`MAX_REQUEST_BYTES`] into one buffer sized for what it
+/// declared (`expected`), so a large body is held once, not once more while its buffer grows.
+async fn read_body(body: axum::body::Body, expected: usize) -> Result<Vec<u8>, MatrixError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(expected);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| MatrixError::bad_json("The request body was cut off"))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_REQUEST_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
 /// The order of checks keeps what a peer can make the node spend small: the header
 /// (destination, key, origin = the peer on the other end) before the body is read; room in the
 /// shared body budget before it is read; its shape (value count, depth) before it is parsed;
@@ -109,9 +127,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES)
-            .await
-            .map_err(|_| too_large())?;
+        let bytes = read_body(req.into_body(), expected).await?;
         bounded::check_shape(&bytes, bounded::MAX_REQUEST_VALUES, bounded::MAX_DEPTH).map_err(
             |e| match e {
                 bounded::ShapeError::TooManyValues => MatrixError::new(
