@@ -1,6 +1,6 @@
 //! Node configuration.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 /// Who may create accounts through `POST /register`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -129,6 +129,49 @@ impl Default for PasswordCost {
     }
 }
 
+/// What peers may make this node hold at once over federation. Keys are free, so each bound
+/// is per peer where it can be and in total besides; the defaults fit a phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationLimits {
+    /// Open libp2p connections, in total.
+    pub max_connections: u32,
+    /// Open libp2p connections with one peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Streams open at once on one connection (yamux).
+    pub max_streams_per_connection: usize,
+    /// Federation requests served at once for one peer; more are answered
+    /// `429 M_LIMIT_EXCEEDED` straight away.
+    pub max_requests_per_peer: usize,
+    /// Federation requests served at once, in total; past it, a peer holding its fair share
+    /// of it (or more) is refused the same way, and one holding less is still served.
+    pub max_requests: usize,
+    /// Request bodies held in memory at once, in bytes, across all peers; a request waits
+    /// for room before its body is read.
+    pub max_body_bytes_in_flight: usize,
+    /// How long a peer has to send a request's line and headers.
+    pub header_read_timeout: Duration,
+    /// How long one federation stream may last, from its first byte to the end of the answer.
+    pub request_timeout: Duration,
+}
+
+impl Default for FederationLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            max_connections_per_peer: 2,
+            max_pending_incoming: 16,
+            max_streams_per_connection: 64,
+            max_requests_per_peer: 16,
+            max_requests: 64,
+            max_body_bytes_in_flight: 16 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -164,6 +207,8 @@ pub struct Config {
     pub media_quota_per_user: u64,
     /// Most bytes of media all users of the node together may have uploaded.
     pub media_quota_total: u64,
+    /// Bounds on what peers may make the node hold at once.
+    pub federation_limits: FederationLimits,
 }
 
 /// TCP on every IPv4 interface, any free port.
@@ -191,6 +236,7 @@ impl Config {
             rate_limits: RateLimits::default(),
             media_quota_per_user: 1024 * 1024 * 1024,
             media_quota_total: 4 * 1024 * 1024 * 1024,
+            federation_limits: FederationLimits::default(),
         }
     }
 }

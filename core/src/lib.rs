@@ -36,7 +36,8 @@ pub mod user_data;
 pub mod validate;
 
 pub use config::{
-    Config, MIN_REGISTRATION_TOKEN_LEN, PasswordCost, RateLimit, RateLimits, RegistrationMode,
+    Config, FederationLimits, MIN_REGISTRATION_TOKEN_LEN, PasswordCost, RateLimit, RateLimits,
+    RegistrationMode,
 };
 pub use error::{Error, MatrixError};
 pub use node::{Node, known_peers, register_offline};

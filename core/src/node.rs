@@ -43,9 +43,14 @@ impl Node {
                 mdns: services.config.mdns_enabled,
                 remembered: remembered_peers(&services).await,
                 learned: Some(address_book(&services)),
+                limits: services.config.federation_limits.clone(),
             };
             let p2p = P2p::start(&services.identity, p2p_config, p2p_stopped.clone()).await?;
-            crate::federation::transport::serve(&p2p, crate::federation::router(services.clone()))?;
+            crate::federation::transport::serve(
+                &p2p,
+                crate::federation::router(services.clone()),
+                &services.config.federation_limits,
+            )?;
             let client = crate::federation::transport::FederationClient::new(
                 services.identity.clone(),
                 p2p.clone(),

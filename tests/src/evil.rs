@@ -4,7 +4,9 @@
 //!
 //! It only dials the addresses a [`TestNode`] listens on (loopback) and never uses mDNS.
 //! Federation requests the node sends it back are recorded (see [`EvilPeer::received`]) and
-//! answered `200 {}` for transactions, `404 M_UNRECOGNIZED` otherwise.
+//! answered as a test scripts them ([`EvilPeer::answer`]), else `200 {}` for transactions and
+//! `404 M_UNRECOGNIZED` otherwise. For floods it also hands out raw federation streams
+//! ([`EvilPeer::open_stream`]) and sends bodies of any bytes ([`EvilPeer::request_bytes`]).
 //!
 //! Every wait is bounded by [`WAIT`].
 
@@ -31,7 +33,10 @@ use ruma::{
     signatures::{hash_and_sign_event, reference_hash},
 };
 use serde_json::{Value, json};
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{oneshot, watch},
+    task::JoinHandle,
+};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::{TestNode, WAIT};
@@ -57,13 +62,25 @@ pub struct InboundRequest {
     pub body: Value,
 }
 
+/// A scripted answer: given a request the node sent, the status and JSON to answer with.
+type Answer = Box<dyn Fn(&InboundRequest) -> (StatusCode, Value) + Send + Sync>;
+
+/// Scripted answers by method and path prefix; the latest added that matches wins.
+type Script = Arc<Mutex<Vec<(String, String, Answer)>>>;
+
 /// A hostile server connected to one [`TestNode`].
 pub struct EvilPeer {
+    seed: [u8; 32],
     identity: Identity,
     target: String,
     target_peer: PeerId,
     control: libp2p_stream::Control,
     received: Arc<Mutex<Vec<InboundRequest>>>,
+    script: Script,
+    /// Bumped for every request recorded.
+    arrivals: watch::Receiver<u64>,
+    /// Whether a connection to the node is open.
+    link: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -78,11 +95,34 @@ impl Drop for EvilPeer {
 impl EvilPeer {
     /// A new server with a random key, connected to `node` over loopback.
     pub async fn connect(node: &TestNode) -> Self {
+        match Self::try_connect(node).await {
+            Ok(peer) => peer,
+            Err(e) => panic!("evil peer could not connect: {e}"),
+        }
+    }
+
+    /// Like [`EvilPeer::connect`], for a node that may refuse the connection.
+    pub async fn try_connect(node: &TestNode) -> Result<Self, String> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("random seed");
-        let identity = Identity::from_seed(&seed).expect("identity");
-        let target = node.server_name();
-        let target_peer = peer_id_for_server_name(&target).expect("the node has a Neurite name");
+        Self::try_connect_as(node, seed).await
+    }
+
+    /// The same server as `self` (same key), connected anew to `node`: drop `self` first, and
+    /// the node sees the server leave and come back.
+    pub async fn reconnect(node: &TestNode, seed: [u8; 32]) -> Self {
+        match Self::try_connect_as(node, seed).await {
+            Ok(peer) => peer,
+            Err(e) => panic!("evil peer could not reconnect: {e}"),
+        }
+    }
+
+    /// The seed of this server's key (for [`EvilPeer::reconnect`]).
+    pub fn seed(&self) -> [u8; 32] {
+        self.seed
+    }
+
+    async fn try_connect_as(node: &TestNode, seed: [u8; 32]) -> Result<Self, String> {
         let addrs: Vec<Multiaddr> = node
             .node()
             .p2p_addrs()
@@ -99,7 +139,19 @@ impl EvilPeer {
             })
             .collect();
         assert!(!addrs.is_empty(), "the node listens on no loopback address");
+        Self::connect_to(&node.server_name(), addrs, seed).await
+    }
 
+    /// A server with key `seed` connected to the node named `target` at `addrs` (loopback
+    /// addresses of a node in another process, for benchmarks).
+    pub async fn connect_to(
+        target: &str,
+        addrs: Vec<Multiaddr>,
+        seed: [u8; 32],
+    ) -> Result<Self, String> {
+        let identity = Identity::from_seed(&seed).expect("identity");
+        let target = target.to_owned();
+        let target_peer = peer_id_for_server_name(&target).ok_or("not a Neurite server name")?;
         let keypair = identity.libp2p_keypair().expect("libp2p key");
         let mut swarm: Swarm<libp2p_stream::Behaviour> =
             libp2p::SwarmBuilder::with_existing_identity(keypair)
@@ -127,22 +179,29 @@ impl EvilPeer {
         swarm.dial(opts).expect("dial the node");
 
         let (connected_tx, connected_rx) = oneshot::channel::<Result<(), String>>();
-        let swarm_task = tokio::spawn(drive(swarm, target_peer, connected_tx));
+        let (link_tx, link) = watch::channel(false);
+        let swarm_task = tokio::spawn(drive(swarm, target_peer, connected_tx, link_tx));
         let received = Arc::new(Mutex::new(Vec::new()));
-        let server_task = tokio::spawn(serve(incoming, received.clone()));
+        let script: Script = Arc::new(Mutex::new(Vec::new()));
+        let (arrived, arrivals) = watch::channel(0u64);
+        let server_task = tokio::spawn(serve(incoming, received.clone(), script.clone(), arrived));
         let peer = Self {
+            seed,
             identity,
             target,
             target_peer,
             control,
             received,
+            script,
+            arrivals,
+            link,
             tasks: vec![swarm_task, server_task],
         };
         match tokio::time::timeout(WAIT, connected_rx).await {
-            Ok(Ok(Ok(()))) => peer,
-            Ok(Ok(Err(e))) => panic!("evil peer could not connect: {e}"),
-            Ok(Err(_)) => panic!("evil peer's swarm stopped"),
-            Err(_) => panic!("evil peer did not connect within {WAIT:?}"),
+            Ok(Ok(Ok(()))) => Ok(peer),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err("the evil peer's swarm stopped".into()),
+            Err(_) => Err(format!("no connection within {WAIT:?}")),
         }
     }
 
@@ -210,15 +269,40 @@ impl EvilPeer {
         authorization: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.try_request_inner(method, path, authorization, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Sends a signed request like [`EvilPeer::request`], without a time bound, and hands
+    /// back what went wrong instead of failing (for benchmarks).
+    pub async fn try_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), String> {
+        let auth = self.authorization(&method, path, body.as_ref());
+        self.try_request_inner(method, path, Some(&auth), body)
+            .await
+    }
+
+    async fn try_request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value), String> {
         let mut control = self.control.clone();
         let stream = control
             .open_stream(self.target_peer, FEDERATION_PROTOCOL)
             .await
-            .unwrap_or_else(|e| panic!("stream to the node: {e}"));
+            .map_err(|e| format!("stream to the node: {e}"))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
                 .await
-                .expect("HTTP handshake");
+                .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -237,17 +321,20 @@ impl EvilPeer {
             None => Vec::new(),
         };
         let req = req.body(Full::new(Bytes::from(bytes))).expect("request");
-        let resp = sender.send_request(req).await.expect("send the request");
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send the request: {e}"))?;
         let status = resp.status();
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .expect("read the response")
+            .map_err(|e| format!("read the response: {e}"))?
             .to_bytes();
-        (
+        Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        ))
     }
 
     /// Adds the content hash and this server's signature to `pdu` (any content, room, prev
@@ -259,24 +346,176 @@ impl EvilPeer {
 
     /// Like [`EvilPeer::sign_pdu`], for a given room version.
     pub fn sign_pdu_for(&self, room_version: &str, pdu: Value) -> (String, Value) {
-        let (_, rules) = version_rules(room_version).expect("a supported room version");
-        let mut obj: CanonicalJsonObject =
-            serde_json::from_value(pdu).expect("a PDU is a JSON object of canonical values");
-        hash_and_sign_event(
-            self.server_name(),
-            self.identity.key_pair(),
-            &mut obj,
-            &rules.redaction,
-        )
-        .expect("hash and sign the PDU");
-        let hash = reference_hash(&obj, &rules).expect("reference hash");
-        (format!("${hash}"), serde_json::to_value(obj).expect("JSON"))
+        sign_with(&self.identity, room_version, pdu)
+    }
+
+    /// A function that signs PDUs as [`EvilPeer::sign_pdu`] does, for scripted answers.
+    pub fn pdu_signer(&self) -> impl Fn(Value) -> Value + Send + Sync + 'static {
+        let identity = Identity::from_seed(&self.seed).expect("identity");
+        move |pdu| sign_with(&identity, DEFAULT_ROOM_VERSION, pdu).1
     }
 
     /// The federation requests the node has sent to this server so far.
     pub fn received(&self) -> Vec<InboundRequest> {
         self.received.lock().expect("lock").clone()
     }
+
+    /// Waits (bounded by [`WAIT`]) until the node has sent a request that `matches`; returns it.
+    pub async fn wait_for_request(
+        &self,
+        what: &str,
+        matches: impl Fn(&InboundRequest) -> bool,
+    ) -> InboundRequest {
+        let mut arrivals = self.arrivals.clone();
+        let wait = async {
+            loop {
+                arrivals.mark_unchanged();
+                if let Some(r) = self.received().into_iter().find(|r| matches(r)) {
+                    return r;
+                }
+                arrivals
+                    .changed()
+                    .await
+                    .expect("the evil peer's server stopped");
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the node sent no {what} within {WAIT:?}"))
+    }
+
+    /// Waits (bounded by [`WAIT`]) until the node has sent `n` requests that `matches`.
+    pub async fn wait_for_requests(
+        &self,
+        what: &str,
+        n: usize,
+        matches: impl Fn(&InboundRequest) -> bool,
+    ) {
+        let mut arrivals = self.arrivals.clone();
+        let wait = async {
+            loop {
+                arrivals.mark_unchanged();
+                if self.received().iter().filter(|r| matches(r)).count() >= n {
+                    return;
+                }
+                arrivals
+                    .changed()
+                    .await
+                    .expect("the evil peer's server stopped");
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("the node sent fewer than {n} {what} within {WAIT:?}"))
+    }
+
+    /// Answers the node's `method` requests whose path starts with `path_prefix` with what
+    /// `answer` returns (the latest script that matches wins).
+    pub fn answer(
+        &self,
+        method: &str,
+        path_prefix: &str,
+        answer: impl Fn(&InboundRequest) -> (StatusCode, Value) + Send + Sync + 'static,
+    ) {
+        self.script.lock().expect("lock").push((
+            method.to_owned(),
+            path_prefix.to_owned(),
+            Box::new(answer),
+        ));
+    }
+
+    /// The `Authorization` header this server would send for a request.
+    pub fn authorization(&self, method: &Method, path: &str, body: Option<&Value>) -> String {
+        sign_request(&self.identity, method.as_str(), path, &self.target, body)
+            .expect("sign the request")
+    }
+
+    /// A new federation stream to the node, to write raw bytes on (or none at all).
+    pub async fn open_stream(&self) -> libp2p::Stream {
+        tokio::time::timeout(WAIT, self.try_open_stream())
+            .await
+            .expect("opening a stream timed out")
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`EvilPeer::open_stream`], handing back what went wrong (for benchmarks).
+    pub async fn try_open_stream(&self) -> Result<libp2p::Stream, String> {
+        let mut control = self.control.clone();
+        control
+            .open_stream(self.target_peer, FEDERATION_PROTOCOL)
+            .await
+            .map_err(|e| format!("stream to the node: {e}"))
+    }
+
+    /// Sends a request whose body is `body` as given (any bytes, JSON or not), with the given
+    /// `Authorization` header (or none).
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let exchange = async {
+            let stream = self.open_stream().await;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
+                    .await
+                    .expect("HTTP handshake");
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let mut req = hyper::Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header(hyper::header::HOST, self.target.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(auth) = authorization {
+                req = req.header(hyper::header::AUTHORIZATION, auth);
+            }
+            let req = req.body(Full::new(Bytes::from(body))).expect("request");
+            let resp = sender.send_request(req).await.expect("send the request");
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .expect("read the response")
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )
+        };
+        tokio::time::timeout(WAIT, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path} took longer than {WAIT:?}"))
+    }
+
+    /// Waits (bounded by [`WAIT`]) until no connection to the node is open; false if one
+    /// still is by then.
+    pub async fn wait_disconnected(&self) -> bool {
+        let mut link = self.link.clone();
+        matches!(
+            tokio::time::timeout(WAIT, link.wait_for(|up| !*up)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// Adds the content hash and `identity`'s signature to `pdu`; returns the event id too.
+fn sign_with(identity: &Identity, room_version: &str, pdu: Value) -> (String, Value) {
+    let (_, rules) = version_rules(room_version).expect("a supported room version");
+    let mut obj: CanonicalJsonObject =
+        serde_json::from_value(pdu).expect("a PDU is a JSON object of canonical values");
+    hash_and_sign_event(
+        identity.server_name().as_str(),
+        identity.key_pair(),
+        &mut obj,
+        &rules.redaction,
+    )
+    .expect("hash and sign the PDU");
+    let hash = reference_hash(&obj, &rules).expect("reference hash");
+    (format!("${hash}"), serde_json::to_value(obj).expect("JSON"))
 }
 
 /// Runs the swarm; reports the first connection to (or failed dial of) `target`.
@@ -284,14 +523,23 @@ async fn drive(
     mut swarm: Swarm<libp2p_stream::Behaviour>,
     target: PeerId,
     connected: oneshot::Sender<Result<(), String>>,
+    link: watch::Sender<bool>,
 ) {
     let mut connected = Some(connected);
     loop {
         match swarm.select_next_some().await {
             SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target => {
+                link.send_replace(true);
                 if let Some(tx) = connected.take() {
                     let _ = tx.send(Ok(()));
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } if peer_id == target => {
+                link.send_replace(false);
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -311,12 +559,16 @@ async fn drive(
 async fn serve(
     mut incoming: libp2p_stream::IncomingStreams,
     received: Arc<Mutex<Vec<InboundRequest>>>,
+    script: Script,
+    arrived: watch::Sender<u64>,
 ) {
+    let arrived = Arc::new(arrived);
     while let Some((_, stream)) = incoming.next().await {
-        let received = received.clone();
+        let (received, script, arrived) = (received.clone(), script.clone(), arrived.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let received = received.clone();
+                let (received, script, arrived) =
+                    (received.clone(), script.clone(), arrived.clone());
                 async move {
                     let method = req.method().as_str().to_owned();
                     let path = req
@@ -331,15 +583,27 @@ async fn serve(
                         Ok(b) => serde_json::from_slice(&b.to_bytes()).unwrap_or(Value::Null),
                         Err(_) => Value::Null,
                     };
-                    let (status, answer) =
-                        if method == "PUT" && path.starts_with("/_matrix/federation/v1/send/") {
-                            (StatusCode::OK, json!({ "pdus": {} }))
-                        } else {
-                            (
-                                StatusCode::NOT_FOUND,
-                                json!({ "errcode": "M_UNRECOGNIZED", "error": "Not served here" }),
-                            )
-                        };
+                    let request = InboundRequest { method, path, body };
+                    let scripted = script
+                        .lock()
+                        .expect("lock")
+                        .iter()
+                        .rev()
+                        .find(|(m, prefix, _)| {
+                            *m == request.method && request.path.starts_with(prefix.as_str())
+                        })
+                        .map(|(_, _, answer)| answer(&request));
+                    let InboundRequest { method, path, body } = request;
+                    let (status, answer) = if let Some(scripted) = scripted {
+                        scripted
+                    } else if method == "PUT" && path.starts_with("/_matrix/federation/v1/send/") {
+                        (StatusCode::OK, json!({ "pdus": {} }))
+                    } else {
+                        (
+                            StatusCode::NOT_FOUND,
+                            json!({ "errcode": "M_UNRECOGNIZED", "error": "Not served here" }),
+                        )
+                    };
                     {
                         let mut log = received.lock().expect("lock");
                         if log.len() >= MAX_RECORDED {
@@ -347,6 +611,7 @@ async fn serve(
                         }
                         log.push(InboundRequest { method, path, body });
                     }
+                    arrived.send_modify(|n| *n += 1);
                     let resp = hyper::Response::builder()
                         .status(status)
                         .header(hyper::header::CONTENT_TYPE, "application/json")

@@ -11,7 +11,7 @@ use ruma::{
     signatures::{sign_json, verify_json},
 };
 
-use crate::identity::{Identity, KEY_ID, public_key_map};
+use crate::identity::{Identity, KEY_ID, key_for_server_name, public_key_map};
 
 /// The parsed parameters of an `Authorization: X-Matrix …` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +140,107 @@ pub enum AuthFailure {
     BadSignature,
 }
 
+/// Checks what the `Authorization` header alone can tell: an `X-Matrix` header for this node
+/// (`local`) with the one key id Neurite uses and an origin that is a Neurite name. Done before
+/// the body is read, so a request that cannot be right costs nothing more.
+pub fn check_header(header: Option<&str>, local: &str) -> Result<XMatrix, AuthFailure> {
+    let x = header
+        .and_then(XMatrix::parse)
+        .ok_or(AuthFailure::Missing)?;
+    if x.destination.as_deref().is_some_and(|d| d != local) {
+        return Err(AuthFailure::WrongDestination);
+    }
+    if x.key != KEY_ID || public_key_map(&x.origin).is_none() {
+        return Err(AuthFailure::UnknownKey);
+    }
+    Ok(x)
+}
+
+/// Verifies the signature of a request whose header passed [`check_header`], over the body
+/// exactly as received (`body` empty for none).
+///
+/// A body sent as canonical JSON (as Neurite sends it) is checked over its bytes as they
+/// are, with nothing parsed. Otherwise it is parsed once into canonical form and checked
+/// again; callers bound its shape first (see [`super::bounded::check_shape`]).
+pub fn verify_body(
+    x: &XMatrix,
+    local: &str,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> Result<(), AuthFailure> {
+    let key = key_for_server_name(&x.origin).ok_or(AuthFailure::UnknownKey)?;
+    let signature = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(&x.sig)
+        .map_err(|_| AuthFailure::BadSignature)?;
+    let verify = |message: &[u8]| {
+        ruma::signatures::verify_canonical_json_bytes(
+            &ruma::signatures::SigningKeyAlgorithm::Ed25519,
+            key.as_bytes(),
+            signature.as_bytes(),
+            message,
+        )
+        .is_ok()
+    };
+    if body.is_empty() {
+        return if verify(&signed_bytes(&x.origin, local, method, uri, None)) {
+            Ok(())
+        } else {
+            Err(AuthFailure::BadSignature)
+        };
+    }
+    if verify(&signed_bytes(&x.origin, local, method, uri, Some(body))) {
+        return Ok(());
+    }
+    let content: CanonicalJsonValue =
+        serde_json::from_slice(body).map_err(|_| AuthFailure::BadSignature)?;
+    let canonical = serde_json::to_vec(&content).map_err(|_| AuthFailure::BadSignature)?;
+    drop(content);
+    if canonical.as_slice() == body {
+        // Already canonical: the check above was the real one.
+        return Err(AuthFailure::BadSignature);
+    }
+    if verify(&signed_bytes(
+        &x.origin,
+        local,
+        method,
+        uri,
+        Some(&canonical),
+    )) {
+        Ok(())
+    } else {
+        Err(AuthFailure::BadSignature)
+    }
+}
+
+/// The bytes a request's signature covers, given its content as canonical JSON: the request
+/// object with its keys in canonical (sorted) order, content, destination, method, origin,
+/// uri.
+fn signed_bytes(
+    origin: &str,
+    destination: &str,
+    method: &str,
+    uri: &str,
+    content: Option<&[u8]>,
+) -> Vec<u8> {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let tail = format!(
+        "\"destination\":{},\"method\":{},\"origin\":{},\"uri\":{}}}",
+        text(destination),
+        text(method),
+        text(origin),
+        text(uri)
+    );
+    let mut message = Vec::with_capacity(content.map_or(0, <[u8]>::len) + tail.len() + 16);
+    message.push(b'{');
+    if let Some(content) = content {
+        message.extend_from_slice(b"\"content\":");
+        message.extend_from_slice(content);
+        message.push(b',');
+    }
+    message.extend_from_slice(tail.as_bytes());
+    message
+}
+
 /// Verifies a signed request addressed to `local`; returns the origin.
 pub fn verify_request(
     header: Option<&str>,
@@ -265,6 +366,71 @@ mod tests {
             Some(&body),
         );
         assert!(forged.is_err());
+    }
+
+    #[test]
+    fn bodies_verify_as_sent_or_in_canonical_form() {
+        let a = Identity::from_seed(&[1u8; 32]).unwrap();
+        let b = Identity::from_seed(&[2u8; 32]).unwrap();
+        let dest = b.server_name().as_str();
+        let path = "/_matrix/federation/v1/send/1";
+        let body = json!({ "pdus": [], "origin": "x", "z": { "é": "\u{1}\"" } });
+        let header = sign_request(&a, "PUT", path, dest, Some(&body)).unwrap();
+        let x = check_header(Some(&header), dest).expect("header");
+        // As Neurite sends it: its bytes are the canonical form, so the signature is checked
+        // over them as they are, nothing parsed.
+        let canonical = serde_json::to_vec(&body).unwrap();
+        let origin = a.server_name().as_str();
+        let object = request_object("PUT", path, origin, dest, Some(&body)).unwrap();
+        assert_eq!(
+            ruma::signatures::to_canonical_json_string_for_signing(&object)
+                .unwrap()
+                .as_bytes(),
+            signed_bytes(origin, dest, "PUT", path, Some(&canonical)).as_slice()
+        );
+        let object = request_object("GET", "/x?a=%22", origin, dest, None).unwrap();
+        assert_eq!(
+            ruma::signatures::to_canonical_json_string_for_signing(&object)
+                .unwrap()
+                .as_bytes(),
+            signed_bytes(origin, dest, "GET", "/x?a=%22", None).as_slice()
+        );
+        // And with whitespace and keys out of order.
+        assert_eq!(verify_body(&x, dest, "PUT", path, &canonical), Ok(()));
+        let loose = br#"{ "z": {"\u00e9": "\u0001\""}, "pdus": [ ], "origin": "x" }"#;
+        assert_eq!(verify_body(&x, dest, "PUT", path, loose), Ok(()));
+        assert_eq!(
+            verify_body(&x, dest, "PUT", path, br#"{"pdus":[1],"origin":"x"}"#),
+            Err(AuthFailure::BadSignature)
+        );
+        assert_eq!(
+            verify_body(&x, dest, "PUT", path, b"not json"),
+            Err(AuthFailure::BadSignature)
+        );
+        assert_eq!(
+            verify_body(&x, dest, "GET", path, &canonical),
+            Err(AuthFailure::BadSignature)
+        );
+        // No body.
+        let header = sign_request(&a, "GET", "/x", dest, None).unwrap();
+        let x = check_header(Some(&header), dest).expect("header");
+        assert_eq!(verify_body(&x, dest, "GET", "/x", b""), Ok(()));
+        assert_eq!(
+            verify_body(&x, dest, "GET", "/y", b""),
+            Err(AuthFailure::BadSignature)
+        );
+        assert_eq!(
+            check_header(Some(&header), a.server_name().as_str()).err(),
+            Some(AuthFailure::WrongDestination)
+        );
+        assert_eq!(
+            check_header(
+                Some("X-Matrix origin=\"nope\",key=\"ed25519:p2p\",sig=\"x\""),
+                dest
+            )
+            .err(),
+            Some(AuthFailure::UnknownKey)
+        );
     }
 
     #[test]

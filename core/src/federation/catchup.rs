@@ -34,8 +34,16 @@ use crate::{
 pub const EXTREMITIES_PATH: &str = "/_matrix/federation/unstable/org.neurite/extremities";
 /// Events asked for per `get_missing_events` request (the most the server answers).
 const PAGE: usize = 100;
-/// Most events fetched for one room in one catch-up; the rest waits for the next.
-const MAX_EVENTS_PER_ROOM: usize = 20_000;
+/// Most events fetched for one room in one catch-up, and most bytes of them held (as
+/// canonical JSON) until they are handed on. What lies beyond is fetched by the inbound
+/// resolver, which the oldest events handed on start when their prev events are missing.
+const MAX_EVENTS_PER_ROOM: usize = 1_000;
+const MAX_BYTES_PER_ROOM: usize = 8 * 1024 * 1024;
+/// Latest events a page asks back from: a server whose events cite many unknown prev events
+/// does not make the next question (or the fetches one by one) any larger.
+const MAX_FRONTIER: usize = 20;
+/// Events fetched one by one (`/event`) per page, for a server that leaves them out.
+const MAX_SINGLE_FETCHES: usize = 20;
 
 /// `GET /_matrix/federation/unstable/org.neurite/extremities`: the forward extremities of
 /// every room the requesting server shares with this one.
@@ -181,35 +189,45 @@ async fn catch_up_room(
     };
     let (_, rules) = version_rules(&room.room_version).map_err(|e| e.message)?;
     let have: HashSet<String> = have.into_iter().collect();
-    let mut frontier: Vec<String> = theirs.into_iter().filter(|id| !have.contains(id)).collect();
-    let mut found: HashMap<String, (i64, i64, Value)> = HashMap::new();
+    let mut frontier: Vec<String> = theirs
+        .into_iter()
+        .filter(|id| !have.contains(id))
+        .take(MAX_FRONTIER)
+        .collect();
+    let mut found: HashMap<String, (i64, i64, String)> = HashMap::new();
+    let mut bytes = 0usize;
     let path = format!(
         "/_matrix/federation/v1/get_missing_events/{}",
         crate::client::percent_encode(room_id)
     );
-    while !frontier.is_empty() && found.len() < MAX_EVENTS_PER_ROOM {
+    while !frontier.is_empty() && found.len() < MAX_EVENTS_PER_ROOM && bytes < MAX_BYTES_PER_ROOM {
         let body = json!({ "earliest_events": ours, "latest_events": frontier, "limit": PAGE });
-        let resp = client
-            .request(server, Method::POST, &path, Some(body))
+        // No more than a page is read of the answer, however long it is.
+        let (status, mut lists) = client
+            .request_lists(server, Method::POST, &path, Some(body), &[("events", PAGE)])
             .await
             .map_err(|e| e.to_string())?;
-        if resp.status != StatusCode::OK {
-            return Err(format!("get_missing_events answered {}", resp.status));
+        if status != StatusCode::OK {
+            return Err(format!("get_missing_events answered {status}"));
         }
-        let mut page: Vec<Value> = resp.body["events"].as_array().cloned().unwrap_or_default();
+        let page = lists.swap_remove(0);
         let mut prevs: Vec<String> = Vec::new();
         let mut new_ids = HashSet::new();
-        for pdu in page.drain(..).take(PAGE) {
-            if let Some((id, depth, ts, p)) = identify(&pdu, room_id, &rules) {
+        for pdu in page {
+            if let Some((id, depth, ts, p, text)) = identify(pdu, room_id, &rules)
+                && !found.contains_key(&id)
+            {
                 prevs.extend(p);
                 new_ids.insert(id.clone());
-                found.entry(id).or_insert((depth, ts, pdu));
+                bytes += text.len();
+                found.insert(id, (depth, ts, text));
             }
         }
         // A server that leaves the latest events themselves out: fetch those one by one.
         let absent: Vec<String> = frontier
             .iter()
             .filter(|id| !found.contains_key(*id))
+            .take(MAX_SINGLE_FETCHES)
             .cloned()
             .collect();
         for id in &absent {
@@ -223,12 +241,13 @@ async fn catch_up_room(
             let Some(pdu) = resp.body["pdus"].get(0).cloned() else {
                 continue;
             };
-            if let Some((got, depth, ts, p)) = identify(&pdu, room_id, &rules)
+            if let Some((got, depth, ts, p, text)) = identify(pdu, room_id, &rules)
                 && got == *id
             {
                 prevs.extend(p);
                 new_ids.insert(got.clone());
-                found.insert(got, (depth, ts, pdu));
+                bytes += text.len();
+                found.insert(got, (depth, ts, text));
             }
         }
         if new_ids.is_empty() {
@@ -243,7 +262,11 @@ async fn catch_up_room(
             .read(move |c| store::known_events(c, &check))
             .await
             .map_err(|e| e.to_string())?;
-        frontier = prevs.into_iter().filter(|p| !known.contains(p)).collect();
+        frontier = prevs
+            .into_iter()
+            .filter(|p| !known.contains(p))
+            .take(MAX_FRONTIER)
+            .collect();
     }
     // The peer walks back until it meets our extremities, so a page can hold events we
     // already have (outliers from a join, or history before a fork): keep only new ones.
@@ -256,26 +279,30 @@ async fn catch_up_room(
     for id in known {
         found.remove(&id);
     }
-    let mut ordered: Vec<(i64, i64, Value)> = found.into_values().collect();
+    let mut ordered: Vec<(i64, i64, String)> = found.into_values().collect();
     ordered.sort_by_key(|(depth, ts, _)| (*depth, *ts));
     let mut stored = 0;
-    let pdus: Vec<Value> = ordered.into_iter().map(|(_, _, pdu)| pdu).collect();
-    // The same way in as a transaction: what depends on missing events waits for them.
-    for chunk in pdus.chunks(50) {
-        let results = super::inbound::receive(services, server, chunk.to_vec()).await;
+    // The same way in as a transaction: what depends on missing events waits for them. Each
+    // chunk is built from its text only when it is handed on.
+    for chunk in ordered.chunks(50) {
+        let pdus: Vec<Value> = chunk
+            .iter()
+            .filter_map(|(_, _, text)| serde_json::from_str(text).ok())
+            .collect();
+        let results = super::inbound::receive(services, server, pdus).await;
         stored += results.iter().filter(|(_, r)| r.is_ok()).count();
     }
     Ok(stored)
 }
 
-/// A fetched PDU's event id, depth, timestamp and prev events, if it verifies and belongs to
-/// the room.
+/// A fetched PDU's event id, depth, timestamp, prev events and text as verified, if it
+/// verifies and belongs to the room.
 fn identify(
-    pdu: &Value,
+    pdu: Value,
     room_id: &str,
     rules: &ruma::room_version_rules::RoomVersionRules,
-) -> Option<(String, i64, i64, Vec<String>)> {
-    let obj: CanonicalJsonObject = serde_json::from_value(pdu.clone()).ok()?;
+) -> Option<(String, i64, i64, Vec<String>, String)> {
+    let obj: CanonicalJsonObject = serde_json::from_value(pdu).ok()?;
     if obj.get("room_id").and_then(|v| v.as_str()) != Some(room_id) {
         return None;
     }
@@ -291,5 +318,12 @@ fn identify(
             .collect(),
         _ => Vec::new(),
     };
-    Some((id.to_string(), int("depth"), int("origin_server_ts"), prevs))
+    let text = serde_json::to_string(&obj).ok()?;
+    Some((
+        id.to_string(),
+        int("depth"),
+        int("origin_server_ts"),
+        prevs,
+        text,
+    ))
 }

@@ -67,6 +67,9 @@ const MAX_GAPS_PER_ROUND: usize = 20;
 const MAX_STATE_FETCHES_PER_ROUND: usize = 4;
 /// Most events taken from one `event_auth` or `/state` answer.
 const MAX_FETCHED_EVENTS: usize = 2_000;
+/// Most events taken from answers of every kind in one resolver run: whatever the answers
+/// say and however many of their events lack others in turn, one run's work has this bound.
+const MAX_FETCHED_PER_RUN: usize = 4_000;
 /// How long a fetch that found nothing is not repeated (unless a peer connects).
 const FAILED_FETCH_PAUSE: Duration = Duration::from_secs(20);
 /// How long an event waits for the history before it before the state at its prev events is
@@ -432,7 +435,9 @@ pub async fn resume(state: &AppState) {
 enum Resolved {
     /// Nothing waits any more.
     Done,
-    /// Events still wait; `progressed` if this run stored or fetched anything.
+    /// Events still wait; `progressed` if this run placed any in the room's graph (events
+    /// fetched that only wait in turn do not count: a server that answers with ever more
+    /// events that lack others is tried again later and later).
     Waiting { progressed: bool },
 }
 
@@ -462,7 +467,6 @@ async fn resolve_room(state: &AppState, room_id: &str) -> Resolved {
         if fetched == 0 {
             return Resolved::Waiting { progressed };
         }
-        progressed = true;
     }
     Resolved::Waiting { progressed }
 }
@@ -537,13 +541,22 @@ async fn candidates(state: &AppState, room_id: &str, ev: &StagedEvent) -> Vec<St
     out
 }
 
-/// What one resolver run has asked of `get_missing_events`.
+/// What one resolver run has asked of `get_missing_events`, and taken from answers.
 #[derive(Default)]
 struct Gaps {
     /// Waiting events whose gaps were asked for.
     asked: HashSet<String>,
-    /// Events the answers brought.
+    /// Events the `get_missing_events` answers brought.
     fetched: usize,
+    /// Events taken from answers of any kind (see [`MAX_FETCHED_PER_RUN`]).
+    taken: usize,
+}
+
+impl Gaps {
+    /// How many events the next answer may give, at most `cap`.
+    fn room_for(&self, cap: usize) -> usize {
+        cap.min(MAX_FETCHED_PER_RUN.saturating_sub(self.taken))
+    }
 }
 
 /// Fetches what waiting events lack; returns how many events were stored or held.
@@ -561,6 +574,9 @@ async fn fetch_missing(
         if missing.auth.is_empty() || chains >= MAX_GAPS_PER_ROUND {
             continue;
         }
+        if gaps.room_for(MAX_FETCHED_EVENTS) == 0 {
+            return got;
+        }
         let key = format!("auth {}", ev.event_id);
         if state.inbound.recently_failed(&key) {
             continue;
@@ -577,11 +593,22 @@ async fn fetch_missing(
                 percent_encode(room_id),
                 percent_encode(&ev.event_id)
             );
-            let Some(body) = get_json(state, client, &server, Method::GET, &path, None).await
+            let cap = gaps.room_for(MAX_FETCHED_EVENTS);
+            let Some(mut lists) = get_lists(
+                state,
+                client,
+                &server,
+                Method::GET,
+                &path,
+                None,
+                &[("auth_chain", cap)],
+            )
+            .await
             else {
                 continue;
             };
-            let pdus = take_array(&body["auth_chain"]);
+            let pdus = lists.swap_remove(0);
+            gaps.taken += pdus.len();
             found = store_outliers(state, room_id, pdus).await;
             if found > 0 {
                 break;
@@ -606,7 +633,9 @@ async fn fetch_missing(
         .map(|(ev, _)| ev)
         .take(MAX_GAPS_PER_ROUND)
         .collect();
-    if let Some(first) = gap_events.first() {
+    if let Some(first) = gap_events.first()
+        && gaps.room_for(MISSING_EVENTS_LIMIT) > 0
+    {
         let latest: Vec<String> = gap_events.iter().map(|e| e.event_id.clone()).collect();
         gaps.asked.extend(latest.iter().cloned());
         let rid = room_id.to_owned();
@@ -636,20 +665,25 @@ async fn fetch_missing(
             if state.inbound.recently_failed(&key) {
                 continue;
             }
-            let Some(answer) = get_json(
+            // However many events the server sends, no more than were asked for are read.
+            let cap = gaps.room_for(MISSING_EVENTS_LIMIT);
+            let fields = [("events", cap)];
+            let Some(mut lists) = get_lists(
                 state,
                 client,
                 &server,
                 Method::POST,
                 &path,
                 Some(body.clone()),
+                &fields,
             )
             .await
             else {
                 state.inbound.note_failure(key);
                 continue;
             };
-            let events = take_array(&answer["events"]);
+            let events = lists.swap_remove(0);
+            gaps.taken += events.len();
             if events.is_empty() {
                 state.inbound.note_failure(key);
                 continue;
@@ -685,6 +719,9 @@ async fn fetch_missing(
             if fetches >= MAX_STATE_FETCHES_PER_ROUND || state.inbound.recently_failed(&key) {
                 continue;
             }
+            if gaps.room_for(MAX_FETCHED_EVENTS) == 0 {
+                return got;
+            }
             fetches += 1;
             let mut placed = false;
             for server in candidates(state, room_id, ev)
@@ -692,7 +729,7 @@ async fn fetch_missing(
                 .into_iter()
                 .take(MAX_SERVERS_ASKED)
             {
-                if state_at(state, client, &server, room_id, prev).await {
+                if state_at(state, client, &server, room_id, prev, gaps).await {
                     placed = true;
                     break;
                 }
@@ -715,24 +752,29 @@ async fn state_at(
     server: &str,
     room_id: &str,
     event_id: &str,
+    gaps: &mut Gaps,
 ) -> bool {
     let path = format!(
         "/_matrix/federation/v1/state/{}?event_id={}",
         percent_encode(room_id),
         percent_encode(event_id)
     );
-    let Some(body) = get_json(state, client, server, Method::GET, &path, None).await else {
+    let cap = gaps.room_for(MAX_FETCHED_EVENTS);
+    let fields = [("auth_chain", cap), ("pdus", cap)];
+    let Some(mut lists) = get_lists(state, client, server, Method::GET, &path, None, &fields).await
+    else {
         return false;
     };
+    let state_pdus = lists.pop().unwrap_or_default();
+    let chain = lists.pop().unwrap_or_default();
+    gaps.taken += chain.len() + state_pdus.len();
     let path = format!("/_matrix/federation/v1/event/{}", percent_encode(event_id));
-    let Some(event) = get_json(state, client, server, Method::GET, &path, None).await else {
+    let Some(event) = get_json(state, client, server, &path).await else {
         return false;
     };
     let Some(pdu) = event["pdus"].get(0).cloned() else {
         return false;
     };
-    let chain = take_array(&body["auth_chain"]);
-    let state_pdus = take_array(&body["pdus"]);
     let (rid, wanted) = (room_id.to_owned(), event_id.to_owned());
     let outcome = state
         .db
@@ -903,25 +945,34 @@ pub(crate) async fn fill_gap(
         "latest_events": [latest],
         "limit": MISSING_EVENTS_LIMIT,
     });
-    if let Some(answer) = get_json(state, client, server, Method::POST, &path, Some(body)).await {
-        let events = take_array(&answer["events"]);
+    let fields = [("events", MISSING_EVENTS_LIMIT)];
+    if let Some(mut lists) = get_lists(
+        state,
+        client,
+        server,
+        Method::POST,
+        &path,
+        Some(body),
+        &fields,
+    )
+    .await
+    {
+        let events = lists.swap_remove(0);
         if hold_fetched(state, room_id, server, events).await > 0 {
             kick(state, room_id);
         }
     }
 }
 
-/// A federation request's JSON answer, if it was a 200. Waits at most [`FETCH_TIMEOUT`].
+/// A federation GET's JSON answer, if it was a 200. Waits at most [`FETCH_TIMEOUT`].
 async fn get_json(
     state: &AppState,
     client: &FederationClient,
     server: &str,
-    method: Method,
     path: &str,
-    body: Option<Value>,
 ) -> Option<Value> {
     let answer = client
-        .request_within(server, method, path, body, FETCH_TIMEOUT)
+        .request_within(server, Method::GET, path, None, FETCH_TIMEOUT)
         .await;
     state.inbound.heard_from(server, answer.is_ok());
     match answer {
@@ -937,10 +988,33 @@ async fn get_json(
     }
 }
 
-fn take_array(v: &Value) -> Vec<Value> {
-    v.as_array()
-        .map(|a| a.iter().take(MAX_FETCHED_EVENTS).cloned().collect())
-        .unwrap_or_default()
+/// The arrays `fields` names in a federation answer, each cut to its length as it is read,
+/// if the answer was a 200. Waits at most [`FETCH_TIMEOUT`], and notes whether the server
+/// answered at all.
+async fn get_lists(
+    state: &AppState,
+    client: &FederationClient,
+    server: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    fields: &[(&str, usize)],
+) -> Option<Vec<Vec<Value>>> {
+    let answer = client
+        .request_lists_within(server, method, path, body, fields, FETCH_TIMEOUT)
+        .await;
+    state.inbound.heard_from(server, answer.is_ok());
+    match answer {
+        Ok((StatusCode::OK, lists)) => Some(lists),
+        Ok((status, _)) => {
+            tracing::debug!(%server, %path, %status, "fetch refused");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(%server, %path, error = %e, "fetch failed");
+            None
+        }
+    }
 }
 
 #[cfg(test)]

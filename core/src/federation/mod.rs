@@ -4,6 +4,7 @@
 //! destination, origin = authenticated peer), the handler calls one service and answers.
 
 pub mod auth;
+pub mod bounded;
 pub mod catchup;
 pub mod devices;
 pub mod edus;
@@ -39,8 +40,48 @@ pub struct Signed<T> {
     pub origin: String,
     /// The body.
     pub body: T,
+    /// The body's share of the memory budget, held while the handler runs.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+fn unauthorized(failure: auth::AuthFailure) -> MatrixError {
+    MatrixError::new(
+        StatusCode::UNAUTHORIZED,
+        "M_UNAUTHORIZED",
+        format!("Request signature refused: {failure:?}"),
+    )
+}
+
+fn too_large() -> MatrixError {
+    MatrixError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "M_TOO_LARGE",
+        "Request body too large",
+    )
+}
+
+/// Reads a request body of at most [`MAX_REQUEST_BYTES`] into one buffer sized for what it
+/// declared (`expected`), so a large body is held once, not once more while its buffer grows.
+async fn read_body(body: axum::body::Body, expected: usize) -> Result<Vec<u8>, MatrixError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::with_capacity(expected);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| MatrixError::bad_json("The request body was cut off"))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_REQUEST_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The order of checks keeps what a peer can make the node spend small: the header
+/// (destination, key, origin = the peer on the other end) before the body is read; room in the
+/// shared body budget before it is read; its shape (value count, depth) before it is parsed;
+/// the signature over the bytes as received; and only then one parse into `T`.
 impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
     type Rejection = MatrixError;
 
@@ -56,51 +97,68 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
                     "Not a peer-to-peer request",
                 )
             })?;
+        let local = state.identity.server_name().as_str();
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let x = auth::check_header(header, local).map_err(unauthorized)?;
+        if peer_id_for_server_name(&x.origin) != Some(peer.0) {
+            return Err(MatrixError::forbidden(
+                "The request's origin is not the peer that sent it",
+            ));
+        }
+        // What the body will take: its declared length, the most allowed for a chunked one,
+        // nothing for none (a GET takes no share of the budget).
+        let hint = http_body::Body::size_hint(req.body());
+        if hint.lower() > MAX_REQUEST_BYTES as u64 {
+            return Err(too_large());
+        }
+        let expected = hint
+            .upper()
+            .map_or(MAX_REQUEST_BYTES, |n| (n as usize).min(MAX_REQUEST_BYTES));
+        let budget = match req.extensions().get::<transport::BodyBudget>() {
+            Some(budget) if expected > 0 => budget.reserve(expected).await,
+            _ => None,
+        };
         let method = req.method().as_str().to_owned();
         let uri = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default();
-        let header = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES)
-            .await
-            .map_err(|_| {
-                MatrixError::new(
+        let bytes = read_body(req.into_body(), expected).await?;
+        bounded::check_shape(&bytes, bounded::MAX_REQUEST_VALUES, bounded::MAX_DEPTH).map_err(
+            |e| match e {
+                bounded::ShapeError::TooManyValues => MatrixError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "M_TOO_LARGE",
-                    "Request body too large",
-                )
-            })?;
-        let content: Option<Value> = if bytes.is_empty() {
-            None
+                    format!("Request body refused: {e}"),
+                ),
+                bounded::ShapeError::TooDeep => {
+                    MatrixError::bad_json(format!("Request body refused: {e}"))
+                }
+            },
+        )?;
+        auth::verify_body(&x, local, &method, &uri, &bytes).map_err(unauthorized)?;
+        state.heard.record(&x.origin);
+        state.inbound.heard_from(&x.origin, true);
+        let body = if bytes.is_empty() {
+            serde_json::from_value(json!({}))
         } else {
-            Some(serde_json::from_slice(&bytes).map_err(|e| MatrixError::not_json(e.to_string()))?)
-        };
-        let local = state.identity.server_name().as_str();
-        let origin =
-            auth::verify_request(header.as_deref(), local, &method, &uri, content.as_ref())
-                .map_err(|failure| {
-                    MatrixError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "M_UNAUTHORIZED",
-                        format!("Request signature refused: {failure:?}"),
-                    )
-                })?;
-        if peer_id_for_server_name(&origin) != Some(peer.0) {
-            return Err(MatrixError::forbidden(
-                "The request's origin is not the peer that sent it",
-            ));
+            serde_json::from_slice(&bytes)
         }
-        state.heard.record(&origin);
-        state.inbound.heard_from(&origin, true);
-        let body = serde_json::from_value(content.unwrap_or_else(|| json!({})))
-            .map_err(|e| MatrixError::bad_json(format!("Invalid request body: {e}")))?;
-        Ok(Signed { origin, body })
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                MatrixError::not_json(e.to_string())
+            }
+            _ => MatrixError::bad_json(format!("Invalid request body: {e}")),
+        })?;
+        Ok(Signed {
+            origin: x.origin,
+            body,
+            _budget: budget,
+        })
     }
 }
 
@@ -165,7 +223,7 @@ async fn unrecognized() -> MatrixError {
 
 /// The server-server API router (served only on federation streams).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/_matrix/federation/v1/version", get(version))
         .route("/_matrix/key/v2/server", get(server_keys))
         .route("/_matrix/federation/v1/query/profile", get(query_profile))
@@ -235,5 +293,53 @@ pub fn router(state: AppState) -> Router {
         )
         .route(catchup::EXTREMITIES_PATH, get(catchup::extremities))
         .fallback(unrecognized)
-        .with_state(state)
+        .with_state(state);
+    catch_panics(router)
+}
+
+/// A panic in a handler is a bug: the peer gets `500 M_UNKNOWN` and the node goes on
+/// serving (the stream's task would otherwise end without an answer).
+fn catch_panics(router: Router) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_: Box<dyn std::any::Any + Send>| {
+            tracing::error!("federation handler panicked");
+            axum::response::IntoResponse::into_response(MatrixError::internal())
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_serves_on() {
+        async fn boom() -> &'static str {
+            panic!("a bug in a handler")
+        }
+        let router = catch_panics(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let resp = router
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).expect("request"))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1024)
+            .await
+            .expect("body");
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["errcode"], "M_UNKNOWN", "{body}");
+        let resp = router
+            .oneshot(Request::get("/fine").body(Body::empty()).expect("request"))
+            .await
+            .expect("an answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }

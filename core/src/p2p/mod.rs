@@ -12,13 +12,14 @@ use std::{
 use futures::StreamExt;
 pub use libp2p::{Multiaddr, PeerId};
 use libp2p::{
-    StreamProtocol, Swarm, identify, mdns, noise, ping,
+    StreamProtocol, Swarm, connection_limits, identify, mdns, noise, ping,
     swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, yamux,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::{
+    config::FederationLimits,
     error::{Error, Result},
     identity::{Identity, server_name_for_peer},
 };
@@ -89,6 +90,8 @@ pub struct P2pConfig {
     pub remembered: Vec<Multiaddr>,
     /// Receives every address learnt for a peer, for the address book.
     pub learned: Option<mpsc::UnboundedSender<(PeerId, Multiaddr, Discovery)>>,
+    /// Connection and stream bounds.
+    pub limits: FederationLimits,
 }
 
 impl Discovery {
@@ -105,6 +108,7 @@ impl Discovery {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -148,12 +152,22 @@ impl P2p {
         let keypair = identity.libp2p_keypair()?;
         let peer_id = keypair.public().to_peer_id();
         let mdns_on = config.mdns;
+        let limits = &config.limits;
+        let max_streams = limits.max_streams_per_connection;
+        let connection_limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(limits.max_connections))
+            .with_max_established_per_peer(Some(limits.max_connections_per_peer))
+            .with_max_pending_incoming(Some(limits.max_pending_incoming));
         let builder = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 noise::Config::new,
-                yamux::Config::default,
+                move || {
+                    let mut yamux = yamux::Config::default();
+                    yamux.set_max_num_streams(max_streams);
+                    yamux
+                },
             )
             .map_err(|e| Error::Network(e.to_string()))?;
         // QUIC (`/udp/<port>/quic-v1` addresses) when built with the `quic` feature.
@@ -170,6 +184,7 @@ impl P2p {
                     None
                 };
                 Ok(Behaviour {
+                    limits: connection_limits::Behaviour::new(connection_limits),
                     identify: identify::Behaviour::new(identify::Config::new(
                         "/neurite/1".to_owned(),
                         key.public(),

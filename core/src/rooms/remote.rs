@@ -59,12 +59,23 @@ impl Missing {
     }
 }
 
-/// Checks a PDU's signatures and content hash; returns its event id and the object to use
-/// (redacted if the content hash does not match).
+/// Largest PDU accepted: the whole event as received, signatures and all, as canonical JSON.
+pub const MAX_PDU_BYTES: usize = 65_536;
+
+/// Checks a PDU's size, signatures and content hash; returns its event id and the object to
+/// use (redacted if the content hash does not match).
+///
+/// Only the signatures the checks need are kept (those of the servers that must sign the
+/// event, under the one key id their names encode): the reference hash leaves signatures
+/// out, so anything else there would be stored and passed on unchecked.
 pub fn verify_pdu(
     mut obj: CanonicalJsonObject,
     rules: &RoomVersionRules,
 ) -> Result<(OwnedEventId, CanonicalJsonObject), String> {
+    let size = serde_json::to_vec(&obj).map_err(|e| e.to_string())?.len();
+    if size > MAX_PDU_BYTES {
+        return Err(format!("Event is larger than {MAX_PDU_BYTES} bytes"));
+    }
     obj.remove("unsigned");
     let servers =
         ruma::signatures::required_server_signatures_to_verify_event(&obj, &rules.signatures)
@@ -74,6 +85,17 @@ pub fn verify_pdu(
         let map = public_key_map(server.as_str())
             .ok_or_else(|| format!("{server} is not a Neurite server"))?;
         keys.extend(map);
+    }
+    if let Some(ruma::CanonicalJsonValue::Object(signatures)) = obj.get_mut("signatures") {
+        signatures.retain(|server, by_key| {
+            let Some(wanted) = keys.get(server) else {
+                return false;
+            };
+            if let ruma::CanonicalJsonValue::Object(by_key) = by_key {
+                by_key.retain(|key_id, _| wanted.contains_key(key_id));
+            }
+            true
+        });
     }
     let verified = verify_event(&keys, &obj, rules).map_err(|e| format!("signature: {e}"))?;
     let hash = reference_hash(&obj, rules).map_err(|e| e.to_string())?;

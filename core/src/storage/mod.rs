@@ -218,11 +218,18 @@ impl Db {
 
 impl Inner {
     fn write_blocking<T>(&self, f: impl FnOnce(&mut WriteTxn<'_>) -> Result<T>) -> Result<T> {
-        let mut guard = self
-            .writer
-            .lock()
-            .map_err(|_| Error::Task("writer poisoned".into()))?;
+        // A closure that panicked left the lock poisoned. Its transaction was rolled back as
+        // it unwound (rusqlite rolls back a dropped transaction) and the stream position only
+        // moves on commit, so the writer is sound: take it back, and make sure.
+        let mut guard = self.writer.lock().unwrap_or_else(|poisoned| {
+            self.writer.clear_poison();
+            poisoned.into_inner()
+        });
         let writer = &mut *guard;
+        if !writer.conn.is_autocommit() {
+            tracing::warn!("a write transaction was left open; rolling it back");
+            writer.conn.execute_batch("ROLLBACK")?;
+        }
         let start_pos = writer.pos;
         self.touched.outbox.store(false, Ordering::Relaxed);
         self.touched.tokens.store(false, Ordering::Relaxed);
@@ -383,6 +390,69 @@ mod tests {
             rx.has_changed().expect("open"),
             "a queued EDU did not wake the outbox"
         );
+    }
+
+    #[test]
+    fn a_write_that_panics_leaves_nothing_behind_and_later_writes_work() {
+        let temp = open_temp();
+        let db = temp.1.clone();
+        let before = db.current_pos();
+        let panicked = std::thread::spawn(move || {
+            let _: Result<()> = db.write_blocking(|txn| {
+                txn.next_pos();
+                txn.execute(
+                    "INSERT INTO filters (user_id, filter_id, json) VALUES ('@a:x', 1, '{}')",
+                    [],
+                )?;
+                panic!("a bug in a write closure");
+            });
+        })
+        .join();
+        assert!(panicked.is_err(), "the closure panicked");
+        let db = &temp.1;
+        assert_eq!(db.current_pos(), before, "no position was published");
+        let pos = db
+            .write_blocking(|txn| {
+                let pos = txn.next_pos();
+                txn.execute(
+                    "INSERT INTO filters (user_id, filter_id, json) VALUES ('@a:x', 2, '{}')",
+                    [],
+                )?;
+                Ok(pos)
+            })
+            .expect("the writer works after a panic");
+        assert_eq!(
+            pos,
+            before + 1,
+            "the position the panicked write took is reused"
+        );
+        let ids: Vec<i64> = db
+            .read_blocking(|c| {
+                let mut stmt = c.prepare("SELECT filter_id FROM filters ORDER BY filter_id")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .expect("read");
+        assert_eq!(ids, vec![2], "the panicked write's row was rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_an_async_write_is_an_error_and_the_writer_lives_on() {
+        let temp = open_temp();
+        let db = &temp.1;
+        let failed: Result<()> = db
+            .write(|_| -> Result<()> { panic!("a bug in a write closure") })
+            .await;
+        assert!(failed.is_err());
+        db.write(|txn| {
+            txn.execute(
+                "INSERT INTO filters (user_id, filter_id, json) VALUES ('@a:x', 3, '{}')",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("the writer works after a panic");
     }
 
     #[test]
