@@ -391,6 +391,7 @@ async fn to_device_messages_cross_servers_once_and_survive_a_restart() {
     let (a, b) = neurite_tests::node_pair().await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
+    in_a_room_together(&alice, &bob).await;
     let since = next_batch(&bob.sync(None, 0).await);
 
     alice
@@ -489,6 +490,7 @@ async fn to_device_messages_wait_for_a_server_that_is_away() {
     let (a, b) = neurite_tests::node_pair().await;
     let alice = a.register("alice").await;
     let bob = b.register("bob").await;
+    in_a_room_together(&alice, &bob).await;
     let since = next_batch(&bob.sync(None, 0).await);
     let a_addr = a.node().p2p_addrs()[0].parse().expect("a's address");
     let dir = b.stop().await;
@@ -510,4 +512,14 @@ async fn to_device_messages_wait_for_a_server_that_is_away() {
     assert_eq!(events.len(), 1, "{s}");
     assert_eq!(events[0]["content"], json!({ "while": "away" }));
     assert_eq!(events[0]["type"], "m.room_key_request");
+}
+
+/// Alice invites Bob (of another server) to a room of hers and he joins: to-device messages
+/// go between users who share a room.
+async fn in_a_room_together(alice: &User, bob: &User) {
+    let room = alice.create_room(json!({ "preset": "private_chat" })).await;
+    alice.invite(&room, &bob.user_id).await;
+    bob.sync_until(None, |s| s["rooms"]["invite"].get(&room).is_some())
+        .await;
+    bob.join(&room).await;
 }

@@ -378,3 +378,46 @@ async fn events_fetched_over_federation_follow_history_visibility() {
         .await;
     assert_eq!(mine["content"]["body"], "before mallory came");
 }
+
+/// A stranger's server cannot post to-device messages to local users it shares no room
+/// with (with `*`, every device of theirs): they would pile up in the database and reach
+/// clients as if from someone they know.
+#[tokio::test]
+async fn to_device_messages_from_a_stranger_are_not_delivered() {
+    let node = TestNode::start().await;
+    let bob = node.register("bob").await;
+    let carol = node.register("carol").await;
+    let evil = EvilPeer::connect(&node).await;
+    let edu = json!({
+        "edu_type": "m.direct_to_device",
+        "content": {
+            "sender": evil.user_id("mallory"),
+            "type": "m.room_key_request",
+            "message_id": "spam-1",
+            "messages": { &bob.user_id: { "*": { "junk": "x".repeat(1000) } } },
+        },
+    });
+    let txn = json!({ "origin": evil.server_name(), "origin_server_ts": now_ms(), "pdus": [], "edus": [edu] });
+    assert_status(
+        &evil
+            .request(Method::PUT, "/_matrix/federation/v1/send/spam1", Some(txn))
+            .await,
+        200,
+    );
+    // A message from someone who may send one arrives after it: once Bob sees that, the
+    // stranger's would have been there too.
+    carol
+        .send_to_device(
+            "m.test.hello",
+            json!({ &bob.user_id: { &bob.device_id: { "hi": true } } }),
+        )
+        .await;
+    let sync = bob
+        .sync_until(None, |s| !neurite_tests::to_device_events(s).is_empty())
+        .await;
+    let types: Vec<Value> = neurite_tests::to_device_events(&sync)
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(types, vec![json!("m.test.hello")], "{sync}");
+}

@@ -477,7 +477,8 @@ pub fn membership(
         .optional()?)
 }
 
-/// Whether two users are in a room together (joined, or one of them invited).
+/// Whether `a` may be in touch with `b`: they are in a room together (one of them may be
+/// invited), or `b` holds an invite from `a` (to a room of another server).
 pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
@@ -485,6 +486,9 @@ pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
              WHERE x.user_id = ?1 AND y.user_id = ?2
                AND x.membership IN ('join', 'invite') AND y.membership IN ('join', 'invite')
                AND (x.membership = 'join' OR y.membership = 'join')
+             UNION ALL
+             SELECT 1 FROM memberships m JOIN events e ON e.event_id = m.event_id
+             WHERE m.user_id = ?2 AND m.membership = 'invite' AND e.sender = ?1
              LIMIT 1",
         )?
         .query_row(params![a, b], |_| Ok(()))
