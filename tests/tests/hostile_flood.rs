@@ -577,3 +577,61 @@ async fn a_pdu_is_measured_with_its_signatures_and_foreign_signatures_are_droppe
         .collect();
     assert_eq!(keys, vec!["ed25519:p2p"], "{json}");
 }
+
+/// An event citing more prev events (or auth events) than any honest server would is
+/// refused before it is stored or fetched for: one event cannot fork the room a thousand ways
+/// and make every later state resolution slow.
+#[tokio::test]
+async fn an_event_citing_too_many_prev_events_is_refused() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let evil = EvilPeer::connect(&node).await;
+    let (_, auth) = join_mallory(&evil, &room).await;
+
+    let many: Vec<String> = (0..25).map(unknown_event).collect();
+    let (wide_id, wide) = evil.sign_pdu(json!({
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": evil.user_id("mallory"),
+        "content": { "msgtype": "m.text", "body": "wide" },
+        "origin_server_ts": now_ms(),
+        "depth": 10,
+        "prev_events": many,
+        "auth_events": auth,
+    }));
+    // Twenty, the most allowed, are taken in (and wait for their prev events).
+    let (fine_id, fine) = evil.sign_pdu(json!({
+        "type": "m.room.message",
+        "room_id": room,
+        "sender": evil.user_id("mallory"),
+        "content": { "msgtype": "m.text", "body": "twenty" },
+        "origin_server_ts": now_ms(),
+        "depth": 10,
+        "prev_events": many[..20],
+        "auth_events": auth,
+    }));
+    let answer = assert_status(
+        &evil
+            .request(
+                Method::PUT,
+                "/_matrix/federation/v1/send/wide",
+                Some(json!({ "pdus": [wide, fine], "edus": [] })),
+            )
+            .await,
+        200,
+    );
+    let refused = answer["pdus"][&wide_id]["error"].as_str().unwrap_or("");
+    assert!(refused.contains("prev_events"), "{answer}");
+    assert!(answer["pdus"][&fine_id].get("error").is_none(), "{answer}");
+    let (w, f) = (wide_id.clone(), fine_id.clone());
+    let (wide_held, fine_held) = node
+        .node()
+        .services()
+        .db
+        .read(move |c| Ok((staged::is_staged(c, &w)?, staged::is_staged(c, &f)?)))
+        .await
+        .expect("read");
+    assert!(!wide_held, "the wide event was held");
+    assert!(fine_held, "the event with twenty prev events was not held");
+}

@@ -194,9 +194,10 @@ pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<Pd
             results.push((String::new(), Err("This server is not in that room".into())));
             continue;
         };
-        match remote::verify_pdu(obj, &rules) {
+        // A refused PDU is answered under its event id when it has one.
+        match remote::verify_pdu_keyed(obj, &rules) {
             Ok((id, obj)) => by_room.entry(room_id).or_default().push((id, obj)),
-            Err(e) => results.push((String::new(), Err(e))),
+            Err((id, e)) => results.push((id, Err(e))),
         }
     }
     for (room_id, events) in by_room {

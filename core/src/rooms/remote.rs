@@ -62,6 +62,12 @@ impl Missing {
 /// Largest PDU accepted: the whole event as received, signatures and all, as canonical JSON.
 pub const MAX_PDU_BYTES: usize = 65_536;
 
+/// Most prev events an incoming event may cite: a member who forks the room a thousand ways
+/// in one event would make every later state resolution slow (this node cites at most 10).
+pub const MAX_PREV_EVENTS: usize = 20;
+/// Most auth events an incoming event may cite (the auth rules need at most five).
+pub const MAX_AUTH_EVENTS: usize = 10;
+
 /// Checks a PDU's size, signatures and content hash; returns its event id and the object to
 /// use (redacted if the content hash does not match).
 ///
@@ -69,21 +75,58 @@ pub const MAX_PDU_BYTES: usize = 65_536;
 /// event, under the one key id their names encode): the reference hash leaves signatures
 /// out, so anything else there would be stored and passed on unchecked.
 pub fn verify_pdu(
-    mut obj: CanonicalJsonObject,
+    obj: CanonicalJsonObject,
     rules: &RoomVersionRules,
 ) -> Result<(OwnedEventId, CanonicalJsonObject), String> {
-    let size = serde_json::to_vec(&obj).map_err(|e| e.to_string())?.len();
+    verify_pdu_keyed(obj, rules).map_err(|(_, e)| e)
+}
+
+/// [`verify_pdu`], whose error also carries the event's id when it has one (a refused PDU is
+/// answered under it in `/send`).
+pub fn verify_pdu_keyed(
+    mut obj: CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<(OwnedEventId, CanonicalJsonObject), (String, String)> {
+    let refuse = |obj: &CanonicalJsonObject, why: String| {
+        let id = reference_hash(obj, rules)
+            .map(|hash| format!("${hash}"))
+            .unwrap_or_default();
+        (id, why)
+    };
+    let size = serde_json::to_vec(&obj)
+        .map_err(|e| (String::new(), e.to_string()))?
+        .len();
     if size > MAX_PDU_BYTES {
-        return Err(format!("Event is larger than {MAX_PDU_BYTES} bytes"));
+        return Err(refuse(
+            &obj,
+            format!("Event is larger than {MAX_PDU_BYTES} bytes"),
+        ));
+    }
+    for (field, most) in [
+        ("prev_events", MAX_PREV_EVENTS),
+        ("auth_events", MAX_AUTH_EVENTS),
+    ] {
+        if let Some(ruma::CanonicalJsonValue::Array(ids)) = obj.get(field)
+            && ids.len() > most
+        {
+            return Err(refuse(
+                &obj,
+                format!("Event cites more than {most} {field}"),
+            ));
+        }
     }
     obj.remove("unsigned");
     let servers =
-        ruma::signatures::required_server_signatures_to_verify_event(&obj, &rules.signatures)
-            .map_err(|e| e.to_string())?;
+        match ruma::signatures::required_server_signatures_to_verify_event(&obj, &rules.signatures)
+        {
+            Ok(servers) => servers,
+            Err(e) => return Err(refuse(&obj, e.to_string())),
+        };
     let mut keys = ruma::signatures::PublicKeyMap::new();
     for server in servers {
-        let map = public_key_map(server.as_str())
-            .ok_or_else(|| format!("{server} is not a Neurite server"))?;
+        let Some(map) = public_key_map(server.as_str()) else {
+            return Err(refuse(&obj, format!("{server} is not a Neurite server")));
+        };
         keys.extend(map);
     }
     if let Some(ruma::CanonicalJsonValue::Object(signatures)) = obj.get_mut("signatures") {
@@ -97,12 +140,16 @@ pub fn verify_pdu(
             true
         });
     }
-    let verified = verify_event(&keys, &obj, rules).map_err(|e| format!("signature: {e}"))?;
-    let hash = reference_hash(&obj, rules).map_err(|e| e.to_string())?;
-    let event_id = EventId::parse(format!("${hash}")).map_err(|e| e.to_string())?;
+    let verified = match verify_event(&keys, &obj, rules) {
+        Ok(verified) => verified,
+        Err(e) => return Err(refuse(&obj, format!("signature: {e}"))),
+    };
+    let hash = reference_hash(&obj, rules).map_err(|e| (String::new(), e.to_string()))?;
+    let event_id =
+        EventId::parse(format!("${hash}")).map_err(|e| (String::new(), e.to_string()))?;
     if verified == Verified::Signatures {
-        obj =
-            ruma::canonical_json::redact(obj, &rules.redaction, None).map_err(|e| e.to_string())?;
+        obj = ruma::canonical_json::redact(obj, &rules.redaction, None)
+            .map_err(|e| (event_id.to_string(), e.to_string()))?;
     }
     Ok((event_id, obj))
 }
