@@ -421,3 +421,43 @@ async fn to_device_messages_from_a_stranger_are_not_delivered() {
         .collect();
     assert_eq!(types, vec![json!("m.test.hello")], "{sync}");
 }
+
+/// One server cannot bury a user under invites (each with up to 64 KiB of stripped state to
+/// store): past 100 unanswered ones from it, more are refused, while another server's still
+/// arrive.
+#[tokio::test]
+async fn invites_from_one_server_are_bounded() {
+    let node = TestNode::start().await;
+    let bob: User = node.register("bob").await;
+    let evil = EvilPeer::connect(&node).await;
+    let invite_into = |evil: &EvilPeer| {
+        let (room, prevs, auths, stripped) = evil_room(evil);
+        let mut invite = member_event(evil, &room, &bob.user_id, "invite");
+        invite["prev_events"] = json!(prevs);
+        invite["auth_events"] = json!(auths);
+        invite["depth"] = json!(5);
+        (room, invite, stripped)
+    };
+    for _ in 0..100 {
+        let (room, invite, stripped) = invite_into(&evil);
+        assert_status(&send_invite(&evil, &room, invite, stripped).await, 200);
+    }
+    let (room, invite, stripped) = invite_into(&evil);
+    assert_error(
+        &send_invite(&evil, &room, invite, stripped).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    // Another server is not held back by the first one's invites.
+    let other = EvilPeer::connect(&node).await;
+    let (room, invite, stripped) = invite_into(&other);
+    assert_status(&send_invite(&other, &room, invite, stripped).await, 200);
+    let sync = bob
+        .sync_until(None, |s| s["rooms"]["invite"][&room].is_object())
+        .await;
+    let invites = sync["rooms"]["invite"].as_object().map_or(0, |m| m.len());
+    assert_eq!(
+        invites, 101,
+        "100 from the first server and one from the other"
+    );
+}

@@ -333,6 +333,10 @@ fn invite_parties(
 /// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for a local user from
 /// another server, counter-signed only if it is an invite of an existing local user who is
 /// neither in the room nor banned from it here.
+/// Most unanswered invites the users of one other server may have waiting on this node's
+/// users (each carries up to 64 KiB of stripped state).
+const MAX_PENDING_INVITES_PER_SERVER: usize = 100;
+
 pub(super) async fn invite(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(String, String)>,
@@ -360,11 +364,22 @@ pub(super) async fn invite(
         _ => now_ms(),
     };
     let identity = state.identity.clone();
+    let origin = signed.origin.clone();
     let signed_obj = state
         .db
         .write(move |txn| {
             if accounts::get_user(txn, &target)?.is_none() {
                 return Err(MatrixError::forbidden("No such user on this server").into());
+            }
+            let local = identity.server_name().to_string();
+            if ev_store::get_event(txn, id.as_str())?.is_none()
+                && fed_store::pending_invites_from(txn, &origin, &local)?
+                    >= MAX_PENDING_INVITES_PER_SERVER
+            {
+                return Err(MatrixError::forbidden(
+                    "Too many invites from your server wait for an answer here",
+                )
+                .into());
             }
             if let Some(m) = ev_store::membership(txn, &room_id, &target)?
                 && (m.membership == "join" || m.membership == "ban")

@@ -260,3 +260,15 @@ pub fn peers(conn: &Connection) -> Result<Vec<PeerRow>> {
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// How many invites from users of `server` wait, unanswered, on users of `local`.
+pub fn pending_invites_from(conn: &Connection, server: &str, local: &str) -> Result<usize> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM memberships m JOIN events e ON e.event_id = m.event_id
+             WHERE m.membership = 'invite' AND m.user_id LIKE '%:' || ?2
+               AND e.sender LIKE '%:' || ?1",
+        )?
+        .query_row(params![server, local], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
