@@ -142,12 +142,13 @@ pub fn spawn(
                     }
                     in_flight.remove(&dest);
                     services.heard.backing_off(&dest, !ok);
-                    let b = backoff.entry(dest).or_default();
+                    let b = backoff.entry(dest.clone()).or_default();
                     if ok {
                         *b = Backoff::default();
                     } else {
                         b.delay = (b.delay * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
                         b.until = Some(Instant::now() + b.delay);
+                        trim(&services, &dest).await;
                     }
                 }
                 event = peers.recv() => {
@@ -172,6 +173,27 @@ pub fn spawn(
             }
         }
     });
+}
+
+/// Most events kept queued for one destination that does not take them.
+const MAX_QUEUED: usize = 2_000;
+/// Longest an event waits for a destination that does not take it.
+const MAX_QUEUED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Bounds the queue of a destination that failed: it catches up from the room's graph (on
+/// connect, and through `get_missing_events`) when it is back, so what is dropped is not lost.
+async fn trim(services: &Services, dest: &str) {
+    let d = dest.to_owned();
+    let oldest = now_ms() - MAX_QUEUED_AGE.as_millis() as i64;
+    match services
+        .db
+        .write(move |txn| fed_store::trim_queue(txn, &d, MAX_QUEUED, oldest))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(%dest, dropped = n, "outbox queue trimmed"),
+        Err(e) => tracing::warn!(%dest, error = %e, "could not trim the outbox queue"),
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -35,6 +35,25 @@ pub fn enqueue(conn: &Connection, destination: &str, event_id: &str, now: i64) -
     Ok(())
 }
 
+/// Drops what waits for `destination` beyond its `keep` newest events, and anything queued
+/// before `older_than` (ms): a server that stays away catches up from the room's graph when it
+/// connects again, so its queue need not grow without bound. Returns how many were dropped.
+pub fn trim_queue(
+    conn: &Connection,
+    destination: &str,
+    keep: usize,
+    older_than: i64,
+) -> Result<usize> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM outbox WHERE destination = ?1 AND (created_ts < ?3 OR id <= (
+                 SELECT id FROM outbox WHERE destination = ?1
+                 ORDER BY id DESC LIMIT 1 OFFSET ?2))",
+        )?
+        .execute(params![destination, keep as i64, older_than])?;
+    Ok(n)
+}
+
 /// Servers with at least one joined member in a room.
 pub fn servers_in_room(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(

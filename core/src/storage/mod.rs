@@ -349,6 +349,33 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_queue_keeps_its_newest_events_and_drops_old_ones() {
+        let temp = open_temp();
+        let db = &temp.1;
+        let left = db
+            .write_blocking(|txn| {
+                for i in 0..10 {
+                    federation::enqueue(txn, "far", &format!("$e{i}"), 1_000 + i)?;
+                    federation::enqueue(txn, "near", &format!("$e{i}"), 1_000 + i)?;
+                }
+                // The newest 4 stay, and of those only what was queued from 1_007 on.
+                let dropped = federation::trim_queue(txn, "far", 4, 1_007)?;
+                assert_eq!(dropped, 7);
+                let queued = |dest: &str| -> Result<Vec<String>> {
+                    let mut stmt = txn.prepare(
+                        "SELECT event_id FROM outbox WHERE destination = ?1 ORDER BY id",
+                    )?;
+                    let rows = stmt.query_map([dest], |r| r.get(0))?;
+                    Ok(rows.collect::<Result<_, _>>()?)
+                };
+                Ok((queued("far")?, queued("near")?.len()))
+            })
+            .expect("write");
+        assert_eq!(left.0, ["$e7", "$e8", "$e9"]);
+        assert_eq!(left.1, 10, "another destination's queue is untouched");
+    }
+
+    #[test]
     fn only_commits_that_queue_federation_work_wake_the_outbox() {
         let temp = open_temp();
         let db = &temp.1;
