@@ -461,3 +461,132 @@ async fn invites_from_one_server_are_bounded() {
         "100 from the first server and one from the other"
     );
 }
+
+/// A room that lives on the evil server, with every event kept signed: create, mallory's
+/// join, power levels giving mallory 100, public join rules. Returns the room id and the
+/// events by name.
+fn evil_public_room(
+    evil: &EvilPeer,
+) -> (
+    String,
+    std::collections::HashMap<&'static str, (String, Value)>,
+) {
+    let mallory = evil.user_id("mallory");
+    let ts = now_ms();
+    let create = evil.sign_pdu(json!({
+        "type": "m.room.create", "state_key": "", "sender": mallory,
+        "content": { "room_version": "12" },
+        "origin_server_ts": ts, "depth": 1, "prev_events": [], "auth_events": [],
+    }));
+    let room_id = format!("!{}", create.0.trim_start_matches('$'));
+    let join = evil.sign_pdu(json!({
+        "type": "m.room.member", "state_key": mallory, "sender": mallory, "room_id": room_id,
+        "content": { "membership": "join" },
+        "origin_server_ts": ts + 1, "depth": 2, "prev_events": [create.0], "auth_events": [],
+    }));
+    let power = |ts: u64, prev: &str, users: Value| {
+        evil.sign_pdu(json!({
+            "type": "m.room.power_levels", "state_key": "", "sender": mallory,
+            "room_id": room_id, "content": { "users": users },
+            "origin_server_ts": ts, "depth": 3, "prev_events": [prev],
+            "auth_events": [join.0],
+        }))
+    };
+    let levels = power(ts + 2, &join.0, json!({ &mallory: 100 }));
+    // Another power-levels event, valid on its own, that the room's state does not hold.
+    let swapped = power(
+        ts + 3,
+        &join.0,
+        json!({ &mallory: 100, "@eve:elsewhere": 100 }),
+    );
+    let rules = evil.sign_pdu(json!({
+        "type": "m.room.join_rules", "state_key": "", "sender": mallory, "room_id": room_id,
+        "content": { "join_rule": "public" },
+        "origin_server_ts": ts + 4, "depth": 4, "prev_events": [levels.0],
+        "auth_events": [join.0, levels.0],
+    }));
+    let events = [
+        ("create", create),
+        ("join", join),
+        ("levels", levels),
+        ("swapped", swapped),
+        ("rules", rules),
+    ];
+    (room_id, events.into_iter().collect())
+}
+
+/// The server a user joins through answers `send_join` with the room's state: a resident
+/// that hands over another state than the one the join was built on (power levels swapped
+/// for its own choice) is refused and nothing of it is kept; the honest answer is taken.
+#[tokio::test]
+async fn a_resident_cannot_hand_a_joiner_another_state() {
+    let node = TestNode::start().await;
+    let bob: User = node.register("bob").await;
+    let evil = EvilPeer::connect(&node).await;
+    let (room, ev) = evil_public_room(&evil);
+    let template = json!({
+        "type": "m.room.member", "state_key": bob.user_id, "sender": bob.user_id,
+        "room_id": room, "content": { "membership": "join" },
+        "origin_server_ts": now_ms(), "depth": 5, "prev_events": [ev["rules"].0],
+        "auth_events": [ev["levels"].0, ev["rules"].0],
+    });
+    evil.answer("GET", "/_matrix/federation/v1/make_join/", move |_| {
+        (
+            reqwest::StatusCode::OK,
+            json!({ "room_version": "12", "event": template }),
+        )
+    });
+    let honest = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chain: Vec<Value> = ["create", "join", "levels", "swapped", "rules"]
+        .iter()
+        .map(|k| ev[k].1.clone())
+        .collect();
+    let (state_honest, state_swapped): (Vec<Value>, Vec<Value>) = (
+        ["create", "join", "levels", "rules"]
+            .iter()
+            .map(|k| ev[k].1.clone())
+            .collect(),
+        ["create", "join", "swapped", "rules"]
+            .iter()
+            .map(|k| ev[k].1.clone())
+            .collect(),
+    );
+    let switch = honest.clone();
+    evil.answer("PUT", "/_matrix/federation/v2/send_join/", move |_| {
+        let state = if switch.load(std::sync::atomic::Ordering::SeqCst) {
+            state_honest.clone()
+        } else {
+            state_swapped.clone()
+        };
+        (
+            reqwest::StatusCode::OK,
+            json!({ "state": state, "auth_chain": chain }),
+        )
+    });
+
+    let path = format!("/join/{}?server_name={}", enc(&room), evil.server_name());
+    let refused = bob.post(&path, json!({})).await;
+    assert!(refused.0.is_client_error(), "{refused:?}");
+    assert!(
+        refused.1["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("send_join answer refused"),
+        "{refused:?}"
+    );
+    // Nothing of the answer became the room's state here.
+    let joined = bob.get_ok("/joined_rooms").await;
+    assert_eq!(joined["joined_rooms"], json!([]), "{joined}");
+    assert_error(
+        &bob.get(&format!("/rooms/{}/state/m.room.power_levels/", enc(&room)))
+            .await,
+        403,
+        "M_FORBIDDEN",
+    );
+
+    // The same resident answering with the state the join was built on is taken.
+    honest.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_status(&bob.post(&path, json!({})).await, 200);
+    let levels = bob.state_content(&room, "m.room.power_levels", "").await;
+    assert_eq!(levels["users"], json!({ evil.user_id("mallory"): 100 }));
+}

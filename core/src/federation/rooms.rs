@@ -330,13 +330,13 @@ fn invite_parties(
     Ok((sender.to_owned(), target.to_owned()))
 }
 
-/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for a local user from
-/// another server, counter-signed only if it is an invite of an existing local user who is
-/// neither in the room nor banned from it here.
 /// Most unanswered invites the users of one other server may have waiting on this node's
 /// users (each carries up to 64 KiB of stripped state).
 const MAX_PENDING_INVITES_PER_SERVER: usize = 100;
 
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: an invite for a local user from
+/// another server, counter-signed only if it is an invite of an existing local user who is
+/// neither in the room nor banned from it here.
 pub(super) async fn invite(
     State(state): State<AppState>,
     Path((room_id, event_id)): Path<(String, String)>,
@@ -824,6 +824,7 @@ async fn join_through(
                     state_map.insert((ty.to_owned(), key.to_owned()), id.to_string());
                 }
             }
+            check_join_state(txn, &state_events, &state_map, &pdu)?;
             let group = state_store::create_state_group(txn, &room, None, &state_map)?;
             // The state before our join is the resident server's answer (each event's signatures
             // were checked above); our join is then checked against it like any event.
@@ -865,6 +866,48 @@ async fn join_through(
     // Back in a room this node left: fetch what happened while it was away.
     if !earlier.is_empty() {
         super::inbound::fill_gap(state, client, server, room_id, earlier, &our_join).await;
+    }
+    Ok(())
+}
+
+/// Checks that a `send_join` answer's state is the one the join was built on, before it
+/// replaces anything: one event per `(type, state_key)`, a create event, and every auth event
+/// the join cites present, unrejected, and the state's event for its key. A resident that
+/// swaps the power levels or drops a member's event fails here (the join cites what the
+/// resident's template said the state was).
+fn check_join_state(
+    conn: &rusqlite::Connection,
+    state_events: &[(ruma::OwnedEventId, CanonicalJsonObject)],
+    state_map: &state_store::StateMap,
+    join: &crate::rooms::pdu::Pdu,
+) -> Result<()> {
+    let refuse = |why: String| Err(Error::Network(format!("send_join answer refused: {why}")));
+    let mut keys = HashSet::new();
+    for (_, obj) in state_events {
+        if let (Some(ty), Some(key)) = (str_field(obj, "type"), str_field(obj, "state_key"))
+            && !keys.insert((ty, key))
+        {
+            return refuse(format!("the state lists ({ty}, {key:?}) twice"));
+        }
+    }
+    if !state_map.contains_key(&("m.room.create".to_owned(), String::new())) {
+        return refuse("the state has no create event".to_owned());
+    }
+    for id in &join.data.auth_events {
+        let Some(ev) = ev_store::get_event(conn, id.as_str())? else {
+            return refuse(format!("the join cites {id}, which the answer lacks"));
+        };
+        if ev.rejected {
+            return refuse(format!("the join cites {id}, which fails the auth rules"));
+        }
+        if let Some(key) = &ev.state_key
+            && state_map.get(&(ev.event_type.clone(), key.clone())) != Some(&ev.event_id)
+        {
+            return refuse(format!(
+                "the state's ({}, {key:?}) is not {id}, which the join cites",
+                ev.event_type
+            ));
+        }
     }
     Ok(())
 }
