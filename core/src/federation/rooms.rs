@@ -39,11 +39,12 @@ fn str_field<'a>(obj: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
     }
 }
 
-/// Whether `server` has a joined member in the room.
+/// Whether `server` may ask for the room's events: it has, or had, a member in it. A server
+/// that left (or that this node thinks left, having resolved the room without some of its
+/// events) must still be able to fetch what it lacks to reach the same state; each event it
+/// gets still passes the room's history visibility for that server.
 fn server_in_room(conn: &rusqlite::Connection, room_id: &str, server: &str) -> Result<bool> {
-    Ok(fed_store::servers_in_room(conn, room_id)?
-        .iter()
-        .any(|s| s == server))
+    fed_store::server_was_in_room(conn, room_id, server)
 }
 
 /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.

@@ -291,3 +291,17 @@ pub fn pending_invites_from(conn: &Connection, server: &str, local: &str) -> Res
         .query_row(params![server, local], |r| r.get(0))?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
+
+/// Whether `server` has, or had, a member in the room (a user of it joined, or joined and
+/// left): the servers that may ask for the room's events (each event still passes its history
+/// visibility).
+pub fn server_was_in_room(conn: &Connection, room_id: &str, server: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM memberships WHERE room_id = ?1 AND user_id LIKE '%:' || ?2
+               AND membership IN ('join', 'leave', 'ban') LIMIT 1",
+        )?
+        .query_row(params![room_id, server], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
