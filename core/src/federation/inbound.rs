@@ -974,24 +974,13 @@ async fn get_json(
 ) -> Option<Value> {
     let answer = client
         .request_within(server, Method::GET, path, None, FETCH_TIMEOUT)
-        .await;
-    state.inbound.heard_from(server, answer.is_ok());
-    match answer {
-        Ok(resp) if resp.status == StatusCode::OK => Some(resp.body),
-        Ok(resp) => {
-            tracing::debug!(%server, %path, status = %resp.status, "fetch refused");
-            None
-        }
-        Err(e) => {
-            tracing::debug!(%server, %path, error = %e, "fetch failed");
-            None
-        }
-    }
+        .await
+        .map(|resp| (resp.status, resp.body));
+    fetched(state, server, path, answer)
 }
 
 /// The arrays `fields` names in a federation answer, each cut to its length as it is read,
-/// if the answer was a 200. Waits at most [`FETCH_TIMEOUT`], and notes whether the server
-/// answered at all.
+/// if the answer was a 200. Waits at most [`FETCH_TIMEOUT`].
 async fn get_lists(
     state: &AppState,
     client: &FederationClient,
@@ -1004,9 +993,19 @@ async fn get_lists(
     let answer = client
         .request_lists_within(server, method, path, body, fields, FETCH_TIMEOUT)
         .await;
+    fetched(state, server, path, answer)
+}
+
+/// What a fetch brought, if the server answered 200; notes whether it answered at all.
+fn fetched<T>(
+    state: &AppState,
+    server: &str,
+    path: &str,
+    answer: Result<(StatusCode, T)>,
+) -> Option<T> {
     state.inbound.heard_from(server, answer.is_ok());
     match answer {
-        Ok((StatusCode::OK, lists)) => Some(lists),
+        Ok((StatusCode::OK, found)) => Some(found),
         Ok((status, _)) => {
             tracing::debug!(%server, %path, %status, "fetch refused");
             None

@@ -39,14 +39,6 @@ fn str_field<'a>(obj: &'a CanonicalJsonObject, key: &str) -> Option<&'a str> {
     }
 }
 
-/// Whether `server` may ask for the room's events: it has, or had, a member in it. A server
-/// that left (or that this node thinks left, having resolved the room without some of its
-/// events) must still be able to fetch what it lacks to reach the same state; each event it
-/// gets still passes the room's history visibility for that server.
-fn server_in_room(conn: &rusqlite::Connection, room_id: &str, server: &str) -> Result<bool> {
-    fed_store::server_was_in_room(conn, room_id, server)
-}
-
 /// `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`.
 pub(super) async fn make_join(
     state: State<AppState>,
@@ -478,7 +470,7 @@ pub(super) async fn get_missing_events(
     let events = state
         .db
         .read(move |conn| {
-            if !server_in_room(conn, &room_id, &origin)? {
+            if !fed_store::server_was_in_room(conn, &room_id, &origin)? {
                 return Err(MatrixError::forbidden("Your server is not in this room").into());
             }
             let limit = body.limit.unwrap_or(10).min(MAX_MISSING_EVENTS);
@@ -535,7 +527,7 @@ pub(super) async fn event_auth(
     let chain = state
         .db
         .read(move |conn| {
-            if !server_in_room(conn, &room_id, &origin)? {
+            if !fed_store::server_was_in_room(conn, &room_id, &origin)? {
                 return Err(MatrixError::forbidden("Your server is not in this room").into());
             }
             ev_store::get_event(conn, &event_id)?
@@ -561,7 +553,7 @@ pub(super) async fn get_event(
         .read(move |conn| {
             let ev = ev_store::get_event(conn, &event_id)?
                 .ok_or_else(|| MatrixError::not_found("Unknown event"))?;
-            if !server_in_room(conn, &ev.room_id, &origin)? {
+            if !fed_store::server_was_in_room(conn, &ev.room_id, &origin)? {
                 return Err(MatrixError::forbidden("Your server is not in this room").into());
             }
             // Whole or redacted, as the room's history visibility at the event allows.

@@ -293,8 +293,9 @@ pub fn pending_invites_from(conn: &Connection, server: &str, local: &str) -> Res
 }
 
 /// Whether `server` has, or had, a member in the room (a user of it joined, or joined and
-/// left): the servers that may ask for the room's events (each event still passes its history
-/// visibility).
+/// left): the servers that may ask for the room's events. A server that left, or that this
+/// node resolved as gone without some of the events it holds, must still be able to fetch
+/// what it lacks to reach the same state; each event still passes its history visibility.
 pub fn server_was_in_room(conn: &Connection, room_id: &str, server: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
