@@ -39,7 +39,7 @@ use tokio::{
 };
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::{TestNode, WAIT};
+use crate::{TestNode, WAIT, assert_status, enc};
 
 /// The room version [`EvilPeer::sign_pdu`] signs for (Neurite's default for new rooms).
 pub const DEFAULT_ROOM_VERSION: &str = "12";
@@ -218,6 +218,26 @@ impl EvilPeer {
     /// The server name of the node it is connected to.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// This server's `localpart` joins `room` through the node (`make_join`, then `send_join`
+    /// of the signed template; both must answer 200). Returns the join's id and the template.
+    pub async fn join(&self, room: &str, localpart: &str) -> (String, Value) {
+        let user = self.user_id(localpart);
+        let path = format!(
+            "/_matrix/federation/v1/make_join/{}/{}?ver=12",
+            enc(room),
+            enc(&user)
+        );
+        let template = assert_status(&self.request(Method::GET, &path, None).await, 200);
+        let (join_id, join) = self.sign_pdu(template["event"].clone());
+        let path = format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            enc(room),
+            enc(&join_id)
+        );
+        assert_status(&self.request(Method::PUT, &path, Some(join)).await, 200);
+        (join_id, template)
     }
 
     /// A user id on this server.

@@ -245,36 +245,7 @@ async fn expensive_bodies_are_refused_before_they_are_parsed() {
 /// Mallory of the evil server joins `room` on `node` (make_join, send_join). Returns the join
 /// event's id and the auth events of a message of hers (the power levels and her join).
 async fn join_mallory(evil: &EvilPeer, room: &str) -> (String, Vec<Value>) {
-    let mallory = evil.user_id("mallory");
-    let template = assert_status(
-        &evil
-            .request(
-                Method::GET,
-                &format!(
-                    "/_matrix/federation/v1/make_join/{}/{}?ver=12",
-                    enc(room),
-                    enc(&mallory)
-                ),
-                None,
-            )
-            .await,
-        200,
-    );
-    let (join_id, join) = evil.sign_pdu(template["event"].clone());
-    assert_status(
-        &evil
-            .request(
-                Method::PUT,
-                &format!(
-                    "/_matrix/federation/v2/send_join/{}/{}",
-                    enc(room),
-                    enc(&join_id)
-                ),
-                Some(join),
-            )
-            .await,
-        200,
-    );
+    let (join_id, template) = evil.join(room, "mallory").await;
     let mut auth = Vec::new();
     for id in template["event"]["auth_events"]
         .as_array()

@@ -252,17 +252,24 @@ async fn a_forged_invite_cannot_lift_a_ban() {
     assert!(!has_invites(&sync), "no invite shows: {sync}");
 }
 
+/// A new room of the evil server's own ([`evil_room`]) and mallory's invite of `target` into
+/// it, in its place in the room's graph. Returns the room id, the invite and its stripped
+/// state.
+fn invite_into_evil_room(evil: &EvilPeer, target: &str) -> (String, Value, Value) {
+    let (room, prevs, auths, stripped) = evil_room(evil);
+    let mut invite = member_event(evil, &room, target, "invite");
+    invite["prev_events"] = json!(prevs);
+    invite["auth_events"] = json!(auths);
+    invite["depth"] = json!(5);
+    (room, invite, stripped)
+}
+
 #[tokio::test]
 async fn a_genuine_invite_from_another_server_still_arrives() {
     let node = TestNode::start().await;
     let bob: User = node.register("bob").await;
     let evil = EvilPeer::connect(&node).await;
-    let (room, prevs, auths, stripped) = evil_room(&evil);
-    let mut invite = member_event(&evil, &room, &bob.user_id, "invite");
-    invite["prev_events"] = json!(prevs);
-    invite["auth_events"] = json!(auths);
-    invite["depth"] = json!(5);
-
+    let (room, invite, stripped) = invite_into_evil_room(&evil, &bob.user_id);
     let resp = send_invite(&evil, &room, invite, stripped).await;
     let body = assert_status(&resp, 200);
     let signatures = &body["event"]["signatures"];
@@ -323,36 +330,7 @@ async fn events_fetched_over_federation_follow_history_visibility() {
     assert_error(&fetch_event(&evil, &before).await, 403, "M_FORBIDDEN");
 
     // Mallory joins through the node (make_join, then send_join of the signed template).
-    let mallory = evil.user_id("mallory");
-    let template = assert_status(
-        &evil
-            .request(
-                Method::GET,
-                &format!(
-                    "/_matrix/federation/v1/make_join/{}/{}?ver=12",
-                    enc(&room),
-                    enc(&mallory)
-                ),
-                None,
-            )
-            .await,
-        200,
-    );
-    let (join_id, join) = evil.sign_pdu(template["event"].clone());
-    assert_status(
-        &evil
-            .request(
-                Method::PUT,
-                &format!(
-                    "/_matrix/federation/v2/send_join/{}/{}",
-                    enc(&room),
-                    enc(&join_id)
-                ),
-                Some(join),
-            )
-            .await,
-        200,
-    );
+    evil.join(&room, "mallory").await;
     let after = alice.send_text(&room, "after mallory came").await;
 
     // From before the join: the event, redacted (its graph place kept, its content not).
@@ -430,14 +408,7 @@ async fn invites_from_one_server_are_bounded() {
     let node = TestNode::start().await;
     let bob: User = node.register("bob").await;
     let evil = EvilPeer::connect(&node).await;
-    let invite_into = |evil: &EvilPeer| {
-        let (room, prevs, auths, stripped) = evil_room(evil);
-        let mut invite = member_event(evil, &room, &bob.user_id, "invite");
-        invite["prev_events"] = json!(prevs);
-        invite["auth_events"] = json!(auths);
-        invite["depth"] = json!(5);
-        (room, invite, stripped)
-    };
+    let invite_into = |evil: &EvilPeer| invite_into_evil_room(evil, &bob.user_id);
     for _ in 0..100 {
         let (room, invite, stripped) = invite_into(&evil);
         assert_status(&send_invite(&evil, &room, invite, stripped).await, 200);
