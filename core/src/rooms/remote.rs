@@ -468,52 +468,64 @@ pub fn resolve_states(
 
 /// Events on auth-event paths between two conflicted events (room version 12's
 /// "conflicted state subgraph").
+///
+/// The walk keeps its own stack rather than recursing: a peer chooses how deep an auth chain
+/// is, and the thread this runs on has a small stack.
 fn conflicted_subgraph(
     conn: &Connection,
     conflicted: HashSet<String>,
 ) -> Result<EventIdSet<OwnedEventId>> {
-    // reaches[x] = whether some conflicted event is among x's auth ancestors (or x itself).
+    // The auth events of each event met (empty for events this node does not have).
+    let mut auth_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut load = |id: &str| -> Result<Vec<String>> {
+        if let Some(auth) = auth_of.get(id) {
+            return Ok(auth.clone());
+        }
+        let auth: Vec<String> = load_pdu(conn, id)?
+            .map(|pdu| pdu.data.auth_events.iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default();
+        auth_of.insert(id.to_owned(), auth.clone());
+        Ok(auth)
+    };
+    // reaches[x]: x is conflicted or some conflicted event is among its auth ancestors.
+    // Filled in depth-first post-order: an event is settled once all its auth events are.
     let mut reaches: HashMap<String, bool> = HashMap::new();
-    fn visit(
-        conn: &Connection,
-        id: &str,
-        conflicted: &HashSet<String>,
-        reaches: &mut HashMap<String, bool>,
-        depth: usize,
-    ) -> Result<bool> {
-        if let Some(r) = reaches.get(id) {
-            return Ok(*r);
-        }
-        let mut r = conflicted.contains(id);
-        if depth < 10_000
-            && let Some(pdu) = load_pdu(conn, id)?
-        {
-            for a in &pdu.data.auth_events {
-                r |= visit(conn, a.as_str(), conflicted, reaches, depth + 1)?;
-            }
-        }
-        reaches.insert(id.to_owned(), r);
-        Ok(r)
-    }
-    let mut out = EventIdSet::new();
     for c in &conflicted {
-        // Walk down from each conflicted event; keep ancestors from which another conflicted
-        // event is reachable.
-        let mut todo = vec![c.clone()];
-        let mut seen = HashSet::new();
-        while let Some(id) = todo.pop() {
-            if !seen.insert(id.clone()) {
+        let mut stack = vec![(c.clone(), false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if reaches.contains_key(&id) {
                 continue;
             }
-            if visit(conn, &id, &conflicted, &mut reaches, 0)? {
-                if let Ok(eid) = EventId::parse(&id) {
-                    out.insert(eid);
-                }
-                if let Some(pdu) = load_pdu(conn, &id)? {
-                    todo.extend(pdu.data.auth_events.iter().map(|e| e.to_string()));
-                }
+            let auth = load(&id)?;
+            if expanded {
+                let r = conflicted.contains(&id)
+                    || auth
+                        .iter()
+                        .any(|a| reaches.get(a).copied().unwrap_or(false));
+                reaches.insert(id, r);
+            } else {
+                stack.push((id, true));
+                stack.extend(
+                    auth.into_iter()
+                        .filter(|a| !reaches.contains_key(a))
+                        .map(|a| (a, false)),
+                );
             }
         }
+    }
+    // Walking down from each conflicted event, keep the ancestors from which another
+    // conflicted event is reachable.
+    let mut out = EventIdSet::new();
+    let mut seen = HashSet::new();
+    let mut todo: Vec<String> = conflicted.iter().cloned().collect();
+    while let Some(id) = todo.pop() {
+        if !reaches.get(&id).copied().unwrap_or(false) || !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Ok(eid) = EventId::parse(&id) {
+            out.insert(eid);
+        }
+        todo.extend(load(&id)?);
     }
     Ok(out)
 }
@@ -765,4 +777,80 @@ pub fn update_current_state(
         ev_store::set_room_state_group(conn, room_id, g)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_support::open_temp;
+
+    /// Stores a bare member event citing `auth` (enough for the graph walks).
+    fn store(conn: &Connection, id: &str, auth: &[String], depth: i64) {
+        let json = serde_json::json!({
+            "room_id": "!r:x", "sender": "@a:x", "origin_server_ts": 0,
+            "type": "m.room.member", "state_key": "@a:x", "content": {"membership": "join"},
+            "auth_events": auth, "prev_events": [], "depth": depth,
+        })
+        .to_string();
+        let row = NewEvent {
+            event_id: id,
+            room_id: "!r:x",
+            stream: None,
+            event_type: "m.room.member",
+            state_key: Some("@a:x"),
+            sender: "@a:x",
+            origin_server_ts: 0,
+            depth,
+            json: &json,
+            state_before: None,
+            state_after: None,
+            prev_state: None,
+            relates_to: None,
+            rel_type: None,
+            txn_device: None,
+            txn_id: None,
+            prev_events: &[],
+            outlier: true,
+            rejected: false,
+        };
+        ev_store::insert_event(conn, &row).expect("insert");
+    }
+
+    /// A peer picks how deep an auth chain is: the conflicted subgraph of a chain far deeper
+    /// than a small thread stack allows for recursion is still found, whole, and nothing off
+    /// the paths between the conflicted events is in it.
+    #[test]
+    fn the_conflicted_subgraph_of_a_very_deep_auth_chain_needs_no_deep_stack() {
+        const DEPTH: usize = 30_000;
+        let temp = open_temp();
+        temp.1
+            .write_blocking(|txn| {
+                let mut prev: Vec<String> = Vec::new();
+                for i in 0..DEPTH {
+                    let id = format!("$e{i}");
+                    store(txn, &id, &prev, i as i64);
+                    prev = vec![id];
+                }
+                // A side branch off the chain, not between two conflicted events.
+                store(txn, "$side", &["$e10".to_owned()], 11);
+                Ok(())
+            })
+            .expect("store");
+        let db = temp.1.clone();
+        let found = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                db.read_blocking(|conn| {
+                    let conflicted = HashSet::from(["$e0".to_owned(), format!("$e{}", DEPTH - 1)]);
+                    conflicted_subgraph(conn, conflicted)
+                })
+            })
+            .expect("thread")
+            .join()
+            .expect("the walk overflowed its stack or panicked")
+            .expect("walk");
+        assert_eq!(found.len(), DEPTH);
+        assert!(found.contains(EventId::parse("$e15000").unwrap().as_ref()));
+        assert!(!found.contains(EventId::parse("$side").unwrap().as_ref()));
+    }
 }

@@ -59,6 +59,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/013_leaner_event_writes.sql")),
     M::up(include_str!("migrations/014_staged_events.sql")),
     M::up(include_str!("migrations/015_invite_outbox.sql")),
+    M::up(include_str!("migrations/016_member_events_index.sql")),
 ];
 
 /// How many idle reader connections are kept open.
@@ -323,12 +324,15 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A database in a fresh directory, for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+
+    use super::{DB_FILE, Db};
 
     /// A database in a fresh directory, removed when dropped.
-    struct TempDb(PathBuf, Db);
+    pub(crate) struct TempDb(PathBuf, pub(crate) Db);
 
     impl Drop for TempDb {
         fn drop(&mut self) {
@@ -336,7 +340,7 @@ mod tests {
         }
     }
 
-    fn open_temp() -> TempDb {
+    pub(crate) fn open_temp() -> TempDb {
         let mut name = [0u8; 8];
         getrandom::fill(&mut name).expect("random");
         let dir = std::env::temp_dir().join(format!(
@@ -347,6 +351,13 @@ mod tests {
         let db = Db::open(&dir.join(DB_FILE)).expect("open");
         TempDb(dir, db)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::test_support::open_temp;
 
     #[test]
     fn a_destination_queue_keeps_its_newest_events_and_drops_old_ones() {
@@ -510,5 +521,77 @@ mod tests {
             })
             .expect("count");
         assert_eq!(left, 0);
+    }
+
+    /// Stores a member event of `user` sent by `sender` with the given membership.
+    fn member(conn: &Connection, id: &str, sender: &str, user: &str, membership: &str) {
+        let json = serde_json::json!({
+            "room_id": "!r:x", "sender": sender, "type": "m.room.member", "state_key": user,
+            "content": {"membership": membership},
+        })
+        .to_string();
+        let row = events::NewEvent {
+            event_id: id,
+            room_id: "!r:x",
+            stream: None,
+            event_type: "m.room.member",
+            state_key: Some(user),
+            sender,
+            origin_server_ts: 0,
+            depth: 1,
+            json: &json,
+            state_before: None,
+            state_after: None,
+            prev_state: None,
+            relates_to: None,
+            rel_type: None,
+            txn_device: None,
+            txn_id: None,
+            prev_events: &[],
+            outlier: false,
+            rejected: false,
+        };
+        events::insert_event(conn, &row).expect("insert");
+    }
+
+    #[test]
+    fn a_local_users_membership_drifts_when_state_holds_an_older_choice_of_their_own() {
+        let temp = open_temp();
+        let drift = temp
+            .1
+            .write_blocking(|txn| {
+                accounts::insert_user(txn, "@u:x", "u", None, 0)?;
+                accounts::insert_user(txn, "@k:x", "k", None, 0)?;
+                // @u joined, left, joined again; state resolution kept the leave.
+                member(txn, "$j1", "@u:x", "@u:x", "join");
+                member(txn, "$l1", "@u:x", "@u:x", "leave");
+                member(txn, "$j2", "@u:x", "@u:x", "join");
+                events::set_membership(txn, "!r:x", "@u:x", "leave", "$l1", 1)?;
+                // @k joined, then was kicked: someone else's choice, no drift.
+                member(txn, "$jk", "@k:x", "@k:x", "join");
+                member(txn, "$kick", "@u:x", "@k:x", "leave");
+                events::set_membership(txn, "!r:x", "@k:x", "leave", "$kick", 2)?;
+                // A remote user in the same position is not this node's to correct.
+                member(txn, "$rj", "@r:y", "@r:y", "join");
+                member(txn, "$rl", "@r:y", "@r:y", "leave");
+                events::set_membership(txn, "!r:x", "@r:y", "join", "$rj", 3)?;
+                let drift = events::own_membership_drift(txn, "!r:x")?;
+                let latest = events::latest_own_membership(txn, "!r:x", "@u:x")?;
+                assert_eq!(latest, Some(("$j2".to_owned(), "join".to_owned())));
+                // Once the state holds the latest choice, nothing drifts.
+                events::set_membership(txn, "!r:x", "@u:x", "join", "$j2", 4)?;
+                assert!(events::own_membership_drift(txn, "!r:x")?.is_empty());
+                Ok(drift)
+            })
+            .expect("write");
+        assert_eq!(
+            drift,
+            [events::OwnMembershipDrift {
+                user_id: "@u:x".into(),
+                current: "leave".into(),
+                latest_event: "$j2".into(),
+                latest: "join".into(),
+            }]
+        );
     }
 }
