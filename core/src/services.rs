@@ -57,6 +57,9 @@ pub struct Services {
     pub presence: Presence,
     /// Events from other servers waiting for the events they depend on.
     pub(crate) inbound: crate::federation::inbound::Inbound,
+    /// How often local users' membership choices were made again after state resolution
+    /// undid them.
+    pub(crate) own_memberships: crate::federation::own_membership::OwnMemberships,
     /// Destinations the outbox backs off from that have talked to us since.
     pub(crate) heard: crate::federation::outbox::Heard,
     client_url: OnceLock<String>,
@@ -123,6 +126,7 @@ impl Services {
             push,
             presence,
             inbound: Default::default(),
+            own_memberships: Default::default(),
             heard: Default::default(),
             client_url: OnceLock::new(),
             federation: OnceLock::new(),

@@ -212,6 +212,8 @@ pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<Pd
                 results.extend(room_results);
                 if waiting {
                     kick(state, &room_id);
+                } else {
+                    super::own_membership::keep(state, &room_id).await;
                 }
             }
             Err(e) => tracing::warn!(room = %room_id, error = %e, "could not take in events"),
@@ -459,6 +461,9 @@ async fn resolve_room(state: &AppState, room_id: &str) -> Resolved {
             state.notifier.notify();
         }
         if waiting.is_empty() {
+            if progressed {
+                super::own_membership::keep(state, room_id).await;
+            }
             return Resolved::Done;
         }
         let Some(client) = state.federation().cloned() else {

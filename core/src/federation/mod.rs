@@ -10,6 +10,7 @@ pub mod devices;
 pub mod edus;
 pub mod inbound;
 pub mod outbox;
+pub mod own_membership;
 pub mod query;
 pub mod rooms;
 pub mod state;

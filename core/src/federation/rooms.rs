@@ -118,12 +118,14 @@ pub(super) async fn send_leave(
         signed.origin.clone(),
         state.identity.server_name().to_string(),
     );
+    let room = room_id.clone();
     state
         .db
         .write(move |txn| {
             accept_membership(txn, &room_id, &event_id, obj, &origin, &local).map(|_| ())
         })
         .await?;
+    super::own_membership::keep(&state, &room).await;
     state.notifier.notify();
     Ok(Json(json!({})))
 }
@@ -202,6 +204,7 @@ pub(super) async fn send_join(
         .db
         .write(move |txn| accept_membership(txn, &room_id, &event_id, obj, &origin, &local))
         .await?;
+    super::own_membership::keep(&state, &room).await;
     // The answer is read after the commit, so the single writer is not held while it is built.
     let (r, local) = (room.clone(), state.identity.server_name().to_string());
     let response = state
@@ -606,7 +609,7 @@ pub async fn join_remote(
     let mut behind = None;
     for server in &servers {
         match join_through(state, &client, user, room_id, server, false).await {
-            Ok(()) => return joined(state, user, room_id).await,
+            Ok(()) => return joined(state, room_id).await,
             Err(JoinFailure::Behind) => {
                 tracing::info!(%server, "join template misses our latest membership; trying another server");
                 behind.get_or_insert(server);
@@ -619,7 +622,7 @@ pub async fn join_remote(
     }
     if let Some(server) = behind {
         match join_through(state, &client, user, room_id, server, true).await {
-            Ok(()) => return joined(state, user, room_id).await,
+            Ok(()) => return joined(state, room_id).await,
             Err(JoinFailure::Error(e)) => last_error = e.to_string(),
             Err(JoinFailure::Behind) => {}
         }
@@ -627,30 +630,13 @@ pub async fn join_remote(
     Err(MatrixError::not_found(format!("Could not join the room: {last_error}")).into())
 }
 
-/// After a remote join: if the room's state, resolved over the join and what this node had
-/// of the room (a rejoin made on a server that had not seen the user's leave races that
-/// leave, and may lose to it), does not have the user joined, the node joins again on its
-/// own graph, which now holds both, so the new join comes after the leave everywhere.
-async fn joined(state: &AppState, user: &UserId, room_id: &str) -> Result<()> {
-    let (r, u) = (room_id.to_owned(), user.to_string());
-    let membership = state
-        .db
-        .read(move |c| Ok(ev_store::membership(c, &r, &u)?.map(|m| m.membership)))
-        .await?;
-    if membership.as_deref() != Some("join") {
-        tracing::info!(room = %room_id, %user, "remote join lost to an earlier membership; joining again");
-        state
-            .rooms
-            .change_membership(
-                user,
-                room_id,
-                user,
-                crate::rooms::membership::MembershipAction::Join,
-                None,
-                serde_json::Map::new(),
-            )
-            .await?;
-    }
+/// After a remote join: the room's state, resolved over the join and what this node had of
+/// the room, may not have the user joined (a rejoin made on a server that had not seen the
+/// user's leave races that leave, and may lose to it). The node then joins again on its own
+/// graph, which now holds both, so the new join comes after the leave everywhere
+/// ([`super::own_membership`]).
+async fn joined(state: &AppState, room_id: &str) -> Result<()> {
+    super::own_membership::keep(state, room_id).await;
     state.presence.share_room(room_id).await;
     Ok(())
 }

@@ -317,11 +317,16 @@ impl Rooms {
                 if let Some(reason) = reason {
                     content.insert("reason".into(), json!(reason));
                 }
-                // Joining again with nothing changed is a no-op, not a new member event.
+                // Joining again with nothing changed is a no-op, not a new member event;
+                // unless the user's latest choice was to leave and state resolution brought
+                // back an older join of theirs: then the join is made again, so that it is
+                // their latest choice everywhere.
                 if action == MembershipAction::Join
                     && current == "join"
                     && content_of(txn, ctx.state_event("m.room.member", target.as_str()))?
                         == Some(Value::Object(content.clone()))
+                    && ev_store::latest_own_membership(txn, &room_id, target.as_str())?
+                        .is_none_or(|(_, latest)| latest == "join")
                 {
                     return Ok(());
                 }

@@ -477,6 +477,93 @@ pub fn membership(
         .optional()?)
 }
 
+/// A local user whose membership in the room's current state is one of their own earlier
+/// member events, while the latest member event they sent says otherwise (state resolution
+/// preferred the older one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnMembershipDrift {
+    pub user_id: String,
+    /// Their membership in the current state.
+    pub current: String,
+    /// The latest member event they sent, and its membership.
+    pub latest_event: String,
+    pub latest: String,
+}
+
+/// The local users of a room whose current membership is an older choice of their own (see
+/// [`OwnMembershipDrift`]). "Latest" is the order this node stored their events in: a local
+/// user's member events are all made here, so that is the order they chose them in, whatever
+/// the clocks of the servers that handed out join templates said.
+pub fn own_membership_drift(conn: &Connection, room_id: &str) -> Result<Vec<OwnMembershipDrift>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.user_id, m.membership, l.event_id, l.json
+         FROM memberships m
+         JOIN users u ON u.user_id = m.user_id
+         JOIN events c ON c.event_id = m.event_id
+         JOIN events l ON l.nid = (
+             SELECT MAX(e.nid) FROM events e
+             WHERE e.room_id = m.room_id AND e.type = 'm.room.member'
+               AND e.state_key = m.user_id AND e.sender = m.user_id AND e.rejected = 0)
+         WHERE m.room_id = ?1 AND c.sender = m.user_id AND l.event_id != m.event_id",
+    )?;
+    let rows = stmt.query_map([room_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (user_id, current, latest_event, json) = row?;
+        let latest = membership_in(&json);
+        if latest != current {
+            out.push(OwnMembershipDrift {
+                user_id,
+                current,
+                latest_event,
+                latest,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The latest member event a user sent in a room, in the order this node stored them (see
+/// [`own_membership_drift`]): its id and membership.
+pub fn latest_own_membership(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<(String, String)>> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached(
+            "SELECT event_id, json FROM events
+             WHERE room_id = ?1 AND type = 'm.room.member' AND state_key = ?2 AND sender = ?2
+               AND rejected = 0
+             ORDER BY nid DESC LIMIT 1",
+        )?
+        .query_row(params![room_id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.map(|(id, json)| {
+        let membership = membership_in(&json);
+        (id, membership)
+    }))
+}
+
+/// `content.membership` of a member event's JSON (empty if it has none).
+fn membership_in(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/content/membership")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
 /// Whether `a` may be in touch with `b`: they are in a room together (one of them may be
 /// invited), or `b` holds an invite from `a` (to a room of another server).
 pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {
