@@ -606,3 +606,67 @@ async fn an_event_citing_too_many_prev_events_is_refused() {
     assert!(!wide_held, "the wide event was held");
     assert!(fine_held, "the event with twenty prev events was not held");
 }
+
+#[tokio::test]
+async fn a_room_keeps_a_bounded_number_of_rejected_events() {
+    let node = TestNode::start().await;
+    let alice = node.register("alice").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let evil = EvilPeer::connect(&node).await;
+    let (join_id, auth) = join_mallory(&evil, &room).await;
+    // Messages of a user of the evil server who never joined, each after mallory's join:
+    // every one is placed in the graph and rejected.
+    let power: Vec<Value> = auth
+        .iter()
+        .filter(|a| **a != json!(join_id))
+        .cloned()
+        .collect();
+    let cap = neurite_core::rooms::remote::MAX_REJECTED_PER_ROOM as usize;
+    let total = cap + 60;
+    let mut refused = 0;
+    for batch in 0..total.div_ceil(50) {
+        let pdus: Vec<Value> = (batch * 50..((batch + 1) * 50).min(total))
+            .map(|n| {
+                evil.sign_pdu(json!({
+                    "type": "m.room.message",
+                    "room_id": room,
+                    "sender": evil.user_id("stranger"),
+                    "content": { "msgtype": "m.text", "body": format!("junk {n}") },
+                    "origin_server_ts": now_ms(),
+                    "depth": 100,
+                    "prev_events": [join_id],
+                    "auth_events": power,
+                }))
+                .1
+            })
+            .collect();
+        let answer = assert_status(
+            &evil
+                .request(
+                    Method::PUT,
+                    &format!("/_matrix/federation/v1/send/junk{batch}"),
+                    Some(json!({ "pdus": pdus, "edus": [] })),
+                )
+                .await,
+            200,
+        );
+        let results = answer["pdus"].as_object().expect("pdu results");
+        refused += results
+            .values()
+            .filter(|r| r.get("error").is_some())
+            .count();
+    }
+    assert_eq!(refused, total, "every junk event is refused");
+    let rid = room.clone();
+    let kept = node
+        .node()
+        .services()
+        .db
+        .read(move |c| neurite_core::storage::events::count_rejected(c, &rid))
+        .await
+        .expect("count");
+    assert_eq!(kept as usize, cap, "rejected events kept beyond the bound");
+    // The room goes on for its members.
+    let sent = alice.send_text(&room, "still here").await;
+    assert!(sent.starts_with('$'));
+}

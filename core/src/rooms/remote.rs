@@ -26,6 +26,10 @@ use crate::{
     },
 };
 
+/// Most rejected events kept per room; beyond that, a rejected event is answered but not
+/// stored (an event citing it then waits for it, like any other missing event).
+pub const MAX_REJECTED_PER_ROOM: i64 = 1_000;
+
 /// What became of a received PDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -614,6 +618,12 @@ pub fn accept_pdu(
         verdict = check_against_state(txn, &pdu, rules, &state_before)?;
     }
     if let Some(why) = verdict {
+        // Rejected events are kept so that events citing them can be placed, but only so
+        // many: anyone who can sign an event can have it rejected.
+        if ev_store::count_rejected(txn, room_id)? >= MAX_REJECTED_PER_ROOM {
+            tracing::info!(event = %event_id, reason = %why, "rejected incoming event (not kept)");
+            return Ok(Accepted::Rejected(why));
+        }
         let mut row = new_event(&pdu, room_id, &json, &ty, &prevs);
         row.state_before = before_group;
         row.state_after = before_group;

@@ -564,6 +564,13 @@ fn membership_in(json: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How many rejected events of a room are kept.
+pub fn count_rejected(conn: &Connection, room_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE room_id = ?1 AND rejected = 1")?
+        .query_row([room_id], |r| r.get(0))?)
+}
+
 /// Whether `a` may be in touch with `b`: they are in a room together (one of them may be
 /// invited), or `b` holds an invite from `a` (to a room of another server).
 pub fn share_a_room(conn: &Connection, a: &str, b: &str) -> Result<bool> {

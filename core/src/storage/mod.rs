@@ -59,7 +59,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/013_leaner_event_writes.sql")),
     M::up(include_str!("migrations/014_staged_events.sql")),
     M::up(include_str!("migrations/015_invite_outbox.sql")),
-    M::up(include_str!("migrations/016_member_events_index.sql")),
+    M::up(include_str!("migrations/016_event_indexes.sql")),
 ];
 
 /// How many idle reader connections are kept open.
