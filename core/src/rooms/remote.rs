@@ -572,9 +572,12 @@ pub fn accept_pdu(
     let mut prev_groups = Vec::new();
     for p in &prevs {
         match ev_store::get_event(txn, p)? {
+            // Prev events with the same state (messages after one state event) count once.
             Some(ev) if ev.state_after.is_some() => {
-                prev_groups.push(ev.state_after);
-                prev_states.push(state_of_group(txn, ev.state_after)?);
+                if !prev_groups.contains(&ev.state_after) {
+                    prev_groups.push(ev.state_after);
+                    prev_states.push(state_of_group(txn, ev.state_after)?);
+                }
             }
             _ => missing.prev.push(p.clone()),
         }
@@ -751,7 +754,10 @@ pub fn update_current_state(
     let mut states = Vec::new();
     let mut groups = Vec::new();
     for id in ev_store::forward_extremities(conn, room_id)? {
-        if let Some(ev) = ev_store::get_event(conn, &id)? {
+        // Forks that end in the same state (messages sent at once) are resolved once.
+        if let Some(ev) = ev_store::get_event(conn, &id)?
+            && !groups.contains(&ev.state_after)
+        {
             groups.push(ev.state_after);
             states.push(state_of_group(conn, ev.state_after)?);
         }
