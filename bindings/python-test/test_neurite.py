@@ -98,6 +98,19 @@ def test_bad_config_raises_invalid_config(tmp_path):
             neurite.Homeserver(config)
 
 
+def test_federation_limits_default_to_a_phones_and_are_checked(tmp_path):
+    limits = neurite.default_federation_limits()
+    assert limits.max_connections == 64 and limits.request_timeout_secs == 60
+    config = make_config(tmp_path)
+    assert config.federation_limits is None  # the default: keep the node's own limits
+    limits.max_requests_per_peer = 0
+    config.federation_limits = limits
+    with pytest.raises(neurite.NeuriteError.InvalidConfig):
+        neurite.Homeserver(config)
+    limits.max_requests_per_peer = 4
+    neurite.Homeserver(config)
+
+
 def test_start_stop_and_restart(tmp_path):
     async def main():
         hs = neurite.Homeserver(make_config(tmp_path))

@@ -41,6 +41,87 @@ pub struct HomeserverConfig {
     /// A `tracing` filter such as `info,neurite_core=debug`, applied to the log sink set with
     /// [`crate::set_log_sink`] when this homeserver is created. `None` keeps the sink's filter.
     pub log_filter: Option<String>,
+    /// What the node spends on other peers' federation traffic; `None` keeps the defaults,
+    /// which suit a phone.
+    #[uniffi(default = None)]
+    pub federation_limits: Option<FederationLimits>,
+}
+
+/// Bounds on what peers may make the node spend (see [`neurite_core::FederationLimits`],
+/// whose defaults [`default_federation_limits`] returns). Every field must be at least 1.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct FederationLimits {
+    /// Open libp2p connections, in total.
+    pub max_connections: u32,
+    /// Open libp2p connections with one peer.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in their handshake.
+    pub max_pending_incoming: u32,
+    /// Streams open at once on one connection.
+    pub max_streams_per_connection: u32,
+    /// Federation requests served at once for one peer.
+    pub max_requests_per_peer: u32,
+    /// Federation requests served at once, in total.
+    pub max_requests: u32,
+    /// Request bodies held in memory at once, in bytes, across all peers.
+    pub max_body_bytes_in_flight: u64,
+    /// Seconds a peer has to send a request's line and headers.
+    pub header_read_timeout_secs: u32,
+    /// Seconds one federation stream may last.
+    pub request_timeout_secs: u32,
+}
+
+/// The federation limits a node uses unless told otherwise.
+#[uniffi::export]
+pub fn default_federation_limits() -> FederationLimits {
+    let d = neurite_core::FederationLimits::default();
+    FederationLimits {
+        max_connections: d.max_connections,
+        max_connections_per_peer: d.max_connections_per_peer,
+        max_pending_incoming: d.max_pending_incoming,
+        max_streams_per_connection: u32::try_from(d.max_streams_per_connection)
+            .unwrap_or(u32::MAX),
+        max_requests_per_peer: u32::try_from(d.max_requests_per_peer).unwrap_or(u32::MAX),
+        max_requests: u32::try_from(d.max_requests).unwrap_or(u32::MAX),
+        max_body_bytes_in_flight: d.max_body_bytes_in_flight as u64,
+        header_read_timeout_secs: u32::try_from(d.header_read_timeout.as_secs())
+            .unwrap_or(u32::MAX),
+        request_timeout_secs: u32::try_from(d.request_timeout.as_secs()).unwrap_or(u32::MAX),
+    }
+}
+
+impl FederationLimits {
+    fn to_core(&self) -> Result<neurite_core::FederationLimits, NeuriteError> {
+        let fields = [
+            ("max_connections", u64::from(self.max_connections)),
+            ("max_connections_per_peer", u64::from(self.max_connections_per_peer)),
+            ("max_pending_incoming", u64::from(self.max_pending_incoming)),
+            ("max_streams_per_connection", u64::from(self.max_streams_per_connection)),
+            ("max_requests_per_peer", u64::from(self.max_requests_per_peer)),
+            ("max_requests", u64::from(self.max_requests)),
+            ("max_body_bytes_in_flight", self.max_body_bytes_in_flight),
+            ("header_read_timeout_secs", u64::from(self.header_read_timeout_secs)),
+            ("request_timeout_secs", u64::from(self.request_timeout_secs)),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
+            return Err(NeuriteError::invalid_config(format!(
+                "federation_limits.{name} must be at least 1"
+            )));
+        }
+        let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
+        Ok(neurite_core::FederationLimits {
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+            max_pending_incoming: self.max_pending_incoming,
+            max_streams_per_connection: self.max_streams_per_connection as usize,
+            max_requests_per_peer: self.max_requests_per_peer as usize,
+            max_requests: self.max_requests as usize,
+            max_body_bytes_in_flight: usize::try_from(self.max_body_bytes_in_flight)
+                .unwrap_or(usize::MAX),
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            request_timeout: secs(self.request_timeout_secs),
+        })
+    }
 }
 
 impl HomeserverConfig {
@@ -75,6 +156,9 @@ impl HomeserverConfig {
             .map(|a| parse_peer_addr("static_peers", a))
             .collect::<Result<_, _>>()?;
         config.mdns_enabled = self.mdns_enabled;
+        if let Some(limits) = &self.federation_limits {
+            config.federation_limits = limits.to_core()?;
+        }
         if let Some(filter) = &self.log_filter {
             crate::logging::check_filter(filter)?;
         }
