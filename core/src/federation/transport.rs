@@ -390,30 +390,22 @@ impl FederationClient {
         has_body: bool,
         bytes: &axum::body::Bytes,
     ) -> std::result::Result<(StatusCode, axum::body::Bytes), Attempt> {
-        let stream = match self
+        // Not connected: dial what the address book and the peers we are connected to know
+        // first. (Opening a stream to a peer that is not connected would dial it at whatever
+        // addresses the swarm's behaviours hold, which the address book has not checked.)
+        if !self.p2p.is_connected(&peer) && !self.p2p.reach(peer).await {
+            return Err(Attempt::Failed(Error::Network(format!(
+                "{destination} is not reachable"
+            ))));
+        }
+        let stream = self
             .p2p
             .control()
             .open_stream(peer, FEDERATION_PROTOCOL)
             .await
-        {
-            Ok(stream) => stream,
-            // Not connected and no address the swarm knows: dial what the address book and
-            // the peers we are connected to know, then try once more.
-            Err(first) => {
-                if !self.p2p.reach(peer).await {
-                    return Err(Attempt::Failed(Error::Network(format!(
-                        "stream to {destination}: {first}"
-                    ))));
-                }
-                self.p2p
-                    .control()
-                    .open_stream(peer, FEDERATION_PROTOCOL)
-                    .await
-                    .map_err(|e| {
-                        Attempt::Failed(Error::Network(format!("stream to {destination}: {e}")))
-                    })?
-            }
-        };
+            .map_err(|e| {
+                Attempt::Failed(Error::Network(format!("stream to {destination}: {e}")))
+            })?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
                 .await
