@@ -16,6 +16,7 @@
 //! node had first hand, never ones a third party told it.
 
 pub mod book;
+pub mod inbound;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -70,6 +71,8 @@ const ASK_BACKOFF_MIN: Duration = Duration::from_secs(30);
 const ASK_BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
 /// Most peers redialled when the network comes back on.
 const MAX_REDIAL: usize = 32;
+/// Most inbound federation streams waiting to be taken by the server (see [`inbound`]).
+const FEDERATION_QUEUE: usize = 256;
 /// Most listen addresses of one identify message looked at.
 const IDENTIFY_MAX_ADDRS: usize = 64;
 
@@ -162,7 +165,12 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Outbound streams of every protocol.
     stream: libp2p_stream::Behaviour,
+    /// Inbound federation streams.
+    federation: inbound::Behaviour,
+    /// Inbound peer-address questions.
+    questions: inbound::Behaviour,
 }
 
 enum Command {
@@ -231,6 +239,8 @@ pub struct P2p {
     sought: Arc<Mutex<Sought>>,
     /// Places for peer-address questions out at once.
     questions: Arc<Semaphore>,
+    /// Inbound federation streams, until the server takes them.
+    federation_streams: Arc<Mutex<Option<inbound::Incoming>>>,
 }
 
 /// The peer id at the end of a multiaddr (`/p2p/<id>`), if any.
@@ -272,6 +282,9 @@ impl P2p {
         // QUIC (`/udp/<port>/quic-v1` addresses) when built with the `quic` feature.
         #[cfg(feature = "quic")]
         let builder = builder.with_quic();
+        let (federation, federation_streams) =
+            inbound::Behaviour::new(FEDERATION_PROTOCOL, FEDERATION_QUEUE);
+        let (questions, mut asked) = inbound::Behaviour::new(PEERS_PROTOCOL, MAX_ANSWERS);
         let mut swarm = builder
             .with_behaviour(|key| {
                 let mdns = if mdns_on {
@@ -292,6 +305,8 @@ impl P2p {
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
+                    federation,
+                    questions,
                 })
             })
             .map_err(|e| Error::Network(e.to_string()))?
@@ -334,14 +349,10 @@ impl P2p {
                 tracing::warn!(error = %e, "static peer not dialled");
             }
         }
-        let mut asked = control
-            .clone()
-            .accept(PEERS_PROTOCOL)
-            .map_err(|e| Error::Network(e.to_string()))?;
         let answer_commands = commands.clone();
         let answers = Arc::new(Semaphore::new(MAX_ANSWERS));
         tokio::spawn(async move {
-            while let Some((from, stream)) = asked.next().await {
+            while let Some((from, stream)) = asked.recv().await {
                 let Ok(place) = answers.clone().try_acquire_owned() else {
                     tracing::debug!(peer = %from, "peer-address question dropped: too many");
                     continue;
@@ -366,6 +377,7 @@ impl P2p {
             connected: shared_connected,
             sought: Arc::new(Mutex::new(Sought::default())),
             questions: Arc::new(Semaphore::new(MAX_QUESTIONS)),
+            federation_streams: Arc::new(Mutex::new(Some(federation_streams))),
         };
         p2p.wait_for_listeners(config.listen.len()).await;
         Ok(p2p)
@@ -389,6 +401,12 @@ impl P2p {
             .iter()
             .map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a))
             .collect()
+    }
+
+    /// The inbound federation streams, for the one server that serves them (`None` once
+    /// taken).
+    pub fn take_federation_streams(&self) -> Option<inbound::Incoming> {
+        self.federation_streams.lock().ok()?.take()
     }
 
     /// A control for opening federation streams.
