@@ -196,9 +196,8 @@ struct Sought {
 }
 
 impl Sought {
-    /// Whether `peer` may be asked about now; if so, the next time is pushed back.
-    fn may_ask(&mut self, peer: PeerId) -> bool {
-        let now = Instant::now();
+    /// Whether `peer` may be asked about at `now`; if so, the next time is pushed back.
+    fn may_ask(&mut self, peer: PeerId, now: Instant) -> bool {
         if let Some((not_before, _)) = self.next.get(&peer)
             && *not_before > now
         {
@@ -501,7 +500,7 @@ impl P2p {
         let may_ask = self
             .sought
             .lock()
-            .map(|mut s| s.may_ask(peer))
+            .map(|mut s| s.may_ask(peer, Instant::now()))
             .unwrap_or(false);
         if !may_ask {
             return Vec::new();
@@ -1019,4 +1018,48 @@ async fn answer_peer_question(
     let body = serde_json::to_vec(&strings).map_err(std::io::Error::other)?;
     stream.write_all(&body).await?;
     stream.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_is_asked_about_once_per_back_off() {
+        let mut sought = Sought::default();
+        let peer = PeerId::random();
+        let start = Instant::now();
+        let at = |d: Duration| start + d;
+        assert!(sought.may_ask(peer, start));
+        assert!(!sought.may_ask(peer, start), "asked again at once");
+        assert!(sought.may_ask(peer, at(ASK_BACKOFF_MIN)));
+        // The wait doubles.
+        assert!(!sought.may_ask(peer, at(ASK_BACKOFF_MIN * 2)));
+        assert!(sought.may_ask(peer, at(ASK_BACKOFF_MIN * 3)));
+        // ...up to its longest.
+        let mut t = at(ASK_BACKOFF_MIN * 3);
+        for _ in 0..20 {
+            t += ASK_BACKOFF_MAX;
+            assert!(sought.may_ask(peer, t));
+        }
+        // Once reached, it may be asked about at once when lost again.
+        sought.reached(&peer);
+        assert!(sought.may_ask(peer, t));
+    }
+
+    #[test]
+    fn the_destinations_asked_about_are_bounded() {
+        let mut sought = Sought::default();
+        let start = Instant::now();
+        for _ in 0..MAX_SOUGHT {
+            assert!(sought.may_ask(PeerId::random(), start));
+        }
+        assert!(!sought.may_ask(PeerId::random(), start), "past the bound");
+        let later = start + ASK_BACKOFF_MIN;
+        assert!(
+            sought.may_ask(PeerId::random(), later),
+            "room once back-offs end"
+        );
+        assert!(sought.next.len() <= MAX_SOUGHT);
+    }
 }
