@@ -505,12 +505,23 @@ impl P2p {
         if !may_ask {
             return Vec::new();
         }
-        let helpers: Vec<PeerId> = self
+        // Helpers are picked at random: keys are free, so peers whose ids sort first must
+        // not be the only ones asked.
+        let mut helpers: Vec<(u64, PeerId)> = self
             .peers()
             .await
             .into_iter()
             .filter(|p| p.connected && p.peer_id != peer)
-            .map(|p| p.peer_id)
+            .map(|p| {
+                let mut key = [0u8; 8];
+                let _ = getrandom::fill(&mut key);
+                (u64::from_le_bytes(key), p.peer_id)
+            })
+            .collect();
+        helpers.sort_unstable_by_key(|(key, _)| *key);
+        let helpers: Vec<PeerId> = helpers
+            .into_iter()
+            .map(|(_, p)| p)
             .take(MAX_HELPERS)
             .collect();
         let asks = helpers.into_iter().filter_map(|helper| {
@@ -896,12 +907,11 @@ impl Driver {
                 }
                 let scope = Scope::of_addr(endpoint.get_remote_address());
                 self.connections.insert(connection_id, (peer_id, scope));
-                let discovered = if endpoint.is_dialer() {
-                    Discovery::Static
-                } else {
-                    Discovery::Inbound
-                };
-                self.book.touch(peer_id, discovered, false, &self.connected);
+                // A peer the node dialled is in the book already (with how it was found); one
+                // that is not connected to us first. Neither is taken as added by the app,
+                // which would keep it for good.
+                self.book
+                    .touch(peer_id, Discovery::Inbound, false, &self.connected);
                 if num_established.get() == 1 {
                     self.set_connected(peer_id, true);
                     tracing::info!(peer = %peer_id, "peer connected");
