@@ -154,6 +154,9 @@ pub struct FederationLimits {
     pub header_read_timeout: Duration,
     /// How long one federation stream may last, from its first byte to the end of the answer.
     pub request_timeout: Duration,
+    /// Peers held in the address book; a new one pushes out the least recently useful peer
+    /// that the app did not add and that is not connected.
+    pub max_known_peers: usize,
 }
 
 impl Default for FederationLimits {
@@ -168,6 +171,7 @@ impl Default for FederationLimits {
             max_body_bytes_in_flight: 16 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            max_known_peers: 512,
         }
     }
 }

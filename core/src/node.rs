@@ -197,11 +197,21 @@ impl Drop for Node {
     }
 }
 
-/// Full multiaddrs of the peers in the address book.
-async fn remembered_peers(services: &Arc<Services>) -> Vec<crate::p2p::Multiaddr> {
+/// Most peers of the persistent address book redialled at start.
+const MAX_REMEMBERED_REDIALS: usize = 32;
+
+/// Full multiaddrs of the peers in the address book that this node has a reason to contact
+/// (added by the app, sharing a room, or with something waiting in the outbox), the most
+/// recently seen [`MAX_REMEMBERED_REDIALS`] of them, each with how it was found.
+async fn remembered_peers(
+    services: &Arc<Services>,
+) -> Vec<(crate::p2p::Multiaddr, crate::p2p::Discovery)> {
+    let local = services.identity.server_name().to_string();
     let rows = services
         .db
-        .read(crate::storage::federation::peers)
+        .read(move |conn| {
+            crate::storage::federation::peers_to_redial(conn, &local, MAX_REMEMBERED_REDIALS)
+        })
         .await
         .unwrap_or_default();
     let mut out = Vec::new();
@@ -209,28 +219,30 @@ async fn remembered_peers(services: &Arc<Services>) -> Vec<crate::p2p::Multiaddr
         let Ok(peer) = row.peer_id.parse::<crate::p2p::PeerId>() else {
             continue;
         };
+        let discovered =
+            crate::p2p::Discovery::parse(&row.discovered).unwrap_or(crate::p2p::Discovery::Inbound);
         for a in row.addresses {
             if let Ok(addr) = a.parse::<crate::p2p::Multiaddr>() {
-                out.push(addr.with_p2p(peer).unwrap_or_else(|a| a));
+                out.push((addr.with_p2p(peer).unwrap_or_else(|a| a), discovered));
             }
         }
     }
     out
 }
 
-/// A sender whose addresses end up in the address book.
+/// A sender whose addresses end up in the persistent address book (at most 64 waiting).
 fn address_book(
     services: &Arc<Services>,
-) -> tokio::sync::mpsc::UnboundedSender<(
+) -> tokio::sync::mpsc::Sender<(
     crate::p2p::PeerId,
     crate::p2p::Multiaddr,
     crate::p2p::Discovery,
 )> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(
         crate::p2p::PeerId,
         crate::p2p::Multiaddr,
         crate::p2p::Discovery,
-    )>();
+    )>(64);
     let db = services.db.clone();
     tokio::spawn(async move {
         while let Some((peer, addr, how)) = rx.recv().await {

@@ -20,7 +20,10 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use libp2p::{Multiaddr, PeerId, Swarm, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, multiaddr::Protocol, noise, swarm::SwarmEvent, tcp,
+    yamux,
+};
 use neurite_core::{
     federation::auth::sign_request,
     identity::{Identity, peer_id_for_server_name},
@@ -103,16 +106,29 @@ impl EvilPeer {
 
     /// Like [`EvilPeer::connect`], for a node that may refuse the connection.
     pub async fn try_connect(node: &TestNode) -> Result<Self, String> {
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).expect("random seed");
-        Self::try_connect_as(node, seed).await
+        Self::try_connect_as(node, random_seed(), &[])
+            .await
+            .map(|(peer, _)| peer)
+    }
+
+    /// Like [`EvilPeer::connect`], also accepting streams of `protocols` (from before the
+    /// connection opens, so the node's first streams find them): one handle per protocol,
+    /// in order.
+    pub async fn connect_accepting(
+        node: &TestNode,
+        protocols: &[StreamProtocol],
+    ) -> (Self, Vec<libp2p_stream::IncomingStreams>) {
+        match Self::try_connect_as(node, random_seed(), protocols).await {
+            Ok(connected) => connected,
+            Err(e) => panic!("evil peer could not connect: {e}"),
+        }
     }
 
     /// The same server as `self` (same key), connected anew to `node`: drop `self` first, and
     /// the node sees the server leave and come back.
     pub async fn reconnect(node: &TestNode, seed: [u8; 32]) -> Self {
-        match Self::try_connect_as(node, seed).await {
-            Ok(peer) => peer,
+        match Self::try_connect_as(node, seed, &[]).await {
+            Ok((peer, _)) => peer,
             Err(e) => panic!("evil peer could not reconnect: {e}"),
         }
     }
@@ -122,7 +138,11 @@ impl EvilPeer {
         self.seed
     }
 
-    async fn try_connect_as(node: &TestNode, seed: [u8; 32]) -> Result<Self, String> {
+    async fn try_connect_as(
+        node: &TestNode,
+        seed: [u8; 32],
+        protocols: &[StreamProtocol],
+    ) -> Result<(Self, Vec<libp2p_stream::IncomingStreams>), String> {
         let addrs: Vec<Multiaddr> = node
             .node()
             .p2p_addrs()
@@ -139,7 +159,7 @@ impl EvilPeer {
             })
             .collect();
         assert!(!addrs.is_empty(), "the node listens on no loopback address");
-        Self::connect_to(&node.server_name(), addrs, seed).await
+        Self::connect_to_accepting(&node.server_name(), addrs, seed, protocols).await
     }
 
     /// A server with key `seed` connected to the node named `target` at `addrs` (loopback
@@ -149,6 +169,17 @@ impl EvilPeer {
         addrs: Vec<Multiaddr>,
         seed: [u8; 32],
     ) -> Result<Self, String> {
+        Self::connect_to_accepting(target, addrs, seed, &[])
+            .await
+            .map(|(peer, _)| peer)
+    }
+
+    async fn connect_to_accepting(
+        target: &str,
+        addrs: Vec<Multiaddr>,
+        seed: [u8; 32],
+        protocols: &[StreamProtocol],
+    ) -> Result<(Self, Vec<libp2p_stream::IncomingStreams>), String> {
         let identity = Identity::from_seed(&seed).expect("identity");
         let target = target.to_owned();
         let target_peer = peer_id_for_server_name(&target).ok_or("not a Neurite server name")?;
@@ -170,6 +201,10 @@ impl EvilPeer {
         let incoming = control
             .accept(FEDERATION_PROTOCOL)
             .expect("accept federation streams");
+        let extra = protocols
+            .iter()
+            .map(|p| control.accept(p.clone()).expect("accept streams"))
+            .collect();
         for addr in &addrs {
             swarm.add_peer_address(target_peer, addr.clone());
         }
@@ -198,7 +233,7 @@ impl EvilPeer {
             tasks: vec![swarm_task, server_task],
         };
         match tokio::time::timeout(WAIT, connected_rx).await {
-            Ok(Ok(Ok(()))) => Ok(peer),
+            Ok(Ok(Ok(()))) => Ok((peer, extra)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err("the evil peer's swarm stopped".into()),
             Err(_) => Err(format!("no connection within {WAIT:?}")),
@@ -213,6 +248,24 @@ impl EvilPeer {
     /// This server's libp2p peer id.
     pub fn peer_id(&self) -> PeerId {
         self.identity.peer_id()
+    }
+
+    /// This server's public key as libp2p encodes it (protobuf), for identify messages.
+    pub fn public_key_protobuf(&self) -> Vec<u8> {
+        self.identity
+            .libp2p_keypair()
+            .expect("libp2p key")
+            .public()
+            .encode_protobuf()
+    }
+
+    /// A new stream of any protocol to the node (bounded by [`WAIT`]).
+    pub async fn open_protocol_stream(&self, protocol: StreamProtocol) -> libp2p::Stream {
+        let mut control = self.control.clone();
+        tokio::time::timeout(WAIT, control.open_stream(self.target_peer, protocol))
+            .await
+            .expect("opening a stream timed out")
+            .unwrap_or_else(|e| panic!("stream to the node: {e}"))
     }
 
     /// The server name of the node it is connected to.
@@ -520,6 +573,13 @@ impl EvilPeer {
             Ok(Ok(_))
         )
     }
+}
+
+/// A fresh key seed.
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).expect("random seed");
+    seed
 }
 
 /// Adds the content hash and `identity`'s signature to `pdu`; returns the event id too.

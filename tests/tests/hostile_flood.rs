@@ -670,3 +670,43 @@ async fn a_room_keeps_a_bounded_number_of_rejected_events() {
     let sent = alice.send_text(&room, "still here").await;
     assert!(sent.starts_with('$'));
 }
+
+#[tokio::test]
+async fn a_burst_of_streams_from_other_peers_drops_no_request_of_an_honest_one() {
+    let node = TestNode::start().await;
+    let mut flooders = Vec::new();
+    for _ in 0..3 {
+        flooders.push(EvilPeer::connect(&node).await);
+    }
+    let honest = EvilPeer::connect(&node).await;
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        // Each flooding peer opens 60 streams at once and holds them without sending a byte
+        // (180 in all, past what the node serves at once), while the honest peer sends 12
+        // requests at once, each on a stream of its own and without trying again.
+        let flood = futures::future::join_all(
+            flooders
+                .iter()
+                .map(|f| futures::future::join_all((0..60).map(|_| f.try_open_stream()))),
+        );
+        let requests =
+            futures::future::join_all((0..12).map(|_| {
+                tokio::time::timeout(WAIT, honest.try_request(Method::GET, VERSION, None))
+            }));
+        let (held, answers) = tokio::join!(flood, requests);
+        for answer in answers {
+            match answer {
+                Ok(Ok((StatusCode::OK, _))) => {}
+                Ok(Ok((status, body))) => failures.push(format!("{status} {body}")),
+                Ok(Err(e)) => failures.push(e),
+                Err(_) => failures.push(format!("no answer within {WAIT:?}")),
+            }
+        }
+        drop(held);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 36 requests failed: {failures:?}",
+        failures.len()
+    );
+}

@@ -13,7 +13,7 @@ use axum::{
     body::Body,
     http::{HeaderValue, Method, Request, StatusCode, header},
 };
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use libp2p::PeerId;
@@ -133,16 +133,17 @@ impl Drop for Pass {
 
 /// Accepts federation streams and serves each with `router`, until the swarm stops.
 ///
-/// The accept loop only counts and spawns, so a slow stream never holds up the next one. A
+/// Streams arrive through a queue of their own ([`crate::p2p::inbound`]), not libp2p-stream's
+/// one-stream channel, so a burst of them is not dropped while the loop catches up. The
+/// accept loop only counts and spawns, so a slow stream never holds up the next one. A
 /// peer with as many requests in progress as `limits` allow it gets `429 M_LIMIT_EXCEEDED`
 /// at once for the next, and so does one holding more than its fair share once all peers
 /// together hold the total; each stream has a deadline for its request head and one for the
 /// whole exchange.
 pub fn serve(p2p: &P2p, router: Router, limits: &FederationLimits) -> Result<()> {
     let mut incoming = p2p
-        .control()
-        .accept(FEDERATION_PROTOCOL)
-        .map_err(|e| Error::Network(e.to_string()))?;
+        .take_federation_streams()
+        .ok_or_else(|| Error::Network("federation streams are served already".into()))?;
     let gate = Arc::new(Gate {
         in_flight: Mutex::new(HashMap::new()),
         per_peer: limits.max_requests_per_peer.max(1),
@@ -151,7 +152,7 @@ pub fn serve(p2p: &P2p, router: Router, limits: &FederationLimits) -> Result<()>
     let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
     let (header_timeout, request_timeout) = (limits.header_read_timeout, limits.request_timeout);
     tokio::spawn(async move {
-        while let Some((peer, stream)) = incoming.next().await {
+        while let Some((peer, stream)) = incoming.recv().await {
             let Some(pass) = gate.enter(peer) else {
                 tracing::debug!(%peer, "federation request refused: too many in progress");
                 tokio::spawn(refuse(stream));
@@ -350,8 +351,9 @@ impl FederationClient {
         };
         let mut last = None;
         // A stream the other side dropped before answering anything is tried once more on a
-        // new stream: a busy node can drop a new stream before it is served (the stream
-        // protocol's accept queue is short). Federation requests are idempotent.
+        // new stream: a busy node can drop a new stream before it is served (its queue of
+        // new streams is full, or it runs an older version whose queue held one stream).
+        // Federation requests are idempotent.
         for _ in 0..2 {
             match self
                 .attempt(
@@ -390,30 +392,22 @@ impl FederationClient {
         has_body: bool,
         bytes: &axum::body::Bytes,
     ) -> std::result::Result<(StatusCode, axum::body::Bytes), Attempt> {
-        let stream = match self
+        // Not connected: dial what the address book and the peers we are connected to know
+        // first. (Opening a stream to a peer that is not connected would dial it at whatever
+        // addresses the swarm's behaviours hold, which the address book has not checked.)
+        if !self.p2p.is_connected(&peer) && !self.p2p.reach(peer).await {
+            return Err(Attempt::Failed(Error::Network(format!(
+                "{destination} is not reachable"
+            ))));
+        }
+        let stream = self
             .p2p
             .control()
             .open_stream(peer, FEDERATION_PROTOCOL)
             .await
-        {
-            Ok(stream) => stream,
-            // Not connected and no address the swarm knows: dial what the address book and
-            // the peers we are connected to know, then try once more.
-            Err(first) => {
-                if !self.p2p.reach(peer).await {
-                    return Err(Attempt::Failed(Error::Network(format!(
-                        "stream to {destination}: {first}"
-                    ))));
-                }
-                self.p2p
-                    .control()
-                    .open_stream(peer, FEDERATION_PROTOCOL)
-                    .await
-                    .map_err(|e| {
-                        Attempt::Failed(Error::Network(format!("stream to {destination}: {e}")))
-                    })?
-            }
-        };
+            .map_err(|e| {
+                Attempt::Failed(Error::Network(format!("stream to {destination}: {e}")))
+            })?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
                 .await

@@ -3,9 +3,24 @@
 //!
 //! The swarm runs in one task. The rest of the node talks to it through [`P2p`]: opening
 //! federation streams, dialling peers, and watching peers come and go.
+//!
+//! Addresses come from the app and the configuration, mDNS, identify (a peer's own listen
+//! addresses) and peer exchange (`/neurite/peers/1`: a connected peer's answer about another
+//! one). The swarm keeps none of its own (identify's address cache is off): every dial uses
+//! the [`book`], which takes an address only from an origin that may name it and holds a
+//! bounded number of peers and addresses (see [`book`] for the policy). Asking peers for
+//! addresses is bounded too: a destination is asked about at most once per back-off (30 s,
+//! doubling to 30 min, reset once it is reached), of at most [`MAX_HELPERS`] peers, with at
+//! most [`MAX_QUESTIONS`] questions out at once; answers hold at most
+//! [`book::MAX_ADDRS_PER_PEER`] addresses in [`PEERS_MAX_BYTES`] and give only addresses this
+//! node had first hand, never ones a third party told it.
+
+pub mod book;
+pub mod inbound;
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -13,10 +28,15 @@ use futures::StreamExt;
 pub use libp2p::{Multiaddr, PeerId};
 use libp2p::{
     StreamProtocol, Swarm, connection_limits, identify, mdns, noise, ping,
-    swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
+    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, yamux,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::{
+    sync::{Semaphore, broadcast, mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use self::book::{Book, Origin, Scope, admit};
 
 use crate::{
     config::FederationLimits,
@@ -33,9 +53,28 @@ pub const PEERS_PROTOCOL: StreamProtocol = StreamProtocol::new("/neurite/peers/1
 /// Longest a peer-address question may take.
 const PEERS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most bytes read of a peer-address question or answer.
-const PEERS_MAX_BYTES: u64 = 16 * 1024;
+pub const PEERS_MAX_BYTES: u64 = 16 * 1024;
 /// Most addresses given or taken for one peer.
-const PEERS_MAX_ADDRS: usize = 16;
+const PEERS_MAX_ADDRS: usize = book::MAX_ADDRS_PER_PEER;
+/// Most connected peers asked about one destination at a time.
+pub const MAX_HELPERS: usize = 8;
+/// Most peer-address questions out at once, for all destinations together.
+pub const MAX_QUESTIONS: usize = 16;
+/// Most peer-address questions from other peers answered at once; more are closed unanswered.
+const MAX_ANSWERS: usize = 8;
+/// Most destinations whose back-off is remembered; past it, no new destination is asked about
+/// until one's back-off is over.
+const MAX_SOUGHT: usize = 256;
+/// The first wait before a destination is asked about again.
+const ASK_BACKOFF_MIN: Duration = Duration::from_secs(30);
+/// The longest wait before a destination is asked about again.
+const ASK_BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
+/// Most peers redialled when the network comes back on.
+const MAX_REDIAL: usize = 32;
+/// Most inbound federation streams waiting to be taken by the server (see [`inbound`]).
+const FEDERATION_QUEUE: usize = 256;
+/// Most listen addresses of one identify message looked at.
+const IDENTIFY_MAX_ADDRS: usize = 64;
 
 /// A connection with no open streams is closed after this long. Peers reconnect on demand.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -86,15 +125,29 @@ pub struct P2pConfig {
     pub static_peers: Vec<Multiaddr>,
     /// Whether to discover peers with mDNS.
     pub mdns: bool,
-    /// Peers remembered from earlier runs, redialled at start.
-    pub remembered: Vec<Multiaddr>,
-    /// Receives every address learnt for a peer, for the address book.
-    pub learned: Option<mpsc::UnboundedSender<(PeerId, Multiaddr, Discovery)>>,
+    /// Peers remembered from earlier runs (full multiaddrs, and how each was found),
+    /// redialled at start.
+    pub remembered: Vec<(Multiaddr, Discovery)>,
+    /// Receives every address the address book takes, for the persistent address book. A
+    /// bounded channel: when it is full (a peer announcing addresses faster than they are
+    /// written), the address is kept in memory only.
+    pub learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Connection and stream bounds.
     pub limits: FederationLimits,
 }
 
 impl Discovery {
+    /// The discovery [`Discovery::as_str`] names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "static" => Some(Discovery::Static),
+            "mdns" => Some(Discovery::Mdns),
+            "inbound" => Some(Discovery::Inbound),
+            "exchange" => Some(Discovery::Exchange),
+            _ => None,
+        }
+    }
+
     /// A stable name for storage and display.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,16 +165,64 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Outbound streams of every protocol.
     stream: libp2p_stream::Behaviour,
+    /// Inbound federation streams.
+    federation: inbound::Behaviour,
+    /// Inbound peer-address questions.
+    questions: inbound::Behaviour,
 }
 
 enum Command {
-    Dial(Multiaddr, Discovery, oneshot::Sender<Result<(), String>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     SetEnabled(bool, oneshot::Sender<Result<(), String>>),
+    /// The first-hand addresses of a peer, to answer another peer's question.
     Addresses(PeerId, oneshot::Sender<Vec<Multiaddr>>),
-    Learn(PeerId, Vec<Multiaddr>),
+    /// What helpers answered about a peer; replies with the addresses the book took.
+    Learn(
+        PeerId,
+        Vec<(PeerId, Vec<Multiaddr>)>,
+        oneshot::Sender<Vec<Multiaddr>>,
+    ),
     DialKnown(PeerId, oneshot::Sender<bool>),
+}
+
+/// When each destination may be asked about again ([`P2p::find_peer`]).
+#[derive(Default)]
+struct Sought {
+    /// Per destination: not before this instant, and the wait after that.
+    next: HashMap<PeerId, (Instant, Duration)>,
+}
+
+impl Sought {
+    /// Whether `peer` may be asked about at `now`; if so, the next time is pushed back.
+    fn may_ask(&mut self, peer: PeerId, now: Instant) -> bool {
+        if let Some((not_before, _)) = self.next.get(&peer)
+            && *not_before > now
+        {
+            return false;
+        }
+        if !self.next.contains_key(&peer) && self.next.len() >= MAX_SOUGHT {
+            self.next.retain(|_, (not_before, _)| *not_before > now);
+            if self.next.len() >= MAX_SOUGHT {
+                return false;
+            }
+        }
+        let wait = self
+            .next
+            .get(&peer)
+            .map_or(ASK_BACKOFF_MIN, |(_, w)| *w)
+            .min(ASK_BACKOFF_MAX);
+        self.next
+            .insert(peer, (now + wait, (wait * 2).min(ASK_BACKOFF_MAX)));
+        true
+    }
+
+    /// `peer` was reached: the next time it is lost, it may be asked about at once.
+    fn reached(&mut self, peer: &PeerId) {
+        self.next.remove(peer);
+    }
 }
 
 /// Handle to the running swarm. Cheap to clone.
@@ -132,6 +233,13 @@ pub struct P2p {
     commands: mpsc::Sender<Command>,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
     events: broadcast::Sender<PeerEvent>,
+    /// Peers with an open connection (kept by the swarm task).
+    connected: Arc<Mutex<HashSet<PeerId>>>,
+    sought: Arc<Mutex<Sought>>,
+    /// Places for peer-address questions out at once.
+    questions: Arc<Semaphore>,
+    /// Inbound federation streams, until the server takes them.
+    federation_streams: Arc<Mutex<Option<inbound::Incoming>>>,
 }
 
 /// The peer id at the end of a multiaddr (`/p2p/<id>`), if any.
@@ -173,6 +281,9 @@ impl P2p {
         // QUIC (`/udp/<port>/quic-v1` addresses) when built with the `quic` feature.
         #[cfg(feature = "quic")]
         let builder = builder.with_quic();
+        let (federation, federation_streams) =
+            inbound::Behaviour::new(FEDERATION_PROTOCOL, FEDERATION_QUEUE);
+        let (questions, mut asked) = inbound::Behaviour::new(PEERS_PROTOCOL, MAX_ANSWERS);
         let mut swarm = builder
             .with_behaviour(|key| {
                 let mdns = if mdns_on {
@@ -185,13 +296,16 @@ impl P2p {
                 };
                 Ok(Behaviour {
                     limits: connection_limits::Behaviour::new(connection_limits),
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "/neurite/1".to_owned(),
-                        key.public(),
-                    )),
+                    // No cache: the swarm dials only what the address book gives it.
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/neurite/1".to_owned(), key.public())
+                            .with_cache_size(0),
+                    ),
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
+                    federation,
+                    questions,
                 })
             })
             .map_err(|e| Error::Network(e.to_string()))?
@@ -208,13 +322,16 @@ impl P2p {
         let (commands, command_rx) = mpsc::channel(32);
         let (addr_tx, listen_addrs) = watch::channel(Vec::new());
         let (events, _) = broadcast::channel(64);
+        let shared_connected = Arc::new(Mutex::new(HashSet::new()));
         let mut driver = Driver {
             swarm,
             commands: command_rx,
             listen_addrs: addr_tx,
             events: events.clone(),
-            peers: HashMap::new(),
+            book: Book::new(limits.max_known_peers),
             connected: HashSet::new(),
+            shared_connected: shared_connected.clone(),
+            connections: HashMap::new(),
             learned: config.learned.clone(),
             dial_waiters: HashMap::new(),
             network: Network {
@@ -222,27 +339,26 @@ impl P2p {
                 listen: config.listen.clone(),
                 listeners,
                 mdns: mdns_on,
+                redial: Vec::new(),
             },
         };
-        for addr in &config.remembered {
-            if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
-                tracing::debug!(error = %e, "remembered peer not dialled");
-            }
-        }
+        driver.redial_remembered(&config.remembered);
         for addr in &config.static_peers {
-            if let Err(e) = driver.dial(addr.clone(), Discovery::Static) {
+            if let Err(e) = driver.dial(addr.clone()) {
                 tracing::warn!(error = %e, "static peer not dialled");
             }
         }
-        let mut asked = control
-            .clone()
-            .accept(PEERS_PROTOCOL)
-            .map_err(|e| Error::Network(e.to_string()))?;
         let answer_commands = commands.clone();
+        let answers = Arc::new(Semaphore::new(MAX_ANSWERS));
         tokio::spawn(async move {
-            while let Some((from, stream)) = asked.next().await {
+            while let Some((from, stream)) = asked.recv().await {
+                let Ok(place) = answers.clone().try_acquire_owned() else {
+                    tracing::debug!(peer = %from, "peer-address question dropped: too many");
+                    continue;
+                };
                 let commands = answer_commands.clone();
                 tokio::spawn(async move {
+                    let _place = place;
                     let answer = answer_peer_question(stream, &commands);
                     if tokio::time::timeout(PEERS_TIMEOUT, answer).await.is_err() {
                         tracing::debug!(peer = %from, "peer-address question timed out");
@@ -257,6 +373,10 @@ impl P2p {
             commands,
             listen_addrs,
             events,
+            connected: shared_connected,
+            sought: Arc::new(Mutex::new(Sought::default())),
+            questions: Arc::new(Semaphore::new(MAX_QUESTIONS)),
+            federation_streams: Arc::new(Mutex::new(Some(federation_streams))),
         };
         p2p.wait_for_listeners(config.listen.len()).await;
         Ok(p2p)
@@ -282,6 +402,12 @@ impl P2p {
             .collect()
     }
 
+    /// The inbound federation streams, for the one server that serves them (`None` once
+    /// taken).
+    pub fn take_federation_streams(&self) -> Option<inbound::Incoming> {
+        self.federation_streams.lock().ok()?.take()
+    }
+
     /// A control for opening federation streams.
     pub fn control(&self) -> libp2p_stream::Control {
         self.control.clone()
@@ -296,7 +422,7 @@ impl P2p {
         }
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Dial(addr, Discovery::Static, tx))
+            .send(Command::Dial(addr, tx))
             .await
             .map_err(|_| Error::Network("the network is stopped".into()))?;
         rx.await
@@ -330,14 +456,24 @@ impl P2p {
             .map_err(Error::Network)
     }
 
+    /// Whether a connection to `peer` is open.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connected
+            .lock()
+            .map(|c| c.contains(peer))
+            .unwrap_or(false)
+    }
+
     /// Connects to `peer` if it can: first at the addresses this node knows, then at
     /// addresses its connected peers know (see [`P2p::find_peer`]). Returns whether a
     /// connection is open.
     pub async fn reach(&self, peer: PeerId) -> bool {
-        if self.dial_and_wait(peer).await {
-            return true;
+        let reached = self.dial_and_wait(peer).await
+            || (!self.find_peer(peer).await.is_empty() && self.dial_and_wait(peer).await);
+        if reached && let Ok(mut sought) = self.sought.lock() {
+            sought.reached(&peer);
         }
-        !self.find_peer(peer).await.is_empty() && self.dial_and_wait(peer).await
+        reached
     }
 
     /// Dials `peer` at its known addresses and waits (bounded) until that connects or fails.
@@ -354,45 +490,77 @@ impl P2p {
         matches!(tokio::time::timeout(PEERS_TIMEOUT, rx).await, Ok(Ok(true)))
     }
 
-    /// Asks every connected peer for addresses of `peer`, adds what they know (peer
-    /// exchange) and dials it. Returns the addresses learnt.
+    /// Asks connected peers (at most [`MAX_HELPERS`]) for addresses of `peer` (peer exchange)
+    /// and dials it at those the address book takes. Returns those addresses.
+    ///
+    /// A destination is asked about at most once per back-off, which grows from 30 s to
+    /// 30 min while it stays out of reach; at most [`MAX_QUESTIONS`] questions are out at
+    /// once for all destinations.
     pub async fn find_peer(&self, peer: PeerId) -> Vec<Multiaddr> {
-        let helpers: Vec<PeerId> = self
+        let may_ask = self
+            .sought
+            .lock()
+            .map(|mut s| s.may_ask(peer, Instant::now()))
+            .unwrap_or(false);
+        if !may_ask {
+            return Vec::new();
+        }
+        // Helpers are picked at random: keys are free, so peers whose ids sort first must
+        // not be the only ones asked.
+        let mut helpers: Vec<(u64, PeerId)> = self
             .peers()
             .await
             .into_iter()
             .filter(|p| p.connected && p.peer_id != peer)
-            .map(|p| p.peer_id)
+            .map(|p| {
+                let mut key = [0u8; 8];
+                let _ = getrandom::fill(&mut key);
+                (u64::from_le_bytes(key), p.peer_id)
+            })
             .collect();
-        let asks = helpers.into_iter().map(|helper| {
+        helpers.sort_unstable_by_key(|(key, _)| *key);
+        let helpers: Vec<PeerId> = helpers
+            .into_iter()
+            .map(|(_, p)| p)
+            .take(MAX_HELPERS)
+            .collect();
+        let asks = helpers.into_iter().filter_map(|helper| {
+            let place = self.questions.clone().try_acquire_owned().ok()?;
             let mut control = self.control.clone();
-            async move {
+            Some(async move {
+                let _place = place;
                 let ask = ask_for_peer(&mut control, helper, peer);
-                match tokio::time::timeout(PEERS_TIMEOUT, ask).await {
+                let addrs = match tokio::time::timeout(PEERS_TIMEOUT, ask).await {
                     Ok(Ok(addrs)) => addrs,
                     Ok(Err(e)) => {
                         tracing::debug!(%helper, error = %e, "peer-address question failed");
                         Vec::new()
                     }
                     Err(_) => Vec::new(),
-                }
-            }
+                };
+                (helper, addrs)
+            })
         });
-        let mut found: Vec<Multiaddr> = Vec::new();
-        for addrs in futures::future::join_all(asks).await {
-            for a in addrs {
-                if !found.contains(&a) {
-                    found.push(a);
-                }
-            }
+        let answers: Vec<(PeerId, Vec<Multiaddr>)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter(|(_, addrs)| !addrs.is_empty())
+            .collect();
+        if answers.is_empty() {
+            return Vec::new();
         }
-        found.truncate(PEERS_MAX_ADDRS);
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Learn(peer, answers, tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let found = rx.await.unwrap_or_default();
         if !found.is_empty() {
             tracing::info!(%peer, addresses = found.len(), "learnt addresses from peers");
-            let _ = self
-                .commands
-                .send(Command::Learn(peer, found.clone()))
-                .await;
         }
         found
     }
@@ -409,11 +577,8 @@ struct Network {
     listen: Vec<Multiaddr>,
     listeners: Vec<libp2p::core::transport::ListenerId>,
     mdns: bool,
-}
-
-struct Known {
-    addresses: Vec<Multiaddr>,
-    discovered: Discovery,
+    /// The peers connected when the network went off, redialled when it comes back.
+    redial: Vec<PeerId>,
 }
 
 struct Driver {
@@ -421,9 +586,14 @@ struct Driver {
     commands: mpsc::Receiver<Command>,
     listen_addrs: watch::Sender<Vec<Multiaddr>>,
     events: broadcast::Sender<PeerEvent>,
-    peers: HashMap<PeerId, Known>,
+    book: Book,
     connected: HashSet<PeerId>,
-    learned: Option<mpsc::UnboundedSender<(PeerId, Multiaddr, Discovery)>>,
+    /// [`Driver::connected`] as [`P2p::is_connected`] reads it.
+    shared_connected: Arc<Mutex<HashSet<PeerId>>>,
+    /// Every open connection: its peer and the scope of its remote address (`None` when
+    /// that is not an IP address).
+    connections: HashMap<ConnectionId, (PeerId, Option<Scope>)>,
+    learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
     /// failed.
     dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
@@ -443,6 +613,7 @@ impl Driver {
             self.listen_addrs.send_modify(Vec::clear);
             self.swarm.behaviour_mut().mdns = Toggle::from(None);
             let connected: Vec<PeerId> = self.connected.iter().copied().collect();
+            self.network.redial = connected.clone();
             for peer in connected {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -462,60 +633,93 @@ impl Driver {
                 .map_err(|e| format!("mdns: {e}"))?;
             self.swarm.behaviour_mut().mdns = Toggle::from(Some(mdns));
         }
-        let known: Vec<(PeerId, Vec<Multiaddr>)> = self
-            .peers
+        // The peers that were connected, then those the app gave, up to a bound: not every
+        // peer the book holds.
+        let mut redial = std::mem::take(&mut self.network.redial);
+        let explicit = self
+            .book
             .iter()
-            .filter(|(_, k)| !k.addresses.is_empty())
-            .map(|(p, k)| (*p, k.addresses.clone()))
-            .collect();
-        for (peer, addresses) in known {
-            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                .addresses(addresses)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
-                tracing::debug!(%peer, error = %e, "redial failed");
-            }
+            .filter(|(p, e)| e.explicit && !redial.contains(p))
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>();
+        redial.extend(explicit);
+        for peer in redial.into_iter().take(MAX_REDIAL) {
+            self.dial_known(peer, None);
         }
         tracing::info!("p2p network enabled");
         Ok(())
     }
 
-    fn remember(&mut self, peer: PeerId, addr: Multiaddr, how: Discovery) {
-        // Kept without the trailing `/p2p/<id>`, so one address is one entry whatever found it.
-        let addr: Multiaddr = addr
-            .iter()
-            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-            .collect();
-        let known = self.peers.entry(peer).or_insert(Known {
-            addresses: Vec::new(),
-            discovered: how,
-        });
-        if !known.addresses.contains(&addr) {
-            known.addresses.push(addr.clone());
-            if let Some(tx) = &self.learned {
-                let _ = tx.send((peer, addr.clone(), known.discovered));
-            }
+    /// Takes `addr`, an address of `peer` from `origin`, into the book if that origin may
+    /// name it; reports a new one to the persistent address book. Returns the address as
+    /// kept, if taken.
+    fn remember(
+        &mut self,
+        peer: PeerId,
+        addr: &Multiaddr,
+        origin: Origin,
+        discovered: Discovery,
+    ) -> Option<Multiaddr> {
+        if peer == *self.swarm.local_peer_id() {
+            return None;
         }
-        self.swarm.add_peer_address(peer, addr);
+        let Some(bare) = admit(peer, addr, origin) else {
+            tracing::debug!(%peer, %addr, ?origin, "address not taken");
+            return None;
+        };
+        if self
+            .book
+            .add(peer, bare.clone(), origin, discovered, &self.connected)
+            && let Some(tx) = &self.learned
+            && let Some(entry) = self.book.get(&peer)
+        {
+            let _ = tx.try_send((peer, bare.clone(), entry.discovered));
+        }
+        self.book
+            .get(&peer)
+            .is_some_and(|e| e.addresses().contains(&bare))
+            .then_some(bare)
     }
 
-    fn dial(&mut self, addr: Multiaddr, how: Discovery) -> Result<(), String> {
-        if let Some(peer) = peer_of(&addr) {
-            if peer == *self.swarm.local_peer_id() {
-                return Err("that is this node's own address".into());
-            }
-            let bare: Multiaddr = addr
-                .iter()
-                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                .collect();
-            self.remember(peer, bare, how);
+    /// Dials an address the app or the configuration gave (ending in `/p2p/<peer id>`).
+    fn dial(&mut self, addr: Multiaddr) -> Result<(), String> {
+        let Some(peer) = peer_of(&addr) else {
+            return Err(format!("{addr} does not end in /p2p/<peer id>"));
+        };
+        if peer == *self.swarm.local_peer_id() {
+            return Err("that is this node's own address".into());
         }
+        let Some(bare) = self.remember(peer, &addr, Origin::Explicit, Discovery::Static) else {
+            return Err(format!("{addr} is not an address this node can dial"));
+        };
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+            .addresses(vec![bare])
+            .build();
         self.swarm
-            .dial(addr.clone())
+            .dial(opts)
             .map_err(|e| format!("dial {addr}: {e}"))
     }
 
-    /// Dials `peer` at every address this node knows for it; false if it knows none.
+    /// Puts the peers of an earlier run back in the book and dials each once.
+    fn redial_remembered(&mut self, remembered: &[(Multiaddr, Discovery)]) {
+        let mut peers = Vec::new();
+        for (addr, discovered) in remembered {
+            let Some(peer) = peer_of(addr) else { continue };
+            let origin = if *discovered == Discovery::Static {
+                Origin::Explicit
+            } else {
+                Origin::Remembered
+            };
+            if self.remember(peer, addr, origin, *discovered).is_some() && !peers.contains(&peer) {
+                peers.push(peer);
+            }
+        }
+        for peer in peers {
+            self.dial_known(peer, None);
+        }
+    }
+
     /// Dials `peer` at the addresses known for it. `reply`, if given, hears whether that
     /// ends in a connection (at once if one is open or no dial can start).
     fn dial_known(&mut self, peer: PeerId, reply: Option<oneshot::Sender<bool>>) {
@@ -530,8 +734,8 @@ impl Driver {
         if !self.network.enabled {
             return answer(reply, false);
         }
-        let addrs = match self.peers.get(&peer) {
-            Some(k) if !k.addresses.is_empty() => k.addresses.clone(),
+        let addrs = match self.book.get(&peer) {
+            Some(k) if !k.addresses().is_empty() => k.addresses(),
             _ => return answer(reply, false),
         };
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
@@ -557,14 +761,75 @@ impl Driver {
         }
     }
 
+    /// The narrowest scope over which `peer` is connected, if it is.
+    fn scope_of_peer(&self, peer: &PeerId) -> Option<Scope> {
+        self.connections
+            .values()
+            .filter(|(p, _)| p == peer)
+            .filter_map(|(_, scope)| *scope)
+            .min()
+    }
+
+    /// Takes what helpers answered about `peer`, each as far as its own connection allows;
+    /// dials `peer` if anything was taken. Returns what was taken.
+    fn learn(&mut self, peer: PeerId, answers: Vec<(PeerId, Vec<Multiaddr>)>) -> Vec<Multiaddr> {
+        let mut taken = Vec::new();
+        if peer == *self.swarm.local_peer_id() {
+            return taken;
+        }
+        for (helper, addrs) in answers {
+            let Some(over) = self.scope_of_peer(&helper) else {
+                continue;
+            };
+            for addr in addrs.iter().take(PEERS_MAX_ADDRS) {
+                if let Some(bare) =
+                    self.remember(peer, addr, Origin::Told(over), Discovery::Exchange)
+                    && !taken.contains(&bare)
+                {
+                    taken.push(bare);
+                }
+            }
+        }
+        if !taken.is_empty() {
+            self.dial_known(peer, None);
+        }
+        taken
+    }
+
+    /// The addresses of `peer` this node had first hand, as full multiaddrs, to answer
+    /// another peer's question.
+    fn first_hand_addresses(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.book
+            .get(&peer)
+            .map(|e| {
+                e.first_hand()
+                    .into_iter()
+                    .take(PEERS_MAX_ADDRS)
+                    .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_connected(&mut self, peer: PeerId, connected: bool) {
+        if connected {
+            self.connected.insert(peer);
+        } else {
+            self.connected.remove(&peer);
+        }
+        if let Ok(mut shared) = self.shared_connected.lock() {
+            shared.clone_from(&self.connected);
+        }
+    }
+
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 _ = stop.changed() => break,
                 command = self.commands.recv() => match command {
-                    Some(Command::Dial(addr, how, reply)) => {
+                    Some(Command::Dial(addr, reply)) => {
                         let result = if self.network.enabled {
-                            self.dial(addr, how)
+                            self.dial(addr)
                         } else {
                             Err("the network is disabled".into())
                         };
@@ -577,20 +842,10 @@ impl Driver {
                         let _ = reply.send(self.peer_list());
                     }
                     Some(Command::Addresses(peer, reply)) => {
-                        let addrs = self
-                            .peers
-                            .get(&peer)
-                            .map(|k| k.addresses.iter().take(PEERS_MAX_ADDRS).cloned().collect())
-                            .unwrap_or_default();
-                        let _ = reply.send(addrs);
+                        let _ = reply.send(self.first_hand_addresses(peer));
                     }
-                    Some(Command::Learn(peer, addrs)) => {
-                        if peer != *self.swarm.local_peer_id() {
-                            for addr in addrs {
-                                self.remember(peer, addr, Discovery::Exchange);
-                            }
-                            self.dial_known(peer, None);
-                        }
+                    Some(Command::Learn(peer, answers, reply)) => {
+                        let _ = reply.send(self.learn(peer, answers));
                     }
                     Some(Command::DialKnown(peer, reply)) => self.dial_known(peer, Some(reply)),
                     None => break,
@@ -603,16 +858,28 @@ impl Driver {
 
     fn peer_list(&self) -> Vec<PeerInfo> {
         let mut list: Vec<PeerInfo> = self
-            .peers
+            .book
             .iter()
             .map(|(peer, known)| PeerInfo {
                 peer_id: *peer,
                 server_name: server_name_for_peer(peer),
-                addresses: known.addresses.clone(),
+                addresses: known.addresses(),
                 connected: self.connected.contains(peer),
                 discovered: known.discovered,
             })
             .collect();
+        // A connected peer the book had no room for is still listed.
+        for peer in &self.connected {
+            if self.book.get(peer).is_none() {
+                list.push(PeerInfo {
+                    peer_id: *peer,
+                    server_name: server_name_for_peer(peer),
+                    addresses: Vec::new(),
+                    connected: true,
+                    discovered: Discovery::Inbound,
+                });
+            }
+        }
         list.sort_by_key(|p| p.peer_id.to_string());
         list
     }
@@ -629,6 +896,7 @@ impl Driver {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 endpoint,
                 num_established,
                 ..
@@ -637,16 +905,15 @@ impl Driver {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
-                self.peers.entry(peer_id).or_insert_with(|| Known {
-                    addresses: Vec::new(),
-                    discovered: if endpoint.is_dialer() {
-                        Discovery::Static
-                    } else {
-                        Discovery::Inbound
-                    },
-                });
+                let scope = Scope::of_addr(endpoint.get_remote_address());
+                self.connections.insert(connection_id, (peer_id, scope));
+                // A peer the node dialled is in the book already (with how it was found); one
+                // that is not connected to us first. Neither is taken as added by the app,
+                // which would keep it for good.
+                self.book
+                    .touch(peer_id, Discovery::Inbound, false, &self.connected);
                 if num_established.get() == 1 {
-                    self.connected.insert(peer_id);
+                    self.set_connected(peer_id, true);
                     tracing::info!(peer = %peer_id, "peer connected");
                     let _ = self.events.send(PeerEvent::Connected(peer_id));
                 }
@@ -654,12 +921,16 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.connected.remove(&peer_id);
-                tracing::info!(peer = %peer_id, "peer disconnected");
-                let _ = self.events.send(PeerEvent::Disconnected(peer_id));
+                self.connections.remove(&connection_id);
+                if num_established == 0 {
+                    self.set_connected(peer_id, false);
+                    tracing::info!(peer = %peer_id, "peer disconnected");
+                    let _ = self.events.send(PeerEvent::Disconnected(peer_id));
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
@@ -670,25 +941,32 @@ impl Driver {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let mut found_peers = Vec::new();
                 for (peer, addr) in found {
-                    self.remember(peer, addr, Discovery::Mdns);
-                    if !self.connected.contains(&peer) {
-                        let _ = self.swarm.dial(peer);
+                    if self
+                        .remember(peer, &addr, Origin::Mdns, Discovery::Mdns)
+                        .is_some()
+                        && !found_peers.contains(&peer)
+                    {
+                        found_peers.push(peer);
                     }
+                }
+                for peer in found_peers {
+                    self.dial_known(peer, None);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                connection_id,
                 peer_id,
                 info,
-                ..
             })) => {
-                // What the peer says it listens on is what we can pass on to others.
-                for addr in info.listen_addrs.into_iter().take(PEERS_MAX_ADDRS) {
-                    let bare: Multiaddr = addr
-                        .iter()
-                        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                        .collect();
-                    self.remember(peer_id, bare, Discovery::Inbound);
+                // What the peer says it listens on, taken as far as the connection it said it
+                // on allows; it is also what this node passes on to others.
+                let Some((_, Some(over))) = self.connections.get(&connection_id).copied() else {
+                    return;
+                };
+                for addr in info.listen_addrs.iter().take(IDENTIFY_MAX_ADDRS) {
+                    self.remember(peer_id, addr, Origin::Itself(over), Discovery::Inbound);
                 }
             }
             _ => {}
@@ -697,7 +975,7 @@ impl Driver {
 }
 
 /// Asks `helper` for the addresses it knows for `peer`: the question is the peer id as text,
-/// the answer a JSON array of multiaddrs.
+/// the answer a JSON array of multiaddrs, each ending in `/p2p/<peer>`.
 async fn ask_for_peer(
     control: &mut libp2p_stream::Control,
     helper: PeerId,
@@ -716,19 +994,15 @@ async fn ask_for_peer(
         .read_to_end(&mut answer)
         .await?;
     let addrs: Vec<String> = serde_json::from_slice(&answer).map_err(std::io::Error::other)?;
+    // The address book decides what to take; see [`book::admit`].
     Ok(addrs
         .iter()
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .map(|a| {
-            a.iter()
-                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                .collect()
-        })
         .take(PEERS_MAX_ADDRS)
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
         .collect())
 }
 
-/// Answers one peer-address question from the addresses this node knows.
+/// Answers one peer-address question with the addresses this node had first hand.
 async fn answer_peer_question(
     stream: libp2p::Stream,
     commands: &mpsc::Sender<Command>,
@@ -754,4 +1028,48 @@ async fn answer_peer_question(
     let body = serde_json::to_vec(&strings).map_err(std::io::Error::other)?;
     stream.write_all(&body).await?;
     stream.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_is_asked_about_once_per_back_off() {
+        let mut sought = Sought::default();
+        let peer = PeerId::random();
+        let start = Instant::now();
+        let at = |d: Duration| start + d;
+        assert!(sought.may_ask(peer, start));
+        assert!(!sought.may_ask(peer, start), "asked again at once");
+        assert!(sought.may_ask(peer, at(ASK_BACKOFF_MIN)));
+        // The wait doubles.
+        assert!(!sought.may_ask(peer, at(ASK_BACKOFF_MIN * 2)));
+        assert!(sought.may_ask(peer, at(ASK_BACKOFF_MIN * 3)));
+        // ...up to its longest.
+        let mut t = at(ASK_BACKOFF_MIN * 3);
+        for _ in 0..20 {
+            t += ASK_BACKOFF_MAX;
+            assert!(sought.may_ask(peer, t));
+        }
+        // Once reached, it may be asked about at once when lost again.
+        sought.reached(&peer);
+        assert!(sought.may_ask(peer, t));
+    }
+
+    #[test]
+    fn the_destinations_asked_about_are_bounded() {
+        let mut sought = Sought::default();
+        let start = Instant::now();
+        for _ in 0..MAX_SOUGHT {
+            assert!(sought.may_ask(PeerId::random(), start));
+        }
+        assert!(!sought.may_ask(PeerId::random(), start), "past the bound");
+        let later = start + ASK_BACKOFF_MIN;
+        assert!(
+            sought.may_ask(PeerId::random(), later),
+            "room once back-offs end"
+        );
+        assert!(sought.next.len() <= MAX_SOUGHT);
+    }
 }

@@ -221,13 +221,18 @@ pub struct PeerRow {
     pub server_name: Option<String>,
     /// Known multiaddrs.
     pub addresses: Vec<String>,
-    /// How it was found: `static`, `mdns` or `inbound`.
+    /// How it was found: `static`, `mdns`, `inbound` or `exchange`.
     pub discovered: String,
     /// When it was last connected or seen.
     pub last_seen_ts: i64,
 }
 
-/// Records a peer, merging addresses with what is known.
+/// Most peers the persistent address book holds; past it, the least recently seen that the
+/// app did not add are dropped.
+pub const MAX_REMEMBERED_PEERS: usize = 512;
+
+/// Records a peer, merging addresses with what is known (the newest 8 are kept). A peer the
+/// app added stays marked so. The book keeps at most [`MAX_REMEMBERED_PEERS`] peers.
 pub fn upsert_peer(conn: &Connection, row: &PeerRow) -> Result<()> {
     let existing: Option<String> = conn
         .prepare_cached("SELECT addresses FROM peers WHERE peer_id = ?1")?
@@ -250,7 +255,9 @@ pub fn upsert_peer(conn: &Connection, row: &PeerRow) -> Result<()> {
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (peer_id) DO UPDATE SET addresses = excluded.addresses,
             last_seen_ts = excluded.last_seen_ts,
-            server_name = coalesce(excluded.server_name, server_name)",
+            server_name = coalesce(excluded.server_name, server_name),
+            discovered = CASE WHEN excluded.discovered = 'static' THEN 'static'
+                              ELSE discovered END",
     )?
     .execute(params![
         row.peer_id,
@@ -259,7 +266,44 @@ pub fn upsert_peer(conn: &Connection, row: &PeerRow) -> Result<()> {
         row.discovered,
         row.last_seen_ts
     ])?;
+    conn.prepare_cached(
+        "DELETE FROM peers WHERE discovered != 'static' AND peer_id IN (
+             SELECT peer_id FROM peers WHERE discovered != 'static'
+             ORDER BY last_seen_ts DESC LIMIT -1 OFFSET ?1)",
+    )?
+    .execute([MAX_REMEMBERED_PEERS as i64])?;
     Ok(())
+}
+
+/// The remembered peers worth dialling at start, most recently seen first, at most `limit`:
+/// those the app added, and those whose server shares a room with a user of `local` or has
+/// something waiting in the outbox. A peer that only ever connected, or that another peer
+/// told this node of, is not redialled.
+pub fn peers_to_redial(conn: &Connection, local: &str, limit: usize) -> Result<Vec<PeerRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT peer_id, server_name, addresses, discovered, last_seen_ts FROM peers
+         WHERE discovered = 'static'
+            OR server_name IN (
+                SELECT substr(m.user_id, instr(m.user_id, ':') + 1) FROM memberships m
+                WHERE m.membership = 'join' AND m.room_id IN (
+                    SELECT room_id FROM memberships
+                    WHERE membership = 'join' AND user_id LIKE '%:' || ?1))
+            OR server_name IN (
+                SELECT destination FROM outbox UNION SELECT destination FROM edu_outbox
+                UNION SELECT destination FROM invite_outbox)
+         ORDER BY last_seen_ts DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![local, limit as i64], |r| {
+        let addresses: String = r.get(2)?;
+        Ok(PeerRow {
+            peer_id: r.get(0)?,
+            server_name: r.get(1)?,
+            addresses: serde_json::from_str(&addresses).unwrap_or_default(),
+            discovered: r.get(3)?,
+            last_seen_ts: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Every remembered peer, most recently seen first.

@@ -387,6 +387,44 @@ mod tests {
     }
 
     #[test]
+    fn the_address_book_is_bounded_and_redials_only_peers_with_a_reason() {
+        let temp = open_temp();
+        let row = |i: usize, discovered: &str| federation::PeerRow {
+            peer_id: format!("peer{i}"),
+            server_name: Some(format!("srv{i}")),
+            addresses: vec![format!("/ip4/192.168.1.1/tcp/{i}")],
+            discovered: discovered.to_owned(),
+            last_seen_ts: i as i64,
+        };
+        let (kept, redial) = temp
+            .1
+            .write_blocking(move |txn| {
+                // Two peers the app added, seen long ago, then 600 others met since.
+                federation::upsert_peer(txn, &row(0, "static"))?;
+                federation::upsert_peer(txn, &row(1, "exchange"))?;
+                federation::upsert_peer(txn, &row(1, "static"))?;
+                for i in 2..602 {
+                    federation::upsert_peer(txn, &row(i, "inbound"))?;
+                }
+                federation::enqueue(txn, "srv500", "$waiting", 1)?;
+                let kept = federation::peers(txn)?;
+                let redial = federation::peers_to_redial(txn, "local", 32)?;
+                Ok((kept, redial))
+            })
+            .expect("write");
+        assert_eq!(kept.len(), federation::MAX_REMEMBERED_PEERS + 2);
+        let has = |rows: &[federation::PeerRow], id: &str| rows.iter().any(|r| r.peer_id == id);
+        assert!(
+            has(&kept, "peer0") && has(&kept, "peer1"),
+            "added peers dropped"
+        );
+        assert!(!has(&kept, "peer2"), "the least recently seen stayed");
+        assert!(has(&kept, "peer601"));
+        let redial: Vec<&str> = redial.iter().map(|r| r.peer_id.as_str()).collect();
+        assert_eq!(redial, ["peer500", "peer1", "peer0"]);
+    }
+
+    #[test]
     fn only_commits_that_queue_federation_work_wake_the_outbox() {
         let temp = open_temp();
         let db = &temp.1;
