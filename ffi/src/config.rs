@@ -69,6 +69,8 @@ pub struct FederationLimits {
     pub header_read_timeout_secs: u32,
     /// Seconds one federation stream may last.
     pub request_timeout_secs: u32,
+    /// Peers held in the address book.
+    pub max_known_peers: u32,
 }
 
 /// The federation limits a node uses unless told otherwise.
@@ -87,6 +89,7 @@ pub fn default_federation_limits() -> FederationLimits {
         header_read_timeout_secs: u32::try_from(d.header_read_timeout.as_secs())
             .unwrap_or(u32::MAX),
         request_timeout_secs: u32::try_from(d.request_timeout.as_secs()).unwrap_or(u32::MAX),
+        max_known_peers: u32::try_from(d.max_known_peers).unwrap_or(u32::MAX),
     }
 }
 
@@ -102,6 +105,7 @@ impl FederationLimits {
             ("max_body_bytes_in_flight", self.max_body_bytes_in_flight),
             ("header_read_timeout_secs", u64::from(self.header_read_timeout_secs)),
             ("request_timeout_secs", u64::from(self.request_timeout_secs)),
+            ("max_known_peers", u64::from(self.max_known_peers)),
         ];
         if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
             return Err(NeuriteError::invalid_config(format!(
@@ -120,6 +124,7 @@ impl FederationLimits {
                 .unwrap_or(usize::MAX),
             header_read_timeout: secs(self.header_read_timeout_secs),
             request_timeout: secs(self.request_timeout_secs),
+            max_known_peers: self.max_known_peers as usize,
         })
     }
 }
