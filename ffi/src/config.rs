@@ -81,8 +81,7 @@ pub fn default_federation_limits() -> FederationLimits {
         max_connections: d.max_connections,
         max_connections_per_peer: d.max_connections_per_peer,
         max_pending_incoming: d.max_pending_incoming,
-        max_streams_per_connection: u32::try_from(d.max_streams_per_connection)
-            .unwrap_or(u32::MAX),
+        max_streams_per_connection: u32::try_from(d.max_streams_per_connection).unwrap_or(u32::MAX),
         max_requests_per_peer: u32::try_from(d.max_requests_per_peer).unwrap_or(u32::MAX),
         max_requests: u32::try_from(d.max_requests).unwrap_or(u32::MAX),
         max_body_bytes_in_flight: d.max_body_bytes_in_flight as u64,
@@ -97,13 +96,25 @@ impl FederationLimits {
     fn to_core(&self) -> Result<neurite_core::FederationLimits, NeuriteError> {
         let fields = [
             ("max_connections", u64::from(self.max_connections)),
-            ("max_connections_per_peer", u64::from(self.max_connections_per_peer)),
+            (
+                "max_connections_per_peer",
+                u64::from(self.max_connections_per_peer),
+            ),
             ("max_pending_incoming", u64::from(self.max_pending_incoming)),
-            ("max_streams_per_connection", u64::from(self.max_streams_per_connection)),
-            ("max_requests_per_peer", u64::from(self.max_requests_per_peer)),
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            (
+                "max_requests_per_peer",
+                u64::from(self.max_requests_per_peer),
+            ),
             ("max_requests", u64::from(self.max_requests)),
             ("max_body_bytes_in_flight", self.max_body_bytes_in_flight),
-            ("header_read_timeout_secs", u64::from(self.header_read_timeout_secs)),
+            (
+                "header_read_timeout_secs",
+                u64::from(self.header_read_timeout_secs),
+            ),
             ("request_timeout_secs", u64::from(self.request_timeout_secs)),
             ("max_known_peers", u64::from(self.max_known_peers)),
         ];

@@ -636,7 +636,7 @@ pub async fn join_remote(
 /// graph, which now holds both, so the new join comes after the leave everywhere
 /// ([`super::own_membership`]).
 async fn joined(state: &AppState, room_id: &str) -> Result<()> {
-    super::own_membership::keep(state, room_id).await;
+    super::own_membership::keep_after_join(state, room_id).await;
     state.presence.share_room(room_id).await;
     Ok(())
 }
