@@ -19,6 +19,7 @@ fn config(dir: &tempfile::TempDir) -> HomeserverConfig {
         mdns_enabled: false,
         registration: RegistrationMode::Disabled,
         log_filter: None,
+        federation_limits: None,
     }
 }
 
