@@ -90,8 +90,11 @@ pub struct RoomCtx {
     pub depth: i64,
 }
 
-/// The most prev events an event points to.
-const MAX_PREV_EVENTS: usize = 10;
+/// The most prev events an event of this node points to: as many as other servers take
+/// ([`super::remote::MAX_PREV_EVENTS`]), so that an event builds on every fork there is (its
+/// state is checked against the room's current state here, and against the state its prev
+/// events resolve to everywhere else) unless the room has more forks than that.
+const MAX_PREV_EVENTS: usize = super::remote::MAX_PREV_EVENTS;
 
 /// Room versions this node creates and joins.
 pub const SUPPORTED_VERSIONS: &[&str] = &["6", "7", "8", "9", "10", "11", "12"];
@@ -139,12 +142,9 @@ impl RoomCtx {
             .ok_or_else(|| MatrixError::not_found("Unknown room"))?;
         let (version, rules) = version_rules(&room.room_version)?;
         let state = state_store::current_state(conn, room_id)?;
-        let mut prevs = ev_store::forward_extremities(conn, room_id)?;
-        prevs.truncate(MAX_PREV_EVENTS);
-        let mut depth = 0;
-        for p in &prevs {
-            depth = depth.max(ev_store::event_depth(conn, p)?.unwrap_or(0));
-        }
+        let cited = ev_store::extremities_to_cite(conn, room_id, MAX_PREV_EVENTS)?;
+        let depth = cited.iter().map(|(_, d)| *d).max().unwrap_or(0);
+        let prevs: Vec<String> = cited.into_iter().map(|(id, _)| id).collect();
         Ok(Self {
             room_id: Some(room_id.to_owned()),
             version,

@@ -320,6 +320,29 @@ pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<Strin
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// At most `limit` forward extremities of a room, for a new event to cite, with their depths:
+/// those sent by this node's users first (a user's latest join must be among what their next
+/// event builds on, or other servers place that event where the user is not in the room),
+/// then the deepest.
+pub fn extremities_to_cite(
+    conn: &Connection,
+    room_id: &str,
+    limit: usize,
+) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.event_id, e.depth FROM forward_extremities f
+         JOIN events e ON e.event_id = f.event_id
+         LEFT JOIN users u ON u.user_id = e.sender
+         WHERE f.room_id = ?1
+         ORDER BY (u.user_id IS NOT NULL) DESC, e.depth DESC, f.event_id
+         LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![room_id, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Makes `event_id` an extremity and removes the events it points to.
 pub fn advance_extremities(
     conn: &Connection,

@@ -632,4 +632,32 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn a_new_event_cites_the_local_users_forks_first_then_the_deepest() {
+        let temp = open_temp();
+        let cited = temp
+            .1
+            .write_blocking(|txn| {
+                accounts::insert_user(txn, "@u:x", "u", None, 0)?;
+                // Thirty forks of other servers' users, deeper than the local user's join.
+                for i in 0..30 {
+                    let id = format!("$r{i:02}");
+                    member(txn, &id, "@r:y", "@r:y", "join");
+                    txn.execute(
+                        "UPDATE events SET depth = ?1 WHERE event_id = ?2",
+                        rusqlite::params![100 + i, id],
+                    )?;
+                    events::advance_extremities(txn, "!r:x", &id, &[])?;
+                }
+                member(txn, "$ours", "@u:x", "@u:x", "join");
+                events::advance_extremities(txn, "!r:x", "$ours", &[])?;
+                events::extremities_to_cite(txn, "!r:x", 20)
+            })
+            .expect("write");
+        assert_eq!(cited.len(), 20);
+        assert_eq!(cited[0].0, "$ours", "the local user's join is cited");
+        assert_eq!(cited[1], ("$r29".to_owned(), 129), "then the deepest");
+        assert_eq!(cited[19].0, "$r11");
+    }
 }
