@@ -13,8 +13,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash bindings/generate.sh --profile release
 
 rm -rf android/src/main/jniLibs
+# Only the shared library is built (`cargo rustc --crate-type cdylib`): with the static and
+# Rust library types of ffi/Cargo.toml built alongside, the size-tuned profile gives a library
+# about a third larger (bench/lib-size.sh measures this build on the host).
 cargo ndk -t arm64-v8a -t armeabi-v7a -t x86_64 --platform 26 -o android/src/main/jniLibs \
-    build --locked --profile small-release -p neurite-ffi
+    rustc --locked --profile small-release -p neurite-ffi --lib --crate-type cdylib
 
 if [ -x android/gradlew ]; then
     (cd android && ./gradlew assembleRelease)

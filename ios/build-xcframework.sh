@@ -13,7 +13,8 @@ profile=small-release
 bash bindings/generate.sh --profile release
 
 for t in aarch64-apple-ios aarch64-apple-ios-sim x86_64-apple-ios aarch64-apple-darwin x86_64-apple-darwin; do
-    cargo build --locked --profile "$profile" -p neurite-ffi --target "$t"
+    # Only the static library, the type Xcode links (see bench/lib-size.sh for why one type).
+    cargo rustc --locked --profile "$profile" -p neurite-ffi --lib --crate-type staticlib --target "$t"
 done
 
 lib() { echo "$target_dir/$1/$profile/libneurite_ffi.a"; }

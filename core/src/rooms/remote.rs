@@ -798,38 +798,12 @@ pub fn update_current_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_support::open_temp;
+    use crate::storage::test_support::{self, open_temp};
 
     /// Stores a bare member event citing `auth` (enough for the graph walks).
     fn store(conn: &Connection, id: &str, auth: &[String], depth: i64) {
-        let json = serde_json::json!({
-            "room_id": "!r:x", "sender": "@a:x", "origin_server_ts": 0,
-            "type": "m.room.member", "state_key": "@a:x", "content": {"membership": "join"},
-            "auth_events": auth, "prev_events": [], "depth": depth,
-        })
-        .to_string();
-        let row = NewEvent {
-            event_id: id,
-            room_id: "!r:x",
-            stream: None,
-            event_type: "m.room.member",
-            state_key: Some("@a:x"),
-            sender: "@a:x",
-            origin_server_ts: 0,
-            depth,
-            json: &json,
-            state_before: None,
-            state_after: None,
-            prev_state: None,
-            relates_to: None,
-            rel_type: None,
-            txn_device: None,
-            txn_id: None,
-            prev_events: &[],
-            outlier: true,
-            rejected: false,
-        };
-        ev_store::insert_event(conn, &row).expect("insert");
+        let content = serde_json::json!({ "membership": "join" });
+        test_support::store_event(conn, id, "@a:x", "@a:x", content, auth, depth);
     }
 
     /// A peer picks how deep an auth chain is: the conflicted subgraph of a chain far deeper

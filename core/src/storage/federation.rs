@@ -293,16 +293,7 @@ pub fn peers_to_redial(conn: &Connection, local: &str, limit: usize) -> Result<V
                 UNION SELECT destination FROM invite_outbox)
          ORDER BY last_seen_ts DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![local, limit as i64], |r| {
-        let addresses: String = r.get(2)?;
-        Ok(PeerRow {
-            peer_id: r.get(0)?,
-            server_name: r.get(1)?,
-            addresses: serde_json::from_str(&addresses).unwrap_or_default(),
-            discovered: r.get(3)?,
-            last_seen_ts: r.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![local, limit as i64], peer_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -311,17 +302,20 @@ pub fn peers(conn: &Connection) -> Result<Vec<PeerRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT peer_id, server_name, addresses, discovered, last_seen_ts FROM peers ORDER BY last_seen_ts DESC",
     )?;
-    let rows = stmt.query_map([], |r| {
-        let addresses: String = r.get(2)?;
-        Ok(PeerRow {
-            peer_id: r.get(0)?,
-            server_name: r.get(1)?,
-            addresses: serde_json::from_str(&addresses).unwrap_or_default(),
-            discovered: r.get(3)?,
-            last_seen_ts: r.get(4)?,
-        })
-    })?;
+    let rows = stmt.query_map([], peer_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A `peers` row read as `peer_id, server_name, addresses, discovered, last_seen_ts`.
+fn peer_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRow> {
+    let addresses: String = r.get(2)?;
+    Ok(PeerRow {
+        peer_id: r.get(0)?,
+        server_name: r.get(1)?,
+        addresses: serde_json::from_str(&addresses).unwrap_or_default(),
+        discovered: r.get(3)?,
+        last_seen_ts: r.get(4)?,
+    })
 }
 
 /// How many invites from users of `server` wait, unanswered, on users of `local`.

@@ -340,6 +340,46 @@ pub(crate) mod test_support {
         }
     }
 
+    /// Stores a bare event of room `!r:x` (enough for the graph walks and membership reads).
+    pub(crate) fn store_event(
+        conn: &rusqlite::Connection,
+        id: &str,
+        sender: &str,
+        state_key: &str,
+        content: serde_json::Value,
+        auth: &[String],
+        depth: i64,
+    ) {
+        let json = serde_json::json!({
+            "room_id": "!r:x", "sender": sender, "origin_server_ts": 0,
+            "type": "m.room.member", "state_key": state_key, "content": content,
+            "auth_events": auth, "prev_events": [], "depth": depth,
+        })
+        .to_string();
+        let row = super::events::NewEvent {
+            event_id: id,
+            room_id: "!r:x",
+            stream: None,
+            event_type: "m.room.member",
+            state_key: Some(state_key),
+            sender,
+            origin_server_ts: 0,
+            depth,
+            json: &json,
+            state_before: None,
+            state_after: None,
+            prev_state: None,
+            relates_to: None,
+            rel_type: None,
+            txn_device: None,
+            txn_id: None,
+            prev_events: &[],
+            outlier: false,
+            rejected: false,
+        };
+        super::events::insert_event(conn, &row).expect("insert");
+    }
+
     pub(crate) fn open_temp() -> TempDb {
         let mut name = [0u8; 8];
         getrandom::fill(&mut name).expect("random");
@@ -357,7 +397,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::*;
 
-    use super::test_support::open_temp;
+    use super::test_support::{self, open_temp};
 
     #[test]
     fn a_destination_queue_keeps_its_newest_events_and_drops_old_ones() {
@@ -563,33 +603,15 @@ mod tests {
 
     /// Stores a member event of `user` sent by `sender` with the given membership.
     fn member(conn: &Connection, id: &str, sender: &str, user: &str, membership: &str) {
-        let json = serde_json::json!({
-            "room_id": "!r:x", "sender": sender, "type": "m.room.member", "state_key": user,
-            "content": {"membership": membership},
-        })
-        .to_string();
-        let row = events::NewEvent {
-            event_id: id,
-            room_id: "!r:x",
-            stream: None,
-            event_type: "m.room.member",
-            state_key: Some(user),
+        test_support::store_event(
+            conn,
+            id,
             sender,
-            origin_server_ts: 0,
-            depth: 1,
-            json: &json,
-            state_before: None,
-            state_after: None,
-            prev_state: None,
-            relates_to: None,
-            rel_type: None,
-            txn_device: None,
-            txn_id: None,
-            prev_events: &[],
-            outlier: false,
-            rejected: false,
-        };
-        events::insert_event(conn, &row).expect("insert");
+            user,
+            serde_json::json!({ "membership": membership }),
+            &[],
+            1,
+        );
     }
 
     #[test]
