@@ -161,7 +161,23 @@ pub type PduResult = (String, std::result::Result<(), String>);
 /// Verifies and takes in PDUs handed over by `origin`. Events that depend on missing ones
 /// wait; the rooms concerned are resolved in the background.
 pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<PduResult> {
+    let (results, waiting) = verify_and_take_in(state, origin, pdus).await;
+    for room_id in waiting {
+        kick(state, &room_id);
+    }
+    state.notifier.notify();
+    results
+}
+
+/// [`receive`] without the resolver: verifies the PDUs and offers them to their rooms'
+/// graphs. Returns each PDU's outcome and the rooms where events now wait.
+pub(crate) async fn verify_and_take_in(
+    state: &AppState,
+    origin: &str,
+    pdus: Vec<Value>,
+) -> (Vec<PduResult>, Vec<String>) {
     let mut results = Vec::new();
+    let mut waiting_rooms = Vec::new();
     let mut by_room: HashMap<String, Vec<(OwnedEventId, CanonicalJsonObject)>> = HashMap::new();
     let mut rooms: HashMap<String, Option<ruma::room_version_rules::RoomVersionRules>> =
         HashMap::new();
@@ -211,14 +227,13 @@ pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<Pd
             Ok((room_results, waiting)) => {
                 results.extend(room_results);
                 if waiting {
-                    kick(state, &room_id);
+                    waiting_rooms.push(room_id);
                 }
             }
             Err(e) => tracing::warn!(room = %room_id, error = %e, "could not take in events"),
         }
     }
-    state.notifier.notify();
-    results
+    (results, waiting_rooms)
 }
 
 /// Offers verified events of one room to the graph; holds those that depend on missing

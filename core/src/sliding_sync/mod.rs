@@ -14,7 +14,7 @@
 //! request when left out.
 
 mod request;
-mod room;
+pub(crate) mod room;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -124,14 +124,7 @@ impl SlidingSync {
         timeout: Duration,
         body: Value,
     ) -> Result<Value> {
-        let conn_id = match body.get("conn_id") {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(c)) if c.len() <= MAX_CONN_ID => c.clone(),
-            Some(Value::String(_)) => {
-                return Err(MatrixError::invalid_param("conn_id is too long").into());
-            }
-            Some(_) => return Err(MatrixError::bad_json("conn_id must be a string").into()),
-        };
+        let conn_id = conn_id(&body)?;
         let pos_id = match pos {
             None | Some("") => None,
             Some(p) => Some(p.parse::<i64>().map_err(|_| unknown_pos())?),
@@ -164,17 +157,7 @@ impl SlidingSync {
                         None
                     }
                 };
-                let req: Request = serde_json::from_value(body.clone())
-                    .map_err(|e| MatrixError::bad_json(format!("Invalid request: {e}")))?;
-                validate(&req)?;
-                let to_device_since = match req.extensions.to_device.since.as_deref() {
-                    Some(s) if req.extensions.to_device.enabled == Some(true) => {
-                        Some(s.parse::<i64>().map_err(|_| {
-                            MatrixError::invalid_param("Invalid to_device since token")
-                        })?)
-                    }
-                    _ => None,
-                };
+                let (req, to_device_since) = read_request(&body)?;
                 if let Some(upto) = to_device_since {
                     to_device::delete_upto(txn, &user, &device, upto)?;
                 }
@@ -257,6 +240,50 @@ impl SlidingSync {
     }
 }
 
+/// The connection a request body names (`conn_id`; none is the empty string).
+pub(crate) fn conn_id(body: &Value) -> Result<String> {
+    match body.get("conn_id") {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(c)) if c.len() <= MAX_CONN_ID => Ok(c.clone()),
+        Some(Value::String(_)) => Err(MatrixError::invalid_param("conn_id is too long").into()),
+        Some(_) => Err(MatrixError::bad_json("conn_id must be a string").into()),
+    }
+}
+
+/// Reads a request body (with what carried over from the connection's previous request
+/// filled in): the request, and the to-device `since` token when that extension is on.
+pub(crate) fn read_request(body: &Value) -> Result<(Request, Option<i64>)> {
+    let req: Request = serde_json::from_value(body.clone())
+        .map_err(|e| MatrixError::bad_json(format!("Invalid request: {e}")))?;
+    validate(&req)?;
+    let to_device_since = match req.extensions.to_device.since.as_deref() {
+        Some(s) if req.extensions.to_device.enabled == Some(true) => Some(
+            s.parse::<i64>()
+                .map_err(|_| MatrixError::invalid_param("Invalid to_device since token"))?,
+        ),
+        _ => None,
+    };
+    Ok((req, to_device_since))
+}
+
+/// Adds the rooms a list's ranges select (of `rooms`, the list's rooms in order) to `wanted`,
+/// with the list's parameters.
+pub(crate) fn select_ranges(
+    list: &ListRequest,
+    rooms: &[&str],
+    wanted: &mut BTreeMap<String, RoomParams>,
+) {
+    for (start, end) in &list.ranges {
+        let (start, end) = (*start as usize, (*end).min(usize::MAX as u64 - 1) as usize);
+        for room_id in rooms.iter().skip(start).take(end.saturating_sub(start) + 1) {
+            wanted
+                .entry((*room_id).to_owned())
+                .or_default()
+                .merge(&list.params);
+        }
+    }
+}
+
 /// Checks what serde cannot.
 fn validate(req: &Request) -> Result<()> {
     for (name, list) in &req.lists {
@@ -273,7 +300,7 @@ fn validate(req: &Request) -> Result<()> {
 /// Fills in what a request leaves out from the connection's previous request: older clients
 /// (MSC3575) send a list's `required_state`, `filters` and `timeline_limit`, and the
 /// extensions' settings, only when they change.
-fn apply_sticky(body: &mut Value, stored: &Value) {
+pub(crate) fn apply_sticky(body: &mut Value, stored: &Value) {
     let Some(body) = body.as_object_mut() else {
         return;
     };
@@ -508,19 +535,11 @@ fn build(conn: &Connection, ctx: &Ctx, now_pos: i64, typing: &Typing) -> Result<
             }
             members.push(c);
         }
-        for (start, end) in &list.ranges {
-            let (start, end) = (*start as usize, (*end).min(usize::MAX as u64 - 1) as usize);
-            for c in members
-                .iter()
-                .skip(start)
-                .take(end.saturating_sub(start) + 1)
-            {
-                wanted
-                    .entry(c.membership.room_id.clone())
-                    .or_default()
-                    .merge(&list.params);
-            }
-        }
+        let ids: Vec<&str> = members
+            .iter()
+            .map(|c| c.membership.room_id.as_str())
+            .collect();
+        select_ranges(list, &ids, &mut wanted);
         lists.insert(name.clone(), json!({ "count": members.len() }));
     }
     let by_room: HashMap<&str, &Candidate> = candidates
