@@ -1238,6 +1238,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn messages_on_many_forks_of_one_state_store_no_new_state() {
+        let a = open_node();
+        let alice = a.1.accounts.register("alice", None).await.expect("alice");
+        let room =
+            a.1.rooms
+                .create_room(&alice, CreateRoomRequest::default())
+                .await
+                .expect("room")
+                .to_string();
+        let r = room.clone();
+        let identity = a.1.identity.clone();
+        a.1.db
+            .write(move |txn| {
+                // Twelve messages, each on its own fork of the same point.
+                let fork = RoomCtx::load(txn, &r)?;
+                for i in 0..12 {
+                    let mut branch = fork.clone();
+                    let text = format!("branch {i}");
+                    graph::append(txn, &mut branch, &identity, &alice, &message(&text), None)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("forks");
+        let (r, origin) = (room.clone(), a.1.identity.server_name().to_string());
+        let events =
+            a.1.db
+                .read(move |c| ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false))
+                .await
+                .expect("events");
+        let rules = version_rules("12").expect("v12").1;
+        let (before, forks): (Vec<_>, Vec<_>) = events
+            .iter()
+            .map(|e| {
+                let pdu = serde_json::from_str(&e.json).expect("json");
+                (e.event_type == "m.room.message", pdu)
+            })
+            .partition(|(is_message, _)| !is_message);
+        let verify = |pdus: Vec<(bool, Value)>| -> Vec<(OwnedEventId, CanonicalJsonObject)> {
+            pdus.into_iter()
+                .map(|(_, p)| verified(p, &room, &rules).expect("verifies"))
+                .collect()
+        };
+        let (before, forks) = (verify(before), verify(forks));
+        assert_eq!(forks.len(), 12);
+
+        let d = open_node();
+        let local = d.1.identity.server_name().to_string();
+        let r = room.clone();
+        let groups = |c: &rusqlite::Connection| -> Result<i64> {
+            Ok(c.query_row("SELECT count(*) FROM state_groups", [], |row| row.get(0))?)
+        };
+        let (at_fork, after) =
+            d.1.db
+                .write(move |txn| {
+                    ev_store::insert_room(txn, &r, "12", "")?;
+                    take_in(txn, &r, &origin, &local, before)?;
+                    let at_fork = groups(txn)?;
+                    let (results, waiting) = take_in(txn, &r, &origin, &local, forks)?;
+                    assert!(!waiting && results.iter().all(|(_, r)| r.is_ok()));
+                    Ok((at_fork, groups(txn)?))
+                })
+                .await
+                .expect("take in");
+        assert_eq!(after, at_fork, "messages stored new state groups");
+        let got = outcome(&d.1, &room).await;
+        assert_eq!(got, outcome(&a.1, &room).await);
+    }
+
+    #[tokio::test]
     async fn events_rejected_for_a_missing_auth_event_by_earlier_versions_are_recovered() {
         let a = open_node();
         let (room, pdus) = forked_room(&a.1).await;
