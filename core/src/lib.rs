@@ -17,6 +17,9 @@ pub mod e2ee;
 pub mod error;
 pub mod federation;
 pub mod filter;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod media;
 pub mod node;

@@ -149,7 +149,7 @@ async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, MatrixError
     })
 }
 
-fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MatrixError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, MatrixError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(MatrixError::not_json("The request body is empty"));
     }

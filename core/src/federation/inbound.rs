@@ -161,7 +161,35 @@ pub type PduResult = (String, std::result::Result<(), String>);
 /// Verifies and takes in PDUs handed over by `origin`. Events that depend on missing ones
 /// wait; the rooms concerned are resolved in the background.
 pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<PduResult> {
+    let (results, taken) = verify_and_take_in(state, origin, pdus).await;
+    for room_id in taken.waiting {
+        kick(state, &room_id);
+    }
+    for room_id in taken.settled {
+        super::own_membership::keep(state, &room_id).await;
+    }
+    state.notifier.notify();
+    results
+}
+
+/// The rooms a batch of PDUs went to.
+pub(crate) struct TakenIn {
+    /// Rooms where events now wait for missing ones (the resolver's work).
+    pub waiting: Vec<String>,
+    /// Rooms where nothing waits.
+    pub settled: Vec<String>,
+}
+
+/// [`receive`] without the resolver and what follows it: verifies the PDUs and offers them
+/// to their rooms' graphs. Returns each PDU's outcome and where they went.
+pub(crate) async fn verify_and_take_in(
+    state: &AppState,
+    origin: &str,
+    pdus: Vec<Value>,
+) -> (Vec<PduResult>, TakenIn) {
     let mut results = Vec::new();
+    let mut waiting_rooms = Vec::new();
+    let mut settled_rooms = Vec::new();
     let mut by_room: HashMap<String, Vec<(OwnedEventId, CanonicalJsonObject)>> = HashMap::new();
     let mut rooms: HashMap<String, Option<ruma::room_version_rules::RoomVersionRules>> =
         HashMap::new();
@@ -211,16 +239,21 @@ pub async fn receive(state: &AppState, origin: &str, pdus: Vec<Value>) -> Vec<Pd
             Ok((room_results, waiting)) => {
                 results.extend(room_results);
                 if waiting {
-                    kick(state, &room_id);
+                    waiting_rooms.push(room_id);
                 } else {
-                    super::own_membership::keep(state, &room_id).await;
+                    settled_rooms.push(room_id);
                 }
             }
             Err(e) => tracing::warn!(room = %room_id, error = %e, "could not take in events"),
         }
     }
-    state.notifier.notify();
-    results
+    (
+        results,
+        TakenIn {
+            waiting: waiting_rooms,
+            settled: settled_rooms,
+        },
+    )
 }
 
 /// Offers verified events of one room to the graph; holds those that depend on missing
@@ -1225,6 +1258,76 @@ mod tests {
             topic_json.contains("Alice's"),
             "the demotion wins: {topic_json}"
         );
+    }
+
+    #[tokio::test]
+    async fn messages_on_many_forks_of_one_state_store_no_new_state() {
+        let a = open_node();
+        let alice = a.1.accounts.register("alice", None).await.expect("alice");
+        let room =
+            a.1.rooms
+                .create_room(&alice, CreateRoomRequest::default())
+                .await
+                .expect("room")
+                .to_string();
+        let r = room.clone();
+        let identity = a.1.identity.clone();
+        a.1.db
+            .write(move |txn| {
+                // Twelve messages, each on its own fork of the same point.
+                let fork = RoomCtx::load(txn, &r)?;
+                for i in 0..12 {
+                    let mut branch = fork.clone();
+                    let text = format!("branch {i}");
+                    graph::append(txn, &mut branch, &identity, &alice, &message(&text), None)?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("forks");
+        let (r, origin) = (room.clone(), a.1.identity.server_name().to_string());
+        let events =
+            a.1.db
+                .read(move |c| ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false))
+                .await
+                .expect("events");
+        let rules = version_rules("12").expect("v12").1;
+        let (before, forks): (Vec<_>, Vec<_>) = events
+            .iter()
+            .map(|e| {
+                let pdu = serde_json::from_str(&e.json).expect("json");
+                (e.event_type == "m.room.message", pdu)
+            })
+            .partition(|(is_message, _)| !is_message);
+        let verify = |pdus: Vec<(bool, Value)>| -> Vec<(OwnedEventId, CanonicalJsonObject)> {
+            pdus.into_iter()
+                .map(|(_, p)| verified(p, &room, &rules).expect("verifies"))
+                .collect()
+        };
+        let (before, forks) = (verify(before), verify(forks));
+        assert_eq!(forks.len(), 12);
+
+        let d = open_node();
+        let local = d.1.identity.server_name().to_string();
+        let r = room.clone();
+        let groups = |c: &rusqlite::Connection| -> Result<i64> {
+            Ok(c.query_row("SELECT count(*) FROM state_groups", [], |row| row.get(0))?)
+        };
+        let (at_fork, after) =
+            d.1.db
+                .write(move |txn| {
+                    ev_store::insert_room(txn, &r, "12", "")?;
+                    take_in(txn, &r, &origin, &local, before)?;
+                    let at_fork = groups(txn)?;
+                    let (results, waiting) = take_in(txn, &r, &origin, &local, forks)?;
+                    assert!(!waiting && results.iter().all(|(_, r)| r.is_ok()));
+                    Ok((at_fork, groups(txn)?))
+                })
+                .await
+                .expect("take in");
+        assert_eq!(after, at_fork, "messages stored new state groups");
+        let got = outcome(&d.1, &room).await;
+        assert_eq!(got, outcome(&a.1, &room).await);
     }
 
     #[tokio::test]

@@ -415,13 +415,17 @@ pub(super) async fn invite(
     Ok(Json(json!({ "event": signed_obj })))
 }
 
+/// The body of `/send`.
 #[derive(Deserialize)]
-pub(super) struct Transaction {
+pub(crate) struct Transaction {
     #[serde(default)]
-    pdus: Vec<Value>,
+    pub(crate) pdus: Vec<Value>,
     #[serde(default)]
-    edus: Vec<Value>,
+    pub(crate) edus: Vec<Value>,
 }
+
+/// Most PDUs of one transaction taken in; the rest are ignored.
+pub(crate) const MAX_TRANSACTION_PDUS: usize = 50;
 
 /// `PUT /_matrix/federation/v1/send/{txnId}`.
 pub(super) async fn send_transaction(
@@ -429,21 +433,27 @@ pub(super) async fn send_transaction(
     Path(_txn_id): Path<String>,
     signed: Signed<Transaction>,
 ) -> std::result::Result<Json<Value>, MatrixError> {
-    let mut results = Map::new();
     let Transaction { pdus, edus } = signed.body;
-    let pdus: Vec<Value> = pdus.into_iter().take(50).collect();
-    for (id, outcome) in super::inbound::receive(&state, &signed.origin, pdus).await {
+    let pdus: Vec<Value> = pdus.into_iter().take(MAX_TRANSACTION_PDUS).collect();
+    let results = super::inbound::receive(&state, &signed.origin, pdus).await;
+    super::edus::receive(&state, &signed.origin, edus).await;
+    state.notifier.notify();
+    Ok(Json(transaction_answer(results)))
+}
+
+/// The `/send` answer: each PDU's outcome under its event id.
+pub(crate) fn transaction_answer(results: Vec<super::inbound::PduResult>) -> Value {
+    let mut answer = Map::new();
+    for (id, outcome) in results {
         if !id.is_empty() {
             let result = match outcome {
                 Ok(()) => json!({}),
                 Err(why) => json!({ "error": why }),
             };
-            results.insert(id, result);
+            answer.insert(id, result);
         }
     }
-    super::edus::receive(&state, &signed.origin, edus).await;
-    state.notifier.notify();
-    Ok(Json(json!({ "pdus": results })))
+    json!({ "pdus": answer })
 }
 
 #[derive(Deserialize)]

@@ -753,10 +753,14 @@ pub fn update_current_state(
 ) -> Result<()> {
     let mut states = Vec::new();
     let mut groups = Vec::new();
+    // Extremities after the same state (messages on forks of one point) count once: the same
+    // state twice changes nothing in the resolution, and taking it once per extremity made
+    // each event of a room with many such forks resolve them all and store a copy of the
+    // state.
+    let mut seen = HashSet::new();
     for id in ev_store::forward_extremities(conn, room_id)? {
-        // Forks that end in the same state (messages sent at once) are resolved once.
         if let Some(ev) = ev_store::get_event(conn, &id)?
-            && !groups.contains(&ev.state_after)
+            && seen.insert(ev.state_after)
         {
             groups.push(ev.state_after);
             states.push(state_of_group(conn, ev.state_after)?);

@@ -1,6 +1,6 @@
 //! The request body of simplified sliding sync (MSC4186).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 
@@ -37,12 +37,18 @@ pub struct RoomParams {
 }
 
 impl RoomParams {
-    /// Combines two sets of parameters for a room that several lists show.
+    /// Combines two sets of parameters for a room that several lists show. Linear in the
+    /// number of rules: a request may list many.
     pub fn merge(&mut self, other: &RoomParams) {
-        for rule in &other.required_state {
-            if !self.required_state.contains(rule) {
-                self.required_state.push(rule.clone());
-            }
+        if !other.required_state.is_empty() {
+            let mut seen: HashSet<&(String, String)> = self.required_state.iter().collect();
+            let new: Vec<(String, String)> = other
+                .required_state
+                .iter()
+                .filter(|rule| seen.insert(rule))
+                .cloned()
+                .collect();
+            self.required_state.extend(new);
         }
         self.timeline_limit = match (self.timeline_limit, other.timeline_limit) {
             (Some(a), Some(b)) => Some(a.max(b)),

@@ -33,7 +33,7 @@ pub(super) struct RoomBuilder<'a> {
 }
 
 /// Whether a `required_state` rule asks for the state entry `(ty, key)`.
-fn rule_matches(rules: &[(String, String)], ty: &str, key: &str, user: &str) -> bool {
+pub(crate) fn rule_matches(rules: &[(String, String)], ty: &str, key: &str, user: &str) -> bool {
     // A rule naming the type outright decides for that type over a `*` rule.
     let explicit = rules.iter().any(|(t, _)| t == ty);
     rules.iter().any(|(t, k)| {
