@@ -1330,6 +1330,134 @@ mod tests {
         assert_eq!(got, outcome(&a.1, &room).await);
     }
 
+    /// More forks with states of their own than are resolved: the deepest count, whatever
+    /// order the events arrive in. Seventy forks set the topic and then talk (one deeper);
+    /// five more, made last, only set the topic. Resolving every fork, the latest topic (a
+    /// shallow one) would win; with the deepest 64, a deep one does, on both nodes.
+    #[tokio::test]
+    async fn only_the_deepest_forks_make_the_current_state_in_any_order() {
+        let a = open_node();
+        let alice = a.1.accounts.register("alice", None).await.expect("alice");
+        let room =
+            a.1.rooms
+                .create_room(&alice, CreateRoomRequest::default())
+                .await
+                .expect("room")
+                .to_string();
+        let r = room.clone();
+        let identity = a.1.identity.clone();
+        a.1.db
+            .write(move |txn| {
+                let fork = RoomCtx::load(txn, &r)?;
+                let topic =
+                    |t: String| EventTemplate::state("m.room.topic", "", json!({ "topic": t }));
+                for i in 0..70 {
+                    let mut branch = fork.clone();
+                    graph::append(
+                        txn,
+                        &mut branch,
+                        &identity,
+                        &alice,
+                        &topic(format!("deep {i}")),
+                        None,
+                    )?;
+                    graph::append(
+                        txn,
+                        &mut branch,
+                        &identity,
+                        &alice,
+                        &message("on top"),
+                        None,
+                    )?;
+                }
+                for j in 0..5 {
+                    let mut branch = fork.clone();
+                    graph::append(
+                        txn,
+                        &mut branch,
+                        &identity,
+                        &alice,
+                        &topic(format!("shallow {j}")),
+                        None,
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("forks");
+        let r = room.clone();
+        let events =
+            a.1.db
+                .read(move |c| ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false))
+                .await
+                .expect("events");
+        let rules = version_rules("12").expect("v12").1;
+        let pdus: Vec<(OwnedEventId, CanonicalJsonObject)> = events
+            .iter()
+            .map(|e| {
+                let pdu = serde_json::from_str(&e.json).expect("json");
+                verified(pdu, &room, &rules).expect("verifies")
+            })
+            .collect();
+        let first_fork = events
+            .iter()
+            .position(|e| e.event_type == "m.room.topic")
+            .expect("a fork");
+        let origin = a.1.identity.server_name().to_string();
+        let mut topics = Vec::new();
+        for reversed in [false, true] {
+            let d = open_node();
+            let (r, origin, local) = (
+                room.clone(),
+                origin.clone(),
+                d.1.identity.server_name().to_string(),
+            );
+            let (before, forks) = pdus.split_at(first_fork);
+            let (before, mut forks) = (before.to_vec(), forks.to_vec());
+            if reversed {
+                // The other way round, each event still after those it cites.
+                forks.reverse();
+                forks.sort_by_key(|(_, obj)| match obj.get("depth") {
+                    Some(CanonicalJsonValue::Integer(d)) => i64::from(*d),
+                    _ => 0,
+                });
+            }
+            d.1.db
+                .write(move |txn| {
+                    ev_store::insert_room(txn, &r, "12", "")?;
+                    take_in(txn, &r, &origin, &local, before)?;
+                    let (_, waiting) = take_in(txn, &r, &origin, &local, forks)?;
+                    assert!(!waiting, "every fork was placed");
+                    Ok(())
+                })
+                .await
+                .expect("take in");
+            let (state, _) = outcome(&d.1, &room).await;
+            let topic_id = state
+                .get(&("m.room.topic".to_owned(), String::new()))
+                .cloned()
+                .expect("a topic");
+            let json =
+                d.1.db
+                    .read(move |c| ev_store::get_event_json(c, &topic_id))
+                    .await
+                    .expect("read")
+                    .expect("topic event");
+            topics.push(
+                serde_json::from_str::<Value>(&json).expect("json")["content"]["topic"].clone(),
+            );
+        }
+        assert_eq!(
+            topics[0], topics[1],
+            "the order the forks came in changed the state"
+        );
+        let topic = topics[0].as_str().unwrap_or_default();
+        assert!(
+            topic.starts_with("deep "),
+            "a shallow fork counted: {topic}"
+        );
+    }
+
     #[tokio::test]
     async fn events_rejected_for_a_missing_auth_event_by_earlier_versions_are_recovered() {
         let a = open_node();

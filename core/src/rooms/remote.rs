@@ -30,6 +30,9 @@ use crate::{
 /// stored (an event citing it then waits for it, like any other missing event).
 pub const MAX_REJECTED_PER_ROOM: i64 = 1_000;
 
+/// Most distinct states of forward extremities resolved into a room's current state.
+pub const MAX_RESOLVED_STATES: usize = 64;
+
 /// What became of a received PDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -758,12 +761,18 @@ pub fn update_current_state(
     // each event of a room with many such forks resolve them all and store a copy of the
     // state.
     let mut seen = HashSet::new();
-    for id in ev_store::forward_extremities(conn, room_id)? {
-        if let Some(ev) = ev_store::get_event(conn, &id)?
-            && seen.insert(ev.state_after)
-        {
-            groups.push(ev.state_after);
-            states.push(state_of_group(conn, ev.state_after)?);
+    // At most MAX_RESOLVED_STATES states, those of the deepest forks: a member can fork a room
+    // a thousand ways with state events of their own, and every later event would resolve
+    // them all. The choice depends only on the events, so nodes holding the same events still
+    // agree; forks left out count again once an event cites them.
+    for state_after in ev_store::extremity_states(conn, room_id)? {
+        if states.len() >= MAX_RESOLVED_STATES {
+            tracing::debug!(room = %room_id, "more forks than are resolved; the deepest count");
+            break;
+        }
+        if seen.insert(state_after) {
+            groups.push(state_after);
+            states.push(state_of_group(conn, state_after)?);
         }
     }
     if states.is_empty() {

@@ -320,6 +320,19 @@ pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<Strin
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The state groups after a room's forward extremities, deepest extremity first (ties by
+/// event id).
+pub fn extremity_states(conn: &Connection, room_id: &str) -> Result<Vec<Option<i64>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.state_after FROM forward_extremities f
+         JOIN events e ON e.event_id = f.event_id
+         WHERE f.room_id = ?1
+         ORDER BY e.depth DESC, f.event_id",
+    )?;
+    let rows = stmt.query_map([room_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// At most `limit` forward extremities of a room, for a new event to cite, with their depths:
 /// those sent by this node's users first (a user's latest join must be among what their next
 /// event builds on, or other servers place that event where the user is not in the room),
