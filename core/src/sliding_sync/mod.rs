@@ -310,8 +310,33 @@ fn validate(req: &Request) -> Result<()> {
             .into());
         }
     }
+    // Every selected room holds the rules of the lists that show it: their size is bounded
+    // for the whole request, far above what clients send (a few dozen short rules).
+    let rules = req
+        .lists
+        .values()
+        .map(|l| &l.params)
+        .chain(req.room_subscriptions.values())
+        .flat_map(|p| &p.required_state);
+    let (mut count, mut bytes) = (0usize, 0usize);
+    for (ty, key) in rules {
+        count += 1;
+        bytes += ty.len() + key.len();
+    }
+    if count > MAX_REQUIRED_STATE_RULES || bytes > MAX_REQUIRED_STATE_BYTES {
+        return Err(MatrixError::invalid_param(format!(
+            "required_state asks for too much: at most {MAX_REQUIRED_STATE_RULES} rules of \
+             {MAX_REQUIRED_STATE_BYTES} bytes in all per request"
+        ))
+        .into());
+    }
     Ok(())
 }
+
+/// Most `required_state` rules in one request, over all lists and room subscriptions.
+const MAX_REQUIRED_STATE_RULES: usize = 1_000;
+/// Most bytes of `required_state` rules in one request.
+const MAX_REQUIRED_STATE_BYTES: usize = 16 * 1024;
 
 /// Fills in what a request leaves out from the connection's previous request: older clients
 /// (MSC3575) send a list's `required_state`, `filters` and `timeline_limit`, and the
@@ -822,6 +847,22 @@ mod tests {
         let mut none = BTreeMap::new();
         select_ranges(&first, &[], &mut none);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_request_asking_for_too_much_required_state_is_refused() {
+        let rules = |n: usize, len: usize| -> Vec<Value> {
+            (0..n).map(|i| json!([format!("{i:0len$}"), ""])).collect()
+        };
+        let request = |rules: Vec<Value>| json!({ "lists": { "all": { "ranges": [[0, 10]], "required_state": rules } } });
+        assert!(read_request(&request(rules(40, 20))).is_ok());
+        for too_much in [rules(1_001, 1), rules(100, 200)] {
+            let err = read_request(&request(too_much)).expect_err("refused");
+            assert!(
+                matches!(&err, crate::error::Error::Matrix(m) if m.errcode == "M_INVALID_PARAM"),
+                "{err:?}"
+            );
+        }
     }
 
     #[test]
