@@ -81,6 +81,9 @@ struct Inner {
     outbox: watch::Sender<u64>,
     /// Bumped after every commit that removed or changed an access token or a device.
     tokens: AtomicU64,
+    /// Never sent on: dropped with the last handle, after the connections above are closed
+    /// (fields drop in order, so it stays last).
+    open: watch::Sender<()>,
 }
 
 /// What the transaction in progress on the writer changed, as seen by SQLite's update hook.
@@ -163,8 +166,16 @@ impl Db {
                 touched,
                 outbox: watch::channel(0).0,
                 tokens: AtomicU64::new(0),
+                open: watch::channel(()).0,
             }),
         })
+    }
+
+    /// Completes once the database is closed: every handle (and so every connection) is
+    /// gone. Holds no handle itself.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut open = self.inner.open.subscribe();
+        async move { while open.changed().await.is_ok() {} }
     }
 
     /// Runs `f` in a write transaction on the blocking pool and commits it.
