@@ -73,8 +73,10 @@ pub struct Db {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Writer>,
+    // Readers close before the writer (fields drop in order): the last connection to close
+    // checkpoints the WAL into the database and removes it, which a read-only one cannot.
     readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Writer>,
     committed: AtomicI64,
     touched: Arc<Touched>,
     /// Bumped after every commit that queued something for another server.
