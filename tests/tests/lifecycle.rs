@@ -25,8 +25,12 @@ const THREAD_SLACK: usize = 2;
 /// each round would add at least two per round (the database and its WAL).
 const FD_SLACK: usize = 8;
 
+/// The tests here count the whole process's threads and files: they run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn twenty_restarts_release_ports_database_threads_and_files() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_keep_alive(THREAD_KEEP_ALIVE)
@@ -190,4 +194,40 @@ async fn settled_threads() -> usize {
         }
     }
     last
+}
+
+/// A start that fails once the database is open and the swarm listens (the client port is
+/// taken) closes both before it reports the error.
+#[test]
+fn a_failed_start_releases_what_it_opened() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(failed_start());
+}
+
+async fn failed_start() {
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listener");
+    let p2p_port = free_port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().canonicalize().expect("data dir");
+    let mut config = neurite_core::Config::new(dir.path());
+    config.client_addr = taken.local_addr().expect("address");
+    config.p2p_listen = vec![
+        format!("/ip4/127.0.0.1/tcp/{p2p_port}")
+            .parse()
+            .expect("multiaddr"),
+    ];
+    config.mdns_enabled = false;
+    let started = tokio::time::timeout(neurite_tests::WAIT, neurite_core::Node::start(config))
+        .await
+        .expect("start timed out");
+    assert!(started.is_err(), "the client port is taken");
+    let held = open_files_under(&data_dir);
+    assert!(held.is_empty(), "files still open: {held:?}");
+    assert!(!data_dir.join("neurite.db-wal").exists());
+    TcpListener::bind((Ipv4Addr::LOCALHOST, p2p_port)).expect("the p2p port is free again");
 }
