@@ -47,11 +47,6 @@ impl Tasks {
         self.tracker.spawn(task);
     }
 
-    /// Whether the node is stopping.
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
-    }
-
     /// Completes when the node starts stopping.
     pub async fn stopping(&self) {
         self.stop.cancelled().await
