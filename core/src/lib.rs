@@ -7,7 +7,7 @@
 //! Layout: [`storage`] holds all SQL; [`rooms`] the event graph, membership and timelines;
 //! [`accounts`], [`sync`], [`typing`], [`user_data`], [`media`], [`e2ee`] (keys, to-device
 //! messages, key backup) the other services; [`client`] the HTTP handlers; [`node`] starts and
-//! stops it all.
+//! stops it all, and [`tasks`] owns every background task.
 
 pub mod accounts;
 pub mod client;
@@ -33,6 +33,7 @@ pub mod services;
 pub mod sliding_sync;
 pub mod storage;
 pub mod sync;
+pub mod tasks;
 pub mod typing;
 pub mod uia;
 pub mod user_data;

@@ -1,12 +1,36 @@
 //! A running node: the services plus the client API listener.
+//!
+//! # Who owns the tasks
+//!
+//! Every task the node starts is owned, so that when [`Node::shutdown`] returns the client
+//! port and the peer-to-peer ports are closed and the database is closed:
+//!
+//! - The client API server is a task of the node: it stops accepting at once, lets the
+//!   requests in progress finish (long-polling syncs end with the notifier), and is awaited
+//!   for at most [`CLIENT_DRAIN`]; after that it is aborted and its listener closed.
+//! - Everything else that runs in the background is spawned through the services'
+//!   [`Tasks`](crate::tasks::Tasks) and nowhere else: the swarm driver, the federation accept
+//!   loop and each stream it serves, the outbox and its deliveries, catch-up, the inbound
+//!   resolver and its retries, device-list fetches, the presence sent after a join, typing
+//!   expiries, the address-book writer and the HTTP connections of outgoing federation
+//!   requests. Shutdown cancels them all (each is dropped at its next await point) and
+//!   awaits them for at most [`TASKS_DRAIN`].
+//! - Work that is not a task of its own (a closure on tokio's blocking pool for one read or
+//!   write, a request handler) belongs to the task that awaits it. A blocking closure runs
+//!   to its end even when its task is dropped, so shutdown last waits, for at most
+//!   [`DB_CLOSE`], until the last database handle is gone, which closes every connection.
+//!
+//! So, apart from the client API server, nothing in the node calls `tokio::spawn` directly:
+//! a new background task goes through [`Tasks::spawn`](crate::tasks::Tasks::spawn) (or
+//! [`Tasks::spawn_draining`](crate::tasks::Tasks::spawn_draining) for one that ends by itself
+//! when the node stops), and embedding code does the same for tasks that use the node. A
+//! task may stay detached only if it holds neither the database nor a socket and ends on
+//! its own. Each bound above is only reached by a request or a task that is stuck; shutdown
+//! then logs what it left behind.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{
-    net::TcpListener,
-    sync::{oneshot, watch},
-    task::JoinHandle,
-};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 use crate::{
     accounts::Login,
@@ -16,14 +40,21 @@ use crate::{
     services::Services,
 };
 
-/// A started node. Dropping it without [`Node::shutdown`] aborts the server.
+/// Longest the client API's requests in progress are waited for at shutdown.
+pub const CLIENT_DRAIN: Duration = Duration::from_secs(5);
+/// Longest the background tasks are waited for, once cancelled, at shutdown.
+pub const TASKS_DRAIN: Duration = Duration::from_secs(5);
+/// Longest the database is waited for to close, once everything above ended.
+pub const DB_CLOSE: Duration = Duration::from_secs(5);
+
+/// A started node. Dropping it without [`Node::shutdown`] aborts the server and cancels the
+/// background tasks without waiting for them.
 pub struct Node {
     services: Arc<Services>,
     client_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     p2p: Option<P2p>,
-    p2p_stop: watch::Sender<bool>,
 }
 
 impl Node {
@@ -31,49 +62,50 @@ impl Node {
     pub async fn start(config: Config) -> Result<Self> {
         let addr = config.client_addr;
         let services = tokio::task::spawn_blocking(move || Services::open(config)).await??;
-        let (p2p_stop, p2p_stopped) = watch::channel(false);
-        let p2p = if services.config.p2p_listen.is_empty()
-            && services.config.static_peers.is_empty()
-        {
-            None
-        } else {
-            let p2p_config = P2pConfig {
-                listen: services.config.p2p_listen.clone(),
-                static_peers: services.config.static_peers.clone(),
-                mdns: services.config.mdns_enabled,
-                remembered: remembered_peers(&services).await,
-                learned: Some(address_book(&services)),
-                limits: services.config.federation_limits.clone(),
-            };
-            let p2p = P2p::start(&services.identity, p2p_config, p2p_stopped.clone()).await?;
-            crate::federation::transport::serve(
-                &p2p,
-                crate::federation::router(services.clone()),
-                &services.config.federation_limits,
-            )?;
-            let client = crate::federation::transport::FederationClient::new(
-                services.identity.clone(),
-                p2p.clone(),
-            );
-            services.set_federation(client.clone());
-            crate::federation::catchup::spawn(
-                services.clone(),
-                client.clone(),
-                p2p.clone(),
-                p2p_stopped.clone(),
-            );
-            crate::federation::outbox::spawn(services.clone(), client, p2p.clone(), p2p_stopped);
-            // Events left waiting by the last run (or by a migration) are tried again.
-            crate::federation::inbound::resume(&services).await;
-            Some(p2p)
-        };
-        let listener = match TcpListener::bind(addr).await {
-            Ok(l) => l,
+        match Self::serve(services.clone(), addr).await {
+            Ok(node) => Ok(node),
             Err(e) => {
-                let _ = p2p_stop.send(true);
-                return Err(e.into());
+                // Whatever started is stopped, and the database closed, before the error.
+                let closed = services.db.closed();
+                services.tasks.stop(TASKS_DRAIN).await;
+                drop(services);
+                let _ = tokio::time::timeout(DB_CLOSE, closed).await;
+                Err(e)
             }
-        };
+        }
+    }
+
+    async fn serve(services: Arc<Services>, addr: SocketAddr) -> Result<Self> {
+        let p2p =
+            if services.config.p2p_listen.is_empty() && services.config.static_peers.is_empty() {
+                None
+            } else {
+                let p2p_config = P2pConfig {
+                    listen: services.config.p2p_listen.clone(),
+                    static_peers: services.config.static_peers.clone(),
+                    mdns: services.config.mdns_enabled,
+                    remembered: remembered_peers(&services).await,
+                    learned: Some(address_book(&services)),
+                    limits: services.config.federation_limits.clone(),
+                };
+                let p2p = P2p::start(&services.identity, p2p_config, &services.tasks).await?;
+                crate::federation::transport::serve(
+                    &p2p,
+                    crate::federation::router(services.clone()),
+                    &services.config.federation_limits,
+                )?;
+                let client = crate::federation::transport::FederationClient::new(
+                    services.identity.clone(),
+                    p2p.clone(),
+                );
+                services.set_federation(client.clone());
+                crate::federation::catchup::spawn(services.clone(), client.clone(), p2p.clone());
+                crate::federation::outbox::spawn(services.clone(), client, p2p.clone());
+                // Events left waiting by the last run (or by a migration) are tried again.
+                crate::federation::inbound::resume(&services).await;
+                Some(p2p)
+            };
+        let listener = TcpListener::bind(addr).await?;
         let client_addr = listener.local_addr()?;
         services.set_client_url(format!("http://{client_addr}"));
         let app = crate::client::router(services.clone());
@@ -95,7 +127,6 @@ impl Node {
             stop: Some(stop),
             server: Some(server),
             p2p,
-            p2p_stop,
         })
     }
 
@@ -170,21 +201,43 @@ impl Node {
         }
     }
 
-    /// Stops accepting requests, lets running ones finish, and closes the node.
+    /// Stops accepting requests, lets running ones finish, stops every background task and
+    /// closes the node. When it returns, the client and peer-to-peer ports are closed and so
+    /// is the database (see the module documentation for the bounds).
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         self.services.notifier.close();
-        let _ = self.p2p_stop.send(true);
+        // The swarm and the federation stop with the tasks, at once, as they always did.
+        self.services.tasks.cancel();
+        let mut result = Ok(());
         // Long-polling syncs end with the notifier; give in-flight requests a bounded time.
-        if let Some(server) = self.server.take() {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
-                Ok(joined) => joined.map_err(Error::from)?,
-                Err(_) => tracing::warn!("client API did not finish within 5 s; closing anyway"),
+        if let Some(mut server) = self.server.take() {
+            match tokio::time::timeout(CLIENT_DRAIN, &mut server).await {
+                Ok(joined) => result = joined.map_err(Error::from),
+                Err(_) => {
+                    tracing::warn!(
+                        "client API did not finish within {CLIENT_DRAIN:?}; closing anyway"
+                    );
+                    server.abort();
+                    let _ = server.await;
+                }
             }
         }
-        Ok(())
+        let left = self.services.tasks.stop(TASKS_DRAIN).await;
+        if left > 0 {
+            tracing::warn!(
+                tasks = left,
+                "background tasks did not end within {TASKS_DRAIN:?}"
+            );
+        }
+        let closed = self.services.db.closed();
+        drop(self);
+        if tokio::time::timeout(DB_CLOSE, closed).await.is_err() {
+            tracing::warn!("the database is still in use {DB_CLOSE:?} after shutdown");
+        }
+        result
     }
 }
 
@@ -193,7 +246,7 @@ impl Drop for Node {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        let _ = self.p2p_stop.send(true);
+        self.services.tasks.cancel();
     }
 }
 
@@ -244,7 +297,8 @@ fn address_book(
         crate::p2p::Discovery,
     )>(64);
     let db = services.db.clone();
-    tokio::spawn(async move {
+    // It ends when the swarm, which holds the sender, stops; what the swarm sent is written.
+    services.tasks.spawn_draining(async move {
         while let Some((peer, addr, how)) = rx.recv().await {
             let row = crate::storage::federation::PeerRow {
                 peer_id: peer.to_string(),

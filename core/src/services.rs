@@ -16,6 +16,7 @@ use crate::{
     sliding_sync::SlidingSync,
     storage::{DB_FILE, Db},
     sync::SyncService,
+    tasks::Tasks,
     typing::Typing,
     uia::Uia,
     user_data::UserData,
@@ -62,6 +63,8 @@ pub struct Services {
     pub(crate) own_memberships: crate::federation::own_membership::OwnMemberships,
     /// Destinations the outbox backs off from that have talked to us since.
     pub(crate) heard: crate::federation::outbox::Heard,
+    /// Every background task of the node; stopped and awaited by [`crate::Node::shutdown`].
+    pub tasks: Tasks,
     client_url: OnceLock<String>,
     federation: OnceLock<crate::federation::transport::FederationClient>,
 }
@@ -74,6 +77,7 @@ impl Services {
         let identity = Arc::new(Identity::load_or_create(&config.data_dir)?);
         let db = Db::open(&config.data_dir.join(DB_FILE))?;
         let notifier = Arc::new(Notifier::default());
+        let tasks = Tasks::default();
         let accounts = Accounts::new(
             db.clone(),
             identity.server_name(),
@@ -81,7 +85,7 @@ impl Services {
             notifier.clone(),
         );
         let rooms = Rooms::new(db.clone(), identity.clone(), notifier.clone());
-        let typing = Typing::new(notifier.clone());
+        let typing = Typing::new(notifier.clone(), tasks.clone());
         let sync = SyncService::new(db.clone(), notifier.clone(), typing.clone());
         let sliding_sync = SlidingSync::new(db.clone(), notifier.clone(), typing.clone());
         let user_data = UserData::new(db.clone(), notifier.clone(), rooms.clone());
@@ -128,6 +132,7 @@ impl Services {
             inbound: Default::default(),
             own_memberships: Default::default(),
             heard: Default::default(),
+            tasks,
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))

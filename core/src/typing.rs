@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::notifier::Notifier;
+use crate::{notifier::Notifier, tasks::Tasks};
 
 #[derive(Default)]
 struct State {
@@ -27,17 +27,19 @@ struct RoomTyping {
 pub struct Typing {
     state: Arc<Mutex<State>>,
     notifier: Arc<Notifier>,
+    tasks: Tasks,
 }
 
 /// Longest typing notification honoured.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Typing {
-    /// Creates the service.
-    pub fn new(notifier: Arc<Notifier>) -> Self {
+    /// Creates the service; expiry timers run as `tasks`.
+    pub fn new(notifier: Arc<Notifier>, tasks: Tasks) -> Self {
         Self {
             state: Default::default(),
             notifier,
+            tasks,
         }
     }
 
@@ -70,7 +72,7 @@ impl Typing {
         if typing {
             let this = self.clone();
             let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 tokio::time::sleep(timeout).await;
                 this.expire(&room_id, &user_id);
             });

@@ -152,6 +152,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    // Handlers first: a SIGTERM or SIGINT that comes while the node starts, or just after the
+    // `listening` line, still shuts it down cleanly.
+    let mut signals = ShutdownSignals::install().map_err(|e| format!("signal handlers: {e}"))?;
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     // Fields in a fixed order, as documented.
     let line = format!(
@@ -162,30 +165,48 @@ async fn run(config: Config) -> Result<(), String> {
         json!(node.p2p_addrs()),
     );
     println!("{line}");
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!("shutting down");
     node.shutdown().await.map_err(|e| e.to_string())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), caught from the moment they are installed.
+#[cfg(unix)]
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Completes at the first signal, including one that came before this call.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(not(unix))]
+struct ShutdownSignals(tokio::signal::windows::CtrlC);
+
+#[cfg(not(unix))]
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        tokio::signal::windows::ctrl_c().map(Self)
+    }
+
+    async fn recv(&mut self) {
+        self.0.recv().await;
     }
 }
 

@@ -75,6 +75,21 @@ async fn acknowledged_messages_survive_kill_9() {
     assert!(node.terminate(), "neurite should exit 0 on SIGTERM");
 }
 
+#[test]
+fn sigterm_right_after_the_listening_line_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=5 {
+        // The signal goes as soon as the line is read: the handler must be in place by then.
+        let node = NodeProcess::start(dir.path(), &[]);
+        assert!(node.terminate(), "round {round}: no clean exit on SIGTERM");
+        // A clean shutdown closed the database: its last connection removed the WAL.
+        assert!(
+            !dir.path().join("neurite.db-wal").exists(),
+            "round {round}: the database was not closed"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn register_command_creates_accounts_while_registration_is_disabled() {
     let dir = tempfile::tempdir().unwrap();

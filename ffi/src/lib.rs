@@ -101,7 +101,8 @@ type ListenerSlot = Arc<Mutex<Option<Arc<dyn HomeserverListener>>>>;
 /// What a running homeserver holds.
 struct Running {
     node: Node,
-    events: Option<tokio::task::JoinHandle<()>>,
+    /// The task passing peer events to the listener: one of the node's tasks, stopped first.
+    events: Option<tokio::task::AbortHandle>,
 }
 
 /// What the synchronous getters read while the homeserver runs.
@@ -325,7 +326,7 @@ impl Homeserver {
         }
         let events = node.p2p().map(|p2p| {
             let events = p2p.subscribe();
-            tokio::spawn(forward_peer_events(
+            node.services().tasks.spawn(forward_peer_events(
                 p2p.clone(),
                 events,
                 self.listener.clone(),
@@ -345,6 +346,7 @@ impl Homeserver {
         let Running { node, events } = running.take().ok_or(NeuriteError::NotRunning)?;
         self.notify_state(HomeserverState::Stopping);
         *lock(&self.live) = Live::default();
+        // No peer callback after `Stopping`; shutdown awaits the task with the others.
         if let Some(events) = events {
             events.abort();
         }

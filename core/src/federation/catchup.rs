@@ -17,7 +17,7 @@ use axum::{
 };
 use ruma::CanonicalJsonObject;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{Signed, transport::FederationClient};
 use crate::{
@@ -66,15 +66,11 @@ pub(super) async fn extremities(
     Ok(Json(json!({ "rooms": rooms })))
 }
 
-/// Starts the catch-up worker: one catch-up per peer connection, until `stop` fires.
-pub fn spawn(
-    services: Arc<Services>,
-    client: FederationClient,
-    p2p: P2p,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Starts the catch-up worker: one catch-up per peer connection, until the node stops.
+pub fn spawn(services: Arc<Services>, client: FederationClient, p2p: P2p) {
     let mut peers = p2p.subscribe();
-    tokio::spawn(async move {
+    let tasks = services.tasks.clone();
+    tasks.spawn(async move {
         let (done_tx, mut done_rx) = mpsc::channel::<String>(16);
         let mut running: HashSet<String> = HashSet::new();
         // Peers that connected before this worker subscribed.
@@ -91,13 +87,12 @@ pub fn spawn(
                     continue;
                 }
                 let (services, client, done) = (services.clone(), client.clone(), done_tx.clone());
-                tokio::spawn(async move {
+                services.tasks.clone().spawn(async move {
                     catch_up(&services, &client, &server).await;
                     let _ = done.send(server).await;
                 });
             }
             tokio::select! {
-                _ = stop.changed() => break,
                 Some(server) = done_rx.recv() => { running.remove(&server); }
                 event = peers.recv() => match event {
                     Ok(PeerEvent::Connected(peer)) => {

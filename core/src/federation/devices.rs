@@ -83,7 +83,7 @@ pub async fn receive_edu(state: &AppState, origin: &str, edu: &Value) {
                 Ok(Some(user)) => {
                     // Updates were missed: fetch the whole list now, while the peer is here.
                     let (state, origin) = (state.clone(), origin.to_owned());
-                    tokio::spawn(async move {
+                    state.tasks.clone().spawn(async move {
                         let users = BTreeMap::from([(user, Vec::new())]);
                         let fetch = remote_device_lists(&state, &origin, &users);
                         let _ = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, fetch).await;

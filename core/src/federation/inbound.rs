@@ -402,7 +402,8 @@ pub fn kick(state: &AppState, room_id: &str) {
     }
     run.running = true;
     let (state, room) = (state.clone(), room_id.to_owned());
-    tokio::spawn(async move {
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
         loop {
             let progress = resolve_room(&state, &room).await;
             let Ok(mut rooms) = state.inbound.rooms.lock() else {
@@ -429,7 +430,7 @@ pub fn kick(state: &AppState, room_id: &str) {
                     if !run.retry_scheduled {
                         run.retry_scheduled = true;
                         let (state, room, wait) = (state.clone(), room.clone(), run.retry);
-                        tokio::spawn(async move {
+                        state.tasks.clone().spawn(async move {
                             tokio::time::sleep(wait).await;
                             if let Ok(mut rooms) = state.inbound.rooms.lock()
                                 && let Some(run) = rooms.get_mut(&room)

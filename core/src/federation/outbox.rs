@@ -15,7 +15,7 @@ use std::{
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::{
-    sync::{Notify, mpsc, watch},
+    sync::{Notify, mpsc},
     time::Instant,
 };
 
@@ -84,14 +84,10 @@ struct Backoff {
     until: Option<Instant>,
 }
 
-/// Starts the outbox worker; it stops when `stop` fires.
-pub fn spawn(
-    services: Arc<Services>,
-    client: FederationClient,
-    p2p: P2p,
-    mut stop: watch::Receiver<bool>,
-) {
-    tokio::spawn(async move {
+/// Starts the outbox worker; it stops with the node.
+pub fn spawn(services: Arc<Services>, client: FederationClient, p2p: P2p) {
+    let tasks = services.tasks.clone();
+    tasks.spawn(async move {
         // Only commits that queued something wake the worker, not every write of the node.
         let mut changes = services.db.outbox_changes();
         let mut peers = p2p.subscribe();
@@ -122,11 +118,11 @@ pub fn spawn(
                 let task = next_task;
                 let (services, client, done) = (services.clone(), client.clone(), done_tx.clone());
                 let d = dest.clone();
-                let handle = tokio::spawn(async move {
+                let handle = services.tasks.clone().spawn(async move {
                     let ok = deliver(&services, &client, &d).await;
                     let _ = done.send((d, task, ok)).await;
                 });
-                in_flight.insert(dest, (task, handle.abort_handle()));
+                in_flight.insert(dest, (task, handle));
             }
             let next_retry = backoff
                 .values()
@@ -134,7 +130,6 @@ pub fn spawn(
                 .filter(|u| *u > now)
                 .min();
             tokio::select! {
-                _ = stop.changed() => break,
                 r = changes.changed() => if r.is_err() { break },
                 Some((dest, task, ok)) = done_rx.recv() => {
                     if in_flight.get(&dest).is_none_or(|(t, _)| *t != task) {

@@ -236,7 +236,7 @@ pub(super) async fn send_join(
     // Our members' presence goes to the new server once it has had time to store the room
     // (an EDU about users it does not know yet in a room would be dropped).
     let presence = state.presence.clone();
-    tokio::spawn(async move {
+    state.tasks.spawn(async move {
         tokio::time::sleep(PRESENCE_AFTER_JOIN).await;
         presence.share_room(&room).await;
     });

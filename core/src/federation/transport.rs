@@ -131,7 +131,8 @@ impl Drop for Pass {
     }
 }
 
-/// Accepts federation streams and serves each with `router`, until the swarm stops.
+/// Accepts federation streams and serves each with `router`, until the node stops (the
+/// accept loop and every stream it serves are among the node's tasks).
 ///
 /// Streams arrive through a queue of their own ([`crate::p2p::inbound`]), not libp2p-stream's
 /// one-stream channel, so a burst of them is not dropped while the loop catches up. The
@@ -151,15 +152,16 @@ pub fn serve(p2p: &P2p, router: Router, limits: &FederationLimits) -> Result<()>
     });
     let budget = BodyBudget::new(limits.max_body_bytes_in_flight);
     let (header_timeout, request_timeout) = (limits.header_read_timeout, limits.request_timeout);
-    tokio::spawn(async move {
+    let tasks = p2p.tasks().clone();
+    p2p.tasks().spawn(async move {
         while let Some((peer, stream)) = incoming.recv().await {
             let Some(pass) = gate.enter(peer) else {
                 tracing::debug!(%peer, "federation request refused: too many in progress");
-                tokio::spawn(refuse(stream));
+                tasks.spawn(refuse(stream));
                 continue;
             };
             let (router, budget) = (router.clone(), budget.clone());
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 let _pass = pass;
                 let io = TokioIo::new(stream.compat());
                 let service =
@@ -412,7 +414,7 @@ impl FederationClient {
             hyper::client::conn::http1::handshake(TokioIo::new(stream.compat()))
                 .await
                 .map_err(|e| Attempt::Failed(Error::Network(e.to_string())))?;
-        tokio::spawn(async move {
+        self.p2p.tasks().spawn(async move {
             let _ = connection.await;
         });
         let mut req = Request::builder()

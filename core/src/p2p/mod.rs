@@ -42,6 +42,7 @@ use crate::{
     config::FederationLimits,
     error::{Error, Result},
     identity::{Identity, server_name_for_peer},
+    tasks::Tasks,
 };
 
 /// The stream protocol federation requests travel on.
@@ -240,6 +241,8 @@ pub struct P2p {
     questions: Arc<Semaphore>,
     /// Inbound federation streams, until the server takes them.
     federation_streams: Arc<Mutex<Option<inbound::Incoming>>>,
+    /// The node's tasks: the swarm and what serves it run among them.
+    tasks: Tasks,
 }
 
 /// The peer id at the end of a multiaddr (`/p2p/<id>`), if any.
@@ -251,12 +254,10 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 impl P2p {
-    /// Builds the swarm, starts listening, dials static peers, and runs it until `stop` fires.
-    pub async fn start(
-        identity: &Identity,
-        config: P2pConfig,
-        stop: watch::Receiver<bool>,
-    ) -> Result<Self> {
+    /// Builds the swarm, starts listening, dials static peers, and runs it as one of `tasks`
+    /// until they stop. The swarm, its listeners and its connections are closed once `tasks`
+    /// have ended.
+    pub async fn start(identity: &Identity, config: P2pConfig, tasks: &Tasks) -> Result<Self> {
         let keypair = identity.libp2p_keypair()?;
         let peer_id = keypair.public().to_peer_id();
         let mdns_on = config.mdns;
@@ -350,14 +351,15 @@ impl P2p {
         }
         let answer_commands = commands.clone();
         let answers = Arc::new(Semaphore::new(MAX_ANSWERS));
-        tokio::spawn(async move {
+        let answering = tasks.clone();
+        tasks.spawn(async move {
             while let Some((from, stream)) = asked.recv().await {
                 let Ok(place) = answers.clone().try_acquire_owned() else {
                     tracing::debug!(peer = %from, "peer-address question dropped: too many");
                     continue;
                 };
                 let commands = answer_commands.clone();
-                tokio::spawn(async move {
+                answering.spawn(async move {
                     let _place = place;
                     let answer = answer_peer_question(stream, &commands);
                     if tokio::time::timeout(PEERS_TIMEOUT, answer).await.is_err() {
@@ -366,7 +368,8 @@ impl P2p {
                 });
             }
         });
-        tokio::spawn(driver.run(stop));
+        // The driver leaves its loop when the node stops, and drops the swarm.
+        tasks.spawn_draining(driver.run(tasks.clone()));
         let p2p = Self {
             peer_id,
             control,
@@ -377,6 +380,7 @@ impl P2p {
             sought: Arc::new(Mutex::new(Sought::default())),
             questions: Arc::new(Semaphore::new(MAX_QUESTIONS)),
             federation_streams: Arc::new(Mutex::new(Some(federation_streams))),
+            tasks: tasks.clone(),
         };
         p2p.wait_for_listeners(config.listen.len()).await;
         Ok(p2p)
@@ -386,6 +390,11 @@ impl P2p {
         let mut rx = self.listen_addrs.clone();
         let wait = rx.wait_for(|addrs| addrs.len() >= expected.min(1));
         let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+    }
+
+    /// The node's tasks, for work that serves the swarm's streams.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// This node's peer id.
@@ -822,10 +831,10 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, tasks: Tasks) {
         loop {
             tokio::select! {
-                _ = stop.changed() => break,
+                _ = tasks.stopping() => break,
                 command = self.commands.recv() => match command {
                     Some(Command::Dial(addr, reply)) => {
                         let result = if self.network.enabled {

@@ -73,14 +73,19 @@ pub struct Db {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Writer>,
+    // Readers close before the writer (fields drop in order): the last connection to close
+    // checkpoints the WAL into the database and removes it, which a read-only one cannot.
     readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Writer>,
     committed: AtomicI64,
     touched: Arc<Touched>,
     /// Bumped after every commit that queued something for another server.
     outbox: watch::Sender<u64>,
     /// Bumped after every commit that removed or changed an access token or a device.
     tokens: AtomicU64,
+    /// Never sent on: dropped with the last handle, after the connections above are closed
+    /// (fields drop in order, so it stays last).
+    open: watch::Sender<()>,
 }
 
 /// What the transaction in progress on the writer changed, as seen by SQLite's update hook.
@@ -163,8 +168,16 @@ impl Db {
                 touched,
                 outbox: watch::channel(0).0,
                 tokens: AtomicU64::new(0),
+                open: watch::channel(()).0,
             }),
         })
+    }
+
+    /// Completes once the database is closed: every handle (and so every connection) is
+    /// gone. Holds no handle itself.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut open = self.inner.open.subscribe();
+        async move { while open.changed().await.is_ok() {} }
     }
 
     /// Runs `f` in a write transaction on the blocking pool and commits it.
