@@ -1261,9 +1261,20 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn messages_on_many_forks_of_one_state_store_no_new_state() {
-        let a = open_node();
+    /// Alice's room on `a`, forked by `make` (given the room's context at the fork point),
+    /// and every event of it in stream order, verified as another server would: its type,
+    /// id and object.
+    async fn forks_of_alice(
+        a: &TempNode,
+        make: impl FnOnce(
+            &mut WriteTxn<'_>,
+            &RoomCtx,
+            &crate::identity::Identity,
+            &ruma::UserId,
+        ) -> Result<()>
+        + Send
+        + 'static,
+    ) -> (String, Vec<(String, OwnedEventId, CanonicalJsonObject)>) {
         let alice = a.1.accounts.register("alice", None).await.expect("alice");
         let room =
             a.1.rooms
@@ -1271,41 +1282,53 @@ mod tests {
                 .await
                 .expect("room")
                 .to_string();
-        let r = room.clone();
-        let identity = a.1.identity.clone();
+        let (r, identity) = (room.clone(), a.1.identity.clone());
         a.1.db
             .write(move |txn| {
-                // Twelve messages, each on its own fork of the same point.
                 let fork = RoomCtx::load(txn, &r)?;
-                for i in 0..12 {
-                    let mut branch = fork.clone();
-                    let text = format!("branch {i}");
-                    graph::append(txn, &mut branch, &identity, &alice, &message(&text), None)?;
-                }
-                Ok(())
+                make(txn, &fork, &identity, &alice)
             })
             .await
             .expect("forks");
-        let (r, origin) = (room.clone(), a.1.identity.server_name().to_string());
+        let r = room.clone();
         let events =
             a.1.db
                 .read(move |c| ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false))
                 .await
                 .expect("events");
         let rules = version_rules("12").expect("v12").1;
-        let (before, forks): (Vec<_>, Vec<_>) = events
+        let pdus = events
             .iter()
             .map(|e| {
                 let pdu = serde_json::from_str(&e.json).expect("json");
-                (e.event_type == "m.room.message", pdu)
+                let (id, obj) = verified(pdu, &room, &rules).expect("verifies");
+                (e.event_type.clone(), id, obj)
             })
-            .partition(|(is_message, _)| !is_message);
-        let verify = |pdus: Vec<(bool, Value)>| -> Vec<(OwnedEventId, CanonicalJsonObject)> {
-            pdus.into_iter()
-                .map(|(_, p)| verified(p, &room, &rules).expect("verifies"))
-                .collect()
+            .collect();
+        (room, pdus)
+    }
+
+    #[tokio::test]
+    async fn messages_on_many_forks_of_one_state_store_no_new_state() {
+        let a = open_node();
+        // Twelve messages, each on its own fork of the same point.
+        let (room, pdus) = forks_of_alice(&a, |txn, fork, identity, alice| {
+            for i in 0..12 {
+                let mut branch = fork.clone();
+                let text = format!("branch {i}");
+                graph::append(txn, &mut branch, identity, alice, &message(&text), None)?;
+            }
+            Ok(())
+        })
+        .await;
+        let origin = a.1.identity.server_name().to_string();
+        let (before, forks): (Vec<_>, Vec<_>) = pdus
+            .into_iter()
+            .partition(|(ty, _, _)| ty != "m.room.message");
+        let strip = |v: Vec<(String, OwnedEventId, CanonicalJsonObject)>| -> Vec<_> {
+            v.into_iter().map(|(_, id, obj)| (id, obj)).collect()
         };
-        let (before, forks) = (verify(before), verify(forks));
+        let (before, forks) = (strip(before), strip(forks));
         assert_eq!(forks.len(), 12);
 
         let d = open_node();
@@ -1338,72 +1361,28 @@ mod tests {
     #[tokio::test]
     async fn only_the_deepest_forks_make_the_current_state_in_any_order() {
         let a = open_node();
-        let alice = a.1.accounts.register("alice", None).await.expect("alice");
-        let room =
-            a.1.rooms
-                .create_room(&alice, CreateRoomRequest::default())
-                .await
-                .expect("room")
-                .to_string();
-        let r = room.clone();
-        let identity = a.1.identity.clone();
-        a.1.db
-            .write(move |txn| {
-                let fork = RoomCtx::load(txn, &r)?;
-                let topic =
-                    |t: String| EventTemplate::state("m.room.topic", "", json!({ "topic": t }));
-                for i in 0..70 {
-                    let mut branch = fork.clone();
-                    graph::append(
-                        txn,
-                        &mut branch,
-                        &identity,
-                        &alice,
-                        &topic(format!("deep {i}")),
-                        None,
-                    )?;
-                    graph::append(
-                        txn,
-                        &mut branch,
-                        &identity,
-                        &alice,
-                        &message("on top"),
-                        None,
-                    )?;
-                }
-                for j in 0..5 {
-                    let mut branch = fork.clone();
-                    graph::append(
-                        txn,
-                        &mut branch,
-                        &identity,
-                        &alice,
-                        &topic(format!("shallow {j}")),
-                        None,
-                    )?;
-                }
-                Ok(())
-            })
-            .await
-            .expect("forks");
-        let r = room.clone();
-        let events =
-            a.1.db
-                .read(move |c| ev_store::room_events_between(c, &r, 0, i64::MAX, 1000, false))
-                .await
-                .expect("events");
-        let rules = version_rules("12").expect("v12").1;
-        let pdus: Vec<(OwnedEventId, CanonicalJsonObject)> = events
+        let (room, typed) = forks_of_alice(&a, |txn, fork, identity, alice| {
+            let topic = |t: String| EventTemplate::state("m.room.topic", "", json!({ "topic": t }));
+            for i in 0..70 {
+                let mut branch = fork.clone();
+                let deep = topic(format!("deep {i}"));
+                graph::append(txn, &mut branch, identity, alice, &deep, None)?;
+                graph::append(txn, &mut branch, identity, alice, &message("on top"), None)?;
+            }
+            for j in 0..5 {
+                let mut branch = fork.clone();
+                let shallow = topic(format!("shallow {j}"));
+                graph::append(txn, &mut branch, identity, alice, &shallow, None)?;
+            }
+            Ok(())
+        })
+        .await;
+        let first_fork = typed
             .iter()
-            .map(|e| {
-                let pdu = serde_json::from_str(&e.json).expect("json");
-                verified(pdu, &room, &rules).expect("verifies")
-            })
-            .collect();
-        let first_fork = events
-            .iter()
-            .position(|e| e.event_type == "m.room.topic")
+            .position(|(ty, _, _)| ty == "m.room.topic")
             .expect("a fork");
+        let pdus: Vec<(OwnedEventId, CanonicalJsonObject)> =
+            typed.into_iter().map(|(_, id, obj)| (id, obj)).collect();
         let origin = a.1.identity.server_name().to_string();
         let mut topics = Vec::new();
         for reversed in [false, true] {
