@@ -40,4 +40,10 @@ impl Notifier {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
+
+    /// How many receivers there are: long-polls subscribe before they first look, so once
+    /// this has grown by one, a change made from then on reaches the new long-poll.
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
 }

@@ -766,6 +766,25 @@ async fn send_raw(
 }
 
 impl TestNode {
+    /// How many long-polls (and other listeners) wait on the node's change notifier.
+    pub fn listeners(&self) -> usize {
+        self.node().services().notifier.listeners()
+    }
+
+    /// Waits (bounded by [`WAIT`]) until more than `before` listeners wait on the node's
+    /// changes: a long-poll started after reading `before` is then sure to see a change made
+    /// from now on.
+    pub async fn until_listening(&self, before: usize) {
+        tokio::time::timeout(WAIT, async {
+            while self.listeners() <= before {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the long-poll never started waiting");
+    }
+
     /// A raw request with extra headers, answered as raw bytes. `path` is from the server root.
     pub async fn raw(
         &self,

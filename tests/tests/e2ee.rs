@@ -174,6 +174,7 @@ async fn long_polling_sync_wakes_for_a_to_device_message() {
     let alice = node.register("alice").await;
     let bob = node.register("bob").await;
     let since = next_batch(&bob.sync(None, 0).await);
+    let listening = node.listeners();
     let waiter = {
         let bob = bob.clone();
         tokio::spawn(async move {
@@ -182,7 +183,7 @@ async fn long_polling_sync_wakes_for_a_to_device_message() {
             (started.elapsed(), s)
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.until_listening(listening).await;
     alice
         .send_to_device("m.wake", json!({ &bob.user_id: { &bob.device_id: {} } }))
         .await;

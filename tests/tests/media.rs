@@ -371,12 +371,13 @@ async fn async_upload_creates_then_uploads_once() {
     assert_error(&resp.as_error(), 404, "M_NOT_FOUND");
 
     // A download waiting for the content gets it as soon as it is uploaded.
+    let listening = node.listeners();
     let waiting = {
         let alice = alice.clone();
         let path = format!("{}?timeout_ms=15000", download_path(V1, &mxc, None));
         tokio::spawn(async move { alice.get_raw(&path).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    node.until_listening(listening).await;
     let resp = upload_to(&alice, &mxc, &png, "test.png", "image/png").await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.json(), json!({}));

@@ -485,6 +485,7 @@ async fn a_rule_change_wakes_a_waiting_sync() {
     let alice = node.register("alice").await;
     let since = next_batch(&alice.sync(None, 0).await);
 
+    let listening = node.listeners();
     let waiting = {
         let alice = alice.clone();
         let since = since.clone();
@@ -494,8 +495,8 @@ async fn a_rule_change_wakes_a_waiting_sync() {
             (resp, started.elapsed())
         })
     };
-    // The sync is parked once it has read the state; the change below must wake it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the sync waits for changes, the change below must wake it.
+    node.until_listening(listening).await;
     alice
         .put_ok(
             &rule_path("content", "lunch"),
