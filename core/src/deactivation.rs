@@ -4,7 +4,7 @@ use ruma::UserId;
 use serde_json::Map;
 
 use crate::{
-    error::Result, federation::rooms as fed_rooms, rooms::membership::MembershipAction,
+    error::Result, federation::membership as fed_membership, rooms::membership::MembershipAction,
     services::Services,
 };
 
@@ -18,8 +18,8 @@ pub async fn deactivate(services: &std::sync::Arc<Services>, user: &UserId) -> R
     for (room_id, membership) in memberships {
         let outcome = match membership.as_str() {
             "join" | "knock" => leave(services, user, &room_id).await,
-            "invite" if !fed_rooms::is_resident(services, &room_id).await? => {
-                fed_rooms::reject_remote_invite(services, user, &room_id).await
+            "invite" if !fed_membership::is_resident(services, &room_id).await? => {
+                fed_membership::reject_remote_invite(services, user, &room_id).await
             }
             "invite" => leave(services, user, &room_id).await,
             _ => Ok(()),

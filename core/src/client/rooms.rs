@@ -59,20 +59,20 @@ pub async fn join(
         }
         _ => (room, Vec::new()),
     };
-    if room.starts_with('!') && !crate::federation::rooms::is_resident(&state, &room).await? {
+    if room.starts_with('!') && !crate::federation::membership::is_resident(&state, &room).await? {
         // A room that lives elsewhere: join through the servers we were told of.
         let mut via = super::query_values(uri.query(), "server_name");
         via.extend(super::query_values(uri.query(), "via"));
         via.extend(alias_servers);
         via.extend(
-            crate::federation::rooms::join_candidates(&state, &room, session.user_id.as_str())
+            crate::federation::membership::join_candidates(&state, &room, session.user_id.as_str())
                 .await?,
         );
         if let Some((_, server)) = room.split_once(':') {
             via.push(server.to_owned());
         }
         via.dedup();
-        crate::federation::rooms::join_remote(&state, &session.user_id, &room, &via).await?;
+        crate::federation::membership::join_remote(&state, &session.user_id, &room, &via).await?;
         return Ok(Json(json!({ "room_id": room })));
     }
     let room_id = state.rooms.resolve_room(&room).await?;
@@ -201,7 +201,7 @@ pub async fn leave(
     OptionalJson(body): OptionalJson<JoinBody>,
 ) -> ApiResult<Json<Value>> {
     if room.starts_with('!')
-        && !crate::federation::rooms::is_resident(&state, &room).await?
+        && !crate::federation::membership::is_resident(&state, &room).await?
         && state
             .rooms
             .membership_of(&room, session.user_id.as_str())
@@ -210,7 +210,8 @@ pub async fn leave(
             == Some("invite")
     {
         // Declining an invite to a room that lives on other servers.
-        crate::federation::rooms::reject_remote_invite(&state, &session.user_id, &room).await?;
+        crate::federation::membership::reject_remote_invite(&state, &session.user_id, &room)
+            .await?;
         return Ok(Json(json!({})));
     }
     state

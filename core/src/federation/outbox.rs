@@ -217,7 +217,7 @@ async fn deliver(services: &Services, client: &FederationClient, dest: &str) -> 
             break;
         }
         for invite in &invites {
-            if !super::rooms::deliver_invite(services, client, dest, invite).await {
+            if !super::membership::deliver_invite(services, client, dest, invite).await {
                 return false;
             }
         }

@@ -135,11 +135,11 @@ async fn reassert(state: &AppState, room_id: &str, may_join_remotely: bool) {
         );
         let remote = may_join_remotely
             && action == MembershipAction::Join
-            && !super::rooms::is_resident(state, room_id)
+            && !super::membership::is_resident(state, room_id)
                 .await
                 .unwrap_or(true);
         let outcome = if remote {
-            Box::pin(super::rooms::join_remote(state, &user, room_id, &[])).await
+            Box::pin(super::membership::join_remote(state, &user, room_id, &[])).await
         } else {
             state
                 .rooms
