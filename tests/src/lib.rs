@@ -777,7 +777,6 @@ impl TestNode {
     pub async fn until_listening(&self, before: usize) {
         tokio::time::timeout(WAIT, async {
             while self.listeners() <= before {
-                tokio::task::yield_now().await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
