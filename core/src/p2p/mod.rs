@@ -14,6 +14,10 @@
 //! most [`MAX_QUESTIONS`] questions out at once; answers hold at most
 //! [`book::MAX_ADDRS_PER_PEER`] addresses in [`PEERS_MAX_BYTES`] and give only addresses this
 //! node had first hand, never ones a third party told it.
+//!
+//! It stays one file (about 1,040 lines besides its tests): the handle ([`P2p`]) and the
+//! swarm task it commands share the private behaviour, command and back-off types, and a
+//! command is easiest to check with both of its ends in view.
 
 pub mod book;
 pub mod inbound;
