@@ -15,11 +15,12 @@
 //! [`book::MAX_ADDRS_PER_PEER`] addresses in [`PEERS_MAX_BYTES`] and give only addresses this
 //! node had first hand, never ones a third party told it.
 //!
-//! It stays one file (about 1,040 lines besides its tests): the handle ([`P2p`]) and the
-//! swarm task it commands share the private behaviour, command and back-off types, and a
-//! command is easiest to check with both of its ends in view.
+//! This module holds the handle and builds the swarm; the swarm task is in [`driver`], and
+//! asking and answering about peer addresses in [`exchange`].
 
 pub mod book;
+mod driver;
+mod exchange;
 pub mod inbound;
 
 use std::{
@@ -28,11 +29,10 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 pub use libp2p::{Multiaddr, PeerId};
 use libp2p::{
-    StreamProtocol, Swarm, connection_limits, identify, mdns, noise, ping,
-    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
+    StreamProtocol, connection_limits, identify, mdns, noise, ping,
+    swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
 };
 use tokio::{
@@ -40,12 +40,16 @@ use tokio::{
     time::Instant,
 };
 
-use self::book::{Book, Origin, Scope, admit};
+use self::{
+    book::Book,
+    driver::{Driver, Network},
+    exchange::{Sought, answer_peer_question, ask_for_peer},
+};
 
 use crate::{
     config::FederationLimits,
     error::{Error, Result},
-    identity::{Identity, server_name_for_peer},
+    identity::Identity,
     tasks::Tasks,
 };
 
@@ -67,19 +71,8 @@ pub const MAX_HELPERS: usize = 8;
 pub const MAX_QUESTIONS: usize = 16;
 /// Most peer-address questions from other peers answered at once; more are closed unanswered.
 const MAX_ANSWERS: usize = 8;
-/// Most destinations whose back-off is remembered; past it, no new destination is asked about
-/// until one's back-off is over.
-const MAX_SOUGHT: usize = 256;
-/// The first wait before a destination is asked about again.
-const ASK_BACKOFF_MIN: Duration = Duration::from_secs(30);
-/// The longest wait before a destination is asked about again.
-const ASK_BACKOFF_MAX: Duration = Duration::from_secs(30 * 60);
-/// Most peers redialled when the network comes back on.
-const MAX_REDIAL: usize = 32;
 /// Most inbound federation streams waiting to be taken by the server (see [`inbound`]).
 const FEDERATION_QUEUE: usize = 256;
-/// Most listen addresses of one identify message looked at.
-const IDENTIFY_MAX_ADDRS: usize = 64;
 
 /// A connection with no open streams is closed after this long. Peers reconnect on demand.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -191,43 +184,6 @@ enum Command {
         oneshot::Sender<Vec<Multiaddr>>,
     ),
     DialKnown(PeerId, oneshot::Sender<bool>),
-}
-
-/// When each destination may be asked about again ([`P2p::find_peer`]).
-#[derive(Default)]
-struct Sought {
-    /// Per destination: not before this instant, and the wait after that.
-    next: HashMap<PeerId, (Instant, Duration)>,
-}
-
-impl Sought {
-    /// Whether `peer` may be asked about at `now`; if so, the next time is pushed back.
-    fn may_ask(&mut self, peer: PeerId, now: Instant) -> bool {
-        if let Some((not_before, _)) = self.next.get(&peer)
-            && *not_before > now
-        {
-            return false;
-        }
-        if !self.next.contains_key(&peer) && self.next.len() >= MAX_SOUGHT {
-            self.next.retain(|_, (not_before, _)| *not_before > now);
-            if self.next.len() >= MAX_SOUGHT {
-                return false;
-            }
-        }
-        let wait = self
-            .next
-            .get(&peer)
-            .map_or(ASK_BACKOFF_MIN, |(_, w)| *w)
-            .min(ASK_BACKOFF_MAX);
-        self.next
-            .insert(peer, (now + wait, (wait * 2).min(ASK_BACKOFF_MAX)));
-        true
-    }
-
-    /// `peer` was reached: the next time it is lost, it may be asked about at once.
-    fn reached(&mut self, peer: &PeerId) {
-        self.next.remove(peer);
-    }
 }
 
 /// Handle to the running swarm. Cheap to clone.
@@ -581,508 +537,5 @@ impl P2p {
     /// Connectivity changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
         self.events.subscribe()
-    }
-}
-
-/// What [`P2p::set_enabled`] needs to switch the network off and on again.
-struct Network {
-    enabled: bool,
-    listen: Vec<Multiaddr>,
-    listeners: Vec<libp2p::core::transport::ListenerId>,
-    mdns: bool,
-    /// The peers connected when the network went off, redialled when it comes back.
-    redial: Vec<PeerId>,
-}
-
-struct Driver {
-    swarm: Swarm<Behaviour>,
-    commands: mpsc::Receiver<Command>,
-    listen_addrs: watch::Sender<Vec<Multiaddr>>,
-    events: broadcast::Sender<PeerEvent>,
-    book: Book,
-    connected: HashSet<PeerId>,
-    /// [`Driver::connected`] as [`P2p::is_connected`] reads it.
-    shared_connected: Arc<Mutex<HashSet<PeerId>>>,
-    /// Every open connection: its peer and the scope of its remote address (`None` when
-    /// that is not an IP address).
-    connections: HashMap<ConnectionId, (PeerId, Option<Scope>)>,
-    learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
-    /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
-    /// failed.
-    dial_waiters: HashMap<PeerId, Vec<oneshot::Sender<bool>>>,
-    network: Network,
-}
-
-impl Driver {
-    fn set_enabled(&mut self, enabled: bool) -> Result<(), String> {
-        if enabled == self.network.enabled {
-            return Ok(());
-        }
-        self.network.enabled = enabled;
-        if !enabled {
-            for id in self.network.listeners.drain(..) {
-                self.swarm.remove_listener(id);
-            }
-            self.listen_addrs.send_modify(Vec::clear);
-            self.swarm.behaviour_mut().mdns = Toggle::from(None);
-            let connected: Vec<PeerId> = self.connected.iter().copied().collect();
-            self.network.redial = connected.clone();
-            for peer in connected {
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
-            tracing::info!("p2p network disabled");
-            return Ok(());
-        }
-        for addr in self.network.listen.clone() {
-            let id = self
-                .swarm
-                .listen_on(addr.clone())
-                .map_err(|e| format!("listen on {addr}: {e}"))?;
-            self.network.listeners.push(id);
-        }
-        if self.network.mdns {
-            let local = *self.swarm.local_peer_id();
-            let mdns = mdns::tokio::Behaviour::new(mdns::Config::default(), local)
-                .map_err(|e| format!("mdns: {e}"))?;
-            self.swarm.behaviour_mut().mdns = Toggle::from(Some(mdns));
-        }
-        // The peers that were connected, then those the app gave, up to a bound: not every
-        // peer the book holds.
-        let mut redial = std::mem::take(&mut self.network.redial);
-        let explicit = self
-            .book
-            .iter()
-            .filter(|(p, e)| e.explicit && !redial.contains(p))
-            .map(|(p, _)| *p)
-            .collect::<Vec<_>>();
-        redial.extend(explicit);
-        for peer in redial.into_iter().take(MAX_REDIAL) {
-            self.dial_known(peer, None);
-        }
-        tracing::info!("p2p network enabled");
-        Ok(())
-    }
-
-    /// Takes `addr`, an address of `peer` from `origin`, into the book if that origin may
-    /// name it; reports a new one to the persistent address book. Returns the address as
-    /// kept, if taken.
-    fn remember(
-        &mut self,
-        peer: PeerId,
-        addr: &Multiaddr,
-        origin: Origin,
-        discovered: Discovery,
-    ) -> Option<Multiaddr> {
-        if peer == *self.swarm.local_peer_id() {
-            return None;
-        }
-        let Some(bare) = admit(peer, addr, origin) else {
-            tracing::debug!(%peer, %addr, ?origin, "address not taken");
-            return None;
-        };
-        if self
-            .book
-            .add(peer, bare.clone(), origin, discovered, &self.connected)
-            && let Some(tx) = &self.learned
-            && let Some(entry) = self.book.get(&peer)
-        {
-            let _ = tx.try_send((peer, bare.clone(), entry.discovered));
-        }
-        self.book
-            .get(&peer)
-            .is_some_and(|e| e.addresses().contains(&bare))
-            .then_some(bare)
-    }
-
-    /// Dials an address the app or the configuration gave (ending in `/p2p/<peer id>`).
-    fn dial(&mut self, addr: Multiaddr) -> Result<(), String> {
-        let Some(peer) = peer_of(&addr) else {
-            return Err(format!("{addr} does not end in /p2p/<peer id>"));
-        };
-        if peer == *self.swarm.local_peer_id() {
-            return Err("that is this node's own address".into());
-        }
-        let Some(bare) = self.remember(peer, &addr, Origin::Explicit, Discovery::Static) else {
-            return Err(format!("{addr} is not an address this node can dial"));
-        };
-        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-            .addresses(vec![bare])
-            .build();
-        self.swarm
-            .dial(opts)
-            .map_err(|e| format!("dial {addr}: {e}"))
-    }
-
-    /// Puts the peers of an earlier run back in the book and dials each once.
-    fn redial_remembered(&mut self, remembered: &[(Multiaddr, Discovery)]) {
-        let mut peers = Vec::new();
-        for (addr, discovered) in remembered {
-            let Some(peer) = peer_of(addr) else { continue };
-            let origin = if *discovered == Discovery::Static {
-                Origin::Explicit
-            } else {
-                Origin::Remembered
-            };
-            if self.remember(peer, addr, origin, *discovered).is_some() && !peers.contains(&peer) {
-                peers.push(peer);
-            }
-        }
-        for peer in peers {
-            self.dial_known(peer, None);
-        }
-    }
-
-    /// Dials `peer` at the addresses known for it. `reply`, if given, hears whether that
-    /// ends in a connection (at once if one is open or no dial can start).
-    fn dial_known(&mut self, peer: PeerId, reply: Option<oneshot::Sender<bool>>) {
-        let answer = |reply: Option<oneshot::Sender<bool>>, connected| {
-            if let Some(r) = reply {
-                let _ = r.send(connected);
-            }
-        };
-        if self.connected.contains(&peer) {
-            return answer(reply, true);
-        }
-        if !self.network.enabled {
-            return answer(reply, false);
-        }
-        let addrs = match self.book.get(&peer) {
-            Some(k) if !k.addresses().is_empty() => k.addresses(),
-            _ => return answer(reply, false),
-        };
-        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .build();
-        match self.swarm.dial(opts) {
-            // A dial already under way ends the same way for this caller.
-            Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
-                if let Some(r) = reply {
-                    self.dial_waiters.entry(peer).or_default().push(r);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "dial failed");
-                answer(reply, false);
-            }
-        }
-    }
-
-    fn dial_outcome(&mut self, peer: PeerId, connected: bool) {
-        for waiter in self.dial_waiters.remove(&peer).unwrap_or_default() {
-            let _ = waiter.send(connected);
-        }
-    }
-
-    /// The narrowest scope over which `peer` is connected, if it is.
-    fn scope_of_peer(&self, peer: &PeerId) -> Option<Scope> {
-        self.connections
-            .values()
-            .filter(|(p, _)| p == peer)
-            .filter_map(|(_, scope)| *scope)
-            .min()
-    }
-
-    /// Takes what helpers answered about `peer`, each as far as its own connection allows;
-    /// dials `peer` if anything was taken. Returns what was taken.
-    fn learn(&mut self, peer: PeerId, answers: Vec<(PeerId, Vec<Multiaddr>)>) -> Vec<Multiaddr> {
-        let mut taken = Vec::new();
-        if peer == *self.swarm.local_peer_id() {
-            return taken;
-        }
-        for (helper, addrs) in answers {
-            let Some(over) = self.scope_of_peer(&helper) else {
-                continue;
-            };
-            for addr in addrs.iter().take(PEERS_MAX_ADDRS) {
-                if let Some(bare) =
-                    self.remember(peer, addr, Origin::Told(over), Discovery::Exchange)
-                    && !taken.contains(&bare)
-                {
-                    taken.push(bare);
-                }
-            }
-        }
-        if !taken.is_empty() {
-            self.dial_known(peer, None);
-        }
-        taken
-    }
-
-    /// The addresses of `peer` this node had first hand, as full multiaddrs, to answer
-    /// another peer's question.
-    fn first_hand_addresses(&self, peer: PeerId) -> Vec<Multiaddr> {
-        self.book
-            .get(&peer)
-            .map(|e| {
-                e.first_hand()
-                    .into_iter()
-                    .take(PEERS_MAX_ADDRS)
-                    .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn set_connected(&mut self, peer: PeerId, connected: bool) {
-        if connected {
-            self.connected.insert(peer);
-        } else {
-            self.connected.remove(&peer);
-        }
-        if let Ok(mut shared) = self.shared_connected.lock() {
-            shared.clone_from(&self.connected);
-        }
-    }
-
-    async fn run(mut self, tasks: Tasks) {
-        loop {
-            tokio::select! {
-                _ = tasks.stopping() => break,
-                command = self.commands.recv() => match command {
-                    Some(Command::Dial(addr, reply)) => {
-                        let result = if self.network.enabled {
-                            self.dial(addr)
-                        } else {
-                            Err("the network is disabled".into())
-                        };
-                        let _ = reply.send(result);
-                    }
-                    Some(Command::SetEnabled(enabled, reply)) => {
-                        let _ = reply.send(self.set_enabled(enabled));
-                    }
-                    Some(Command::Peers(reply)) => {
-                        let _ = reply.send(self.peer_list());
-                    }
-                    Some(Command::Addresses(peer, reply)) => {
-                        let _ = reply.send(self.first_hand_addresses(peer));
-                    }
-                    Some(Command::Learn(peer, answers, reply)) => {
-                        let _ = reply.send(self.learn(peer, answers));
-                    }
-                    Some(Command::DialKnown(peer, reply)) => self.dial_known(peer, Some(reply)),
-                    None => break,
-                },
-                event = self.swarm.select_next_some() => self.on_event(event),
-            }
-        }
-        tracing::debug!("p2p swarm stopped");
-    }
-
-    fn peer_list(&self) -> Vec<PeerInfo> {
-        let mut list: Vec<PeerInfo> = self
-            .book
-            .iter()
-            .map(|(peer, known)| PeerInfo {
-                peer_id: *peer,
-                server_name: server_name_for_peer(peer),
-                addresses: known.addresses(),
-                connected: self.connected.contains(peer),
-                discovered: known.discovered,
-            })
-            .collect();
-        // A connected peer the book had no room for is still listed.
-        for peer in &self.connected {
-            if self.book.get(peer).is_none() {
-                list.push(PeerInfo {
-                    peer_id: *peer,
-                    server_name: server_name_for_peer(peer),
-                    addresses: Vec::new(),
-                    connected: true,
-                    discovered: Discovery::Inbound,
-                });
-            }
-        }
-        list.sort_by_key(|p| p.peer_id.to_string());
-        list
-    }
-
-    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                tracing::info!(%address, "p2p listening");
-                self.listen_addrs.send_modify(|addrs| addrs.push(address));
-            }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs
-                    .send_modify(|addrs| addrs.retain(|a| *a != address));
-            }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
-                if !self.network.enabled {
-                    let _ = self.swarm.disconnect_peer_id(peer_id);
-                    return;
-                }
-                let scope = Scope::of_addr(endpoint.get_remote_address());
-                self.connections.insert(connection_id, (peer_id, scope));
-                // A peer the node dialled is in the book already (with how it was found); one
-                // that is not connected to us first. Neither is taken as added by the app,
-                // which would keep it for good.
-                self.book
-                    .touch(peer_id, Discovery::Inbound, false, &self.connected);
-                if num_established.get() == 1 {
-                    self.set_connected(peer_id, true);
-                    tracing::info!(peer = %peer_id, "peer connected");
-                    let _ = self.events.send(PeerEvent::Connected(peer_id));
-                }
-                self.dial_outcome(peer_id, true);
-            }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                num_established,
-                ..
-            } => {
-                self.connections.remove(&connection_id);
-                if num_established == 0 {
-                    self.set_connected(peer_id, false);
-                    tracing::info!(peer = %peer_id, "peer disconnected");
-                    let _ = self.events.send(PeerEvent::Disconnected(peer_id));
-                }
-            }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, %error, "dial failed");
-                if let Some(peer) = peer_id
-                    && !self.connected.contains(&peer)
-                {
-                    self.dial_outcome(peer, false);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
-                let mut found_peers = Vec::new();
-                for (peer, addr) in found {
-                    if self
-                        .remember(peer, &addr, Origin::Mdns, Discovery::Mdns)
-                        .is_some()
-                        && !found_peers.contains(&peer)
-                    {
-                        found_peers.push(peer);
-                    }
-                }
-                for peer in found_peers {
-                    self.dial_known(peer, None);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                connection_id,
-                peer_id,
-                info,
-            })) => {
-                // What the peer says it listens on, taken as far as the connection it said it
-                // on allows; it is also what this node passes on to others.
-                let Some((_, Some(over))) = self.connections.get(&connection_id).copied() else {
-                    return;
-                };
-                for addr in info.listen_addrs.iter().take(IDENTIFY_MAX_ADDRS) {
-                    self.remember(peer_id, addr, Origin::Itself(over), Discovery::Inbound);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Asks `helper` for the addresses it knows for `peer`: the question is the peer id as text,
-/// the answer a JSON array of multiaddrs, each ending in `/p2p/<peer>`.
-async fn ask_for_peer(
-    control: &mut libp2p_stream::Control,
-    helper: PeerId,
-    peer: PeerId,
-) -> std::io::Result<Vec<Multiaddr>> {
-    use futures::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = control
-        .open_stream(helper, PEERS_PROTOCOL)
-        .await
-        .map_err(std::io::Error::other)?;
-    stream.write_all(peer.to_string().as_bytes()).await?;
-    stream.close().await?;
-    let mut answer = Vec::new();
-    stream
-        .take(PEERS_MAX_BYTES)
-        .read_to_end(&mut answer)
-        .await?;
-    let addrs: Vec<String> = serde_json::from_slice(&answer).map_err(std::io::Error::other)?;
-    // The address book decides what to take; see [`book::admit`].
-    Ok(addrs
-        .iter()
-        .take(PEERS_MAX_ADDRS)
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .collect())
-}
-
-/// Answers one peer-address question with the addresses this node had first hand.
-async fn answer_peer_question(
-    stream: libp2p::Stream,
-    commands: &mpsc::Sender<Command>,
-) -> std::io::Result<()> {
-    use futures::{AsyncReadExt, AsyncWriteExt};
-    let mut question = Vec::new();
-    let mut stream = stream;
-    (&mut stream).take(128).read_to_end(&mut question).await?;
-    let addrs = match std::str::from_utf8(&question)
-        .ok()
-        .and_then(|s| s.trim().parse::<PeerId>().ok())
-    {
-        Some(peer) => {
-            let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Addresses(peer, tx)).await.is_err() {
-                return Ok(());
-            }
-            rx.await.unwrap_or_default()
-        }
-        None => Vec::new(),
-    };
-    let strings: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    let body = serde_json::to_vec(&strings).map_err(std::io::Error::other)?;
-    stream.write_all(&body).await?;
-    stream.close().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_destination_is_asked_about_once_per_back_off() {
-        let mut sought = Sought::default();
-        let peer = PeerId::random();
-        let start = Instant::now();
-        let at = |d: Duration| start + d;
-        assert!(sought.may_ask(peer, start));
-        assert!(!sought.may_ask(peer, start), "asked again at once");
-        assert!(sought.may_ask(peer, at(ASK_BACKOFF_MIN)));
-        // The wait doubles.
-        assert!(!sought.may_ask(peer, at(ASK_BACKOFF_MIN * 2)));
-        assert!(sought.may_ask(peer, at(ASK_BACKOFF_MIN * 3)));
-        // ...up to its longest.
-        let mut t = at(ASK_BACKOFF_MIN * 3);
-        for _ in 0..20 {
-            t += ASK_BACKOFF_MAX;
-            assert!(sought.may_ask(peer, t));
-        }
-        // Once reached, it may be asked about at once when lost again.
-        sought.reached(&peer);
-        assert!(sought.may_ask(peer, t));
-    }
-
-    #[test]
-    fn the_destinations_asked_about_are_bounded() {
-        let mut sought = Sought::default();
-        let start = Instant::now();
-        for _ in 0..MAX_SOUGHT {
-            assert!(sought.may_ask(PeerId::random(), start));
-        }
-        assert!(!sought.may_ask(PeerId::random(), start), "past the bound");
-        let later = start + ASK_BACKOFF_MIN;
-        assert!(
-            sought.may_ask(PeerId::random(), later),
-            "room once back-offs end"
-        );
-        assert!(sought.next.len() <= MAX_SOUGHT);
     }
 }
