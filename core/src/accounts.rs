@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::PasswordCost,
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     notifier::Notifier,
     storage::{Db, accounts as store, keys, now_ms},
 };
@@ -151,7 +151,7 @@ impl Accounts {
         UserId::parse(format!("@{localpart}:{}", self.server_name)).map_err(|_| {
             MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_INVALID_USERNAME",
+                ErrorCode::InvalidUsername,
                 "Invalid username",
             )
             .into()
@@ -204,7 +204,7 @@ impl Accounts {
         if !valid_localpart(localpart) {
             return Err(MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_INVALID_USERNAME",
+                ErrorCode::InvalidUsername,
                 "Usernames may contain only a-z, 0-9, and . _ = - / +",
             )
             .into());
@@ -217,7 +217,7 @@ impl Accounts {
         {
             return Err(MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_USER_IN_USE",
+                ErrorCode::UserInUse,
                 "User ID already taken",
             )
             .into());
@@ -241,7 +241,7 @@ impl Accounts {
         if !inserted {
             return Err(MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_USER_IN_USE",
+                ErrorCode::UserInUse,
                 "User ID already taken",
             )
             .into());
@@ -287,7 +287,7 @@ impl Accounts {
         if user.deactivated {
             return Err(MatrixError::new(
                 axum::http::StatusCode::FORBIDDEN,
-                "M_USER_DEACTIVATED",
+                ErrorCode::UserDeactivated,
                 "Account deactivated",
             )
             .into());

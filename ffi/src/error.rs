@@ -69,7 +69,7 @@ impl From<CoreError> for NeuriteError {
                 message: err.to_string(),
             },
             CoreError::Network(message) => Self::Network { message },
-            CoreError::Matrix(m) => match m.errcode {
+            CoreError::Matrix(m) => match m.errcode.as_str() {
                 "M_USER_IN_USE" => Self::UserExists { message: m.message },
                 "M_INVALID_USERNAME" => Self::InvalidUsername { message: m.message },
                 "M_FORBIDDEN" => Self::InvalidCredentials,

@@ -30,7 +30,7 @@ use ruma::{OwnedServerName, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     notifier::Notifier,
     storage::{Db, keys as store},
 };
@@ -86,7 +86,11 @@ fn bad_json(message: impl Into<String>) -> Error {
 }
 
 fn invalid_signature(message: impl Into<String>) -> MatrixError {
-    MatrixError::new(StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE", message)
+    MatrixError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidSignature,
+        message,
+    )
 }
 
 /// Splits a `<algorithm>:<key_id>` key name.

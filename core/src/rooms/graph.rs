@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::pdu::Pdu;
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     identity::Identity,
     storage::{
         WriteTxn,
@@ -106,7 +106,7 @@ pub fn version_rules(version: &str) -> Result<(RoomVersionId, RoomVersionRules),
     let unsupported = || {
         MatrixError::new(
             axum::http::StatusCode::BAD_REQUEST,
-            "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorCode::UnsupportedRoomVersion,
             format!("Room version {version} is not supported"),
         )
     };
@@ -286,7 +286,7 @@ pub fn sign_event(
     .map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             "Event is larger than 65536 bytes",
         )),
         other => Error::Event(other.to_string()),
@@ -294,7 +294,7 @@ pub fn sign_event(
     let hash = reference_hash(&obj, rules).map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             "Event is larger than 65536 bytes",
         )),
         other => Error::Event(other.to_string()),
