@@ -276,13 +276,13 @@ impl Accounts {
         })
     }
 
-    /// Verifies a password; `403 M_FORBIDDEN` on any mismatch or unknown user.
+    /// Verifies a password; [`Error::InvalidCredentials`] (a client's `403 M_FORBIDDEN`) on any
+    /// mismatch or unknown user.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
         let uid = user_id.to_string();
         let user = self.db.read(move |c| store::get_user(c, &uid)).await?;
-        let invalid = || MatrixError::forbidden("Invalid username or password");
         let Some(user) = user else {
-            return Err(invalid().into());
+            return Err(Error::InvalidCredentials);
         };
         if user.deactivated {
             return Err(MatrixError::new(
@@ -293,7 +293,7 @@ impl Accounts {
             .into());
         }
         let Some(hash) = user.password_hash else {
-            return Err(invalid().into());
+            return Err(Error::InvalidCredentials);
         };
         let hasher = self.hasher()?;
         let password = password.to_owned();
@@ -304,7 +304,11 @@ impl Accounts {
                 .is_ok()
         })
         .await?;
-        if ok { Ok(()) } else { Err(invalid().into()) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidCredentials)
+        }
     }
 
     /// Finds the session of an access token.

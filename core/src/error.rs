@@ -271,6 +271,10 @@ pub enum Error {
     /// Building or signing an event failed.
     #[error("event: {0}")]
     Event(String),
+    /// A wrong user name or password at login. Clients see it as `403 M_FORBIDDEN`; it has
+    /// its own variant so callers that are not HTTP clients can tell it from other refusals.
+    #[error("invalid username or password")]
+    InvalidCredentials,
     /// A client-visible failure raised inside the storage or room layer.
     #[error("{0}")]
     Matrix(#[from] MatrixError),
@@ -280,6 +284,7 @@ impl From<Error> for MatrixError {
     fn from(err: Error) -> Self {
         match err {
             Error::Matrix(m) => m,
+            Error::InvalidCredentials => MatrixError::forbidden("Invalid username or password"),
             other => {
                 tracing::error!(error = %other, "internal error");
                 MatrixError::internal()
