@@ -311,6 +311,16 @@ impl Accounts {
         }
     }
 
+    /// Whether `password` is the user's, for a user-interactive auth stage: `false` on a
+    /// mismatch or an account that cannot log in, an error only when checking failed.
+    pub async fn password_matches(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        match self.check_password(user_id, password).await {
+            Ok(()) => Ok(true),
+            Err(Error::InvalidCredentials | Error::Matrix(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Finds the session of an access token.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Session>> {
         let hash = token_hash(token);

@@ -305,11 +305,10 @@ async fn password_stage(
     }
     let password = auth.password.unwrap_or_default();
     state.limits.password_attempt(session.user_id.as_str())?;
-    if state
+    if !state
         .accounts
-        .check_password(&session.user_id, &password)
-        .await
-        .is_err()
+        .password_matches(&session.user_id, &password)
+        .await?
     {
         return Err(state.uia.challenge(
             STAGE,

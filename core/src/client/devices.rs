@@ -47,11 +47,10 @@ pub(super) async fn require_password(
     }
     let password = auth.password.as_deref().unwrap_or_default();
     state.limits.password_attempt(session.user_id.as_str())?;
-    if state
+    if !state
         .accounts
-        .check_password(&session.user_id, password)
-        .await
-        .is_err()
+        .password_matches(&session.user_id, password)
+        .await?
     {
         return Err(state.uia.challenge(
             PASSWORD_STAGE,
