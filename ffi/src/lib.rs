@@ -234,7 +234,8 @@ impl Homeserver {
     }
 
     /// Logs an account in with a new device. `username` is a name or a full user id.
-    /// Fails with `NotRunning` or `InvalidCredentials`.
+    /// Fails with `NotRunning`, `InvalidCredentials` (wrong name or password), `InvalidUsername`
+    /// or `Forbidden` (e.g. a deactivated account).
     pub async fn login(
         self: Arc<Self>,
         username: String,

@@ -133,6 +133,12 @@ async fn register_and_login_give_working_sessions() {
         hs.clone().login("nobody".into(), "wrong".into()).await,
         Err(NeuriteError::InvalidCredentials)
     ));
+    assert!(matches!(
+        hs.clone()
+            .login("@bob:elsewhere.example".into(), "hunter22".into())
+            .await,
+        Err(NeuriteError::InvalidCredentials)
+    ));
     let full_id = hs
         .clone()
         .login(bob.user_id.clone(), "hunter22".into())

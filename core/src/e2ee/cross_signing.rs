@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{E2ee, invalid, remote, signing};
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     storage::keys as store,
 };
 
@@ -38,7 +38,11 @@ pub enum CrossSigningOutcome {
 }
 
 fn invalid_signature(message: impl Into<String>) -> MatrixError {
-    MatrixError::new(StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE", message)
+    MatrixError::new(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidSignature,
+        message,
+    )
 }
 
 /// Checks the shape of an uploaded cross-signing key of `usage`; returns its public key.

@@ -24,7 +24,7 @@ pub use self::{
 };
 use crate::{
     accounts::random_string,
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     notifier::Notifier,
     storage::{
         Db,
@@ -166,7 +166,7 @@ impl Media {
                 if store::count_pending(txn, &user, now)? >= MAX_PENDING_UPLOADS {
                     return Err(MatrixError::new(
                         StatusCode::TOO_MANY_REQUESTS,
-                        "M_LIMIT_EXCEEDED",
+                        ErrorCode::LimitExceeded,
                         "Too many pending uploads: upload content to the media ids you created first",
                     )
                     .with_field("retry_after_ms", serde_json::json!(60_000))
@@ -305,7 +305,7 @@ impl Media {
             if self.notifier.is_closing() || tokio::time::Instant::now() >= deadline {
                 return Err(MatrixError::new(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "M_NOT_YET_UPLOADED",
+                    ErrorCode::NotYetUploaded,
                     "Content has not yet been uploaded",
                 )
                 .into());
@@ -346,7 +346,7 @@ impl Media {
 fn too_large(max: u64) -> MatrixError {
     MatrixError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "M_TOO_LARGE",
+        ErrorCode::TooLarge,
         format!("Uploads may be at most {max} bytes"),
     )
 }
@@ -384,7 +384,7 @@ impl Room {
 
 /// `413 M_TOO_LARGE` for an upload over a quota.
 fn over_quota(message: String) -> MatrixError {
-    MatrixError::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", message)
+    MatrixError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, message)
 }
 
 /// Checks, in the transaction that records an upload of `size` bytes, that it fits the
@@ -413,7 +413,7 @@ fn check_quota(
 fn cannot_overwrite() -> MatrixError {
     MatrixError::new(
         StatusCode::CONFLICT,
-        "M_CANNOT_OVERWRITE_MEDIA",
+        ErrorCode::CannotOverwriteMedia,
         "Media already uploaded",
     )
 }

@@ -13,7 +13,7 @@ use super::{
     body::{self, ContentBody},
 };
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     storage::{
         media::{self as store, Blob, ThumbnailKey, ThumbnailRow},
         now_ms,
@@ -228,7 +228,7 @@ fn cannot_thumbnail() -> Error {
 fn too_large_to_thumbnail() -> Error {
     MatrixError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "M_TOO_LARGE",
+        ErrorCode::TooLarge,
         "Content is too large to thumbnail",
     )
     .into()

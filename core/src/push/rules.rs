@@ -347,7 +347,9 @@ mod tests {
             RuleChange::Delete,
         )
         .expect_err("protected");
-        assert!(matches!(err, crate::error::Error::Matrix(m) if m.errcode == "M_INVALID_PARAM"));
+        assert!(
+            matches!(err, crate::error::Error::Matrix(m) if m.errcode == crate::error::ErrorCode::InvalidParam)
+        );
     }
 
     #[test]

@@ -151,16 +151,14 @@ fn membership_run_start(
 
 fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -> Result<bool> {
     let events = ev_store::member_events_upto(conn, room_id, user_id, upto)?;
-    Ok(events.iter().any(|(_, j)| {
-        serde_json::from_str::<Value>(j)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/content/membership")
-                    .and_then(Value::as_str)
-                    .map(|m| m == "join")
-            })
-            .unwrap_or(false)
-    }))
+    // Stored JSON that does not read back is a fault, not a membership that never was.
+    for (_, json) in &events {
+        let event = serde_json::from_str::<Value>(json)?;
+        if event.pointer("/content/membership").and_then(Value::as_str) == Some("join") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub(crate) fn require_visible(

@@ -40,7 +40,7 @@ pub(crate) use request::{apply_sticky, read_request};
 
 use crate::{
     e2ee::sync::device_list_delta,
-    error::{MatrixError, Result},
+    error::{ErrorCode, MatrixError, Result},
     notifier::Notifier,
     storage::{
         Db, events as ev_store, now_ms,
@@ -71,7 +71,7 @@ pub(crate) const BUMP_TYPES: &[&str] = &[
 fn unknown_pos() -> MatrixError {
     MatrixError::new(
         StatusCode::BAD_REQUEST,
-        "M_UNKNOWN_POS",
+        ErrorCode::UnknownPos,
         "Unknown or expired position; start the connection again without pos",
     )
 }
@@ -517,7 +517,7 @@ mod tests {
         for too_much in [rules(1_001, 1), rules(100, 200)] {
             let err = read_request(&request(too_much)).expect_err("refused");
             assert!(
-                matches!(&err, crate::error::Error::Matrix(m) if m.errcode == "M_INVALID_PARAM"),
+                matches!(&err, crate::error::Error::Matrix(m) if m.errcode == crate::error::ErrorCode::InvalidParam),
                 "{err:?}"
             );
         }
