@@ -6,8 +6,8 @@ use std::{
 };
 
 use neurite_ffi::{
-    Homeserver, HomeserverConfig, HomeserverListener, HomeserverState, NeuriteError, PeerInfo,
-    RegistrationMode,
+    Discovery, Homeserver, HomeserverConfig, HomeserverListener, HomeserverState, ListenerHandle,
+    NeuriteError, PeerInfo, RegistrationMode,
 };
 
 fn config(dir: &tempfile::TempDir) -> HomeserverConfig {
@@ -213,7 +213,7 @@ async fn a_taken_client_port_is_a_network_error() {
     let mut c = config(&dir);
     c.client_port = taken.local_addr().unwrap().port();
     let hs = Homeserver::new(c).unwrap();
-    let states = Recorder::install(&hs);
+    let (states, _handle) = Recorder::install(&hs);
     assert!(matches!(
         hs.clone().start().await,
         Err(NeuriteError::Network { .. })
@@ -229,13 +229,16 @@ struct Recorder {
     states: Mutex<Vec<HomeserverState>>,
     connected: Mutex<Vec<PeerInfo>>,
     disconnected: Mutex<Vec<String>>,
+    /// Woken at every callback.
+    changed: tokio::sync::Notify,
 }
 
 impl Recorder {
-    fn install(hs: &Homeserver) -> Arc<Self> {
+    /// A new recorder registered with `hs`, and the handle that keeps it registered.
+    fn install(hs: &Homeserver) -> (Arc<Self>, Arc<ListenerHandle>) {
         let r = Arc::new(Self::default());
-        hs.set_listener(r.clone());
-        r
+        let handle = hs.add_listener(r.clone());
+        (r, handle)
     }
 
     fn states(&self) -> Vec<HomeserverState> {
@@ -243,26 +246,35 @@ impl Recorder {
     }
 
     async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !check(self) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if check(self) {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
 }
 
 impl HomeserverListener for Recorder {
     fn on_state_changed(&self, state: HomeserverState) {
         self.states.lock().unwrap().push(state);
+        self.changed.notify_waiters();
     }
     fn on_peer_connected(&self, peer: PeerInfo) {
         self.connected.lock().unwrap().push(peer);
+        self.changed.notify_waiters();
     }
     fn on_peer_disconnected(&self, peer_id: String) {
         self.disconnected.lock().unwrap().push(peer_id);
+        self.changed.notify_waiters();
     }
 }
 
@@ -272,8 +284,8 @@ async fn two_homeservers_in_one_process_pair_and_go_offline_and_back() {
     let a = Homeserver::new(config(&dir_a)).unwrap();
     let b = Homeserver::new(config(&dir_b)).unwrap();
     assert_ne!(a.server_name(), b.server_name());
-    let seen_a = Recorder::install(&a);
-    let seen_b = Recorder::install(&b);
+    let (seen_a, _handle_a) = Recorder::install(&a);
+    let (seen_b, _handle_b) = Recorder::install(&b);
     a.clone().start().await.unwrap();
     b.clone().start().await.unwrap();
     assert_eq!(
@@ -286,12 +298,12 @@ async fn two_homeservers_in_one_process_pair_and_go_offline_and_back() {
     versions(&url_b).await;
 
     assert!(matches!(
-        a.add_peer("/ip4/127.0.0.1/tcp/1".into()),
+        a.clone().add_peer("/ip4/127.0.0.1/tcp/1".into()).await,
         Err(NeuriteError::InvalidConfig { .. })
     ));
     // Pair A with B the way a QR code would: B's full listen address.
     let b_addr = b.listen_addrs().into_iter().next().unwrap();
-    a.add_peer(b_addr).unwrap();
+    a.clone().add_peer(b_addr).await.unwrap();
     let b_id = b.peer_id();
     seen_a
         .wait_for("A to connect to B", |r| {
@@ -313,17 +325,20 @@ async fn two_homeservers_in_one_process_pair_and_go_offline_and_back() {
         })
         .await;
     let peer = a
+        .clone()
         .peers()
+        .await
+        .unwrap()
         .into_iter()
         .find(|p| p.peer_id == b.peer_id())
         .expect("B in A's peers");
     assert!(peer.connected);
-    assert_eq!(peer.discovered, "static");
+    assert_eq!(peer.discovered, Discovery::Static);
     assert_eq!(peer.server_name.as_deref(), Some(b.server_name().as_str()));
     assert!(!peer.addresses.is_empty());
 
     // A goes to the background: listeners and connections close, the client API stays.
-    a.set_network_enabled(false);
+    a.clone().set_network_enabled(false).await.unwrap();
     assert!(a.listen_addrs().is_empty());
     seen_a
         .wait_for("A to drop B", |r| {
@@ -332,13 +347,13 @@ async fn two_homeservers_in_one_process_pair_and_go_offline_and_back() {
         .await;
     versions(&url_a).await;
     assert!(matches!(
-        a.add_peer(b.listen_addrs()[0].clone()),
+        a.clone().add_peer(b.listen_addrs()[0].clone()).await,
         Err(NeuriteError::Network { .. })
     ));
 
     // Back in the foreground: A listens again and redials B.
     let before = seen_a.connected.lock().unwrap().len();
-    a.set_network_enabled(true);
+    a.clone().set_network_enabled(true).await.unwrap();
     seen_a
         .wait_for("A to reconnect to B", |r| {
             r.connected.lock().unwrap()[before..]
@@ -378,7 +393,7 @@ async fn a_static_peer_dialled_during_start_is_reported_once() {
     let mut config_a = config(&dir_a);
     config_a.static_peers = b.listen_addrs();
     let a = Homeserver::new(config_a).unwrap();
-    let seen_a = Recorder::install(&a);
+    let (seen_a, _handle) = Recorder::install(&a);
     // The connection may open before start() returns: it is still reported, once.
     a.clone().start().await.unwrap();
     let b_id = b.peer_id();
@@ -399,7 +414,77 @@ async fn a_static_peer_dialled_during_start_is_reported_once() {
         .await;
     let connected = seen_a.connected.lock().unwrap().clone();
     assert_eq!(connected.len(), 1, "{connected:?}");
-    assert_eq!(connected[0].discovered, "static");
+    assert_eq!(connected[0].discovered, Discovery::Static);
     assert_eq!(connected[0].server_name.as_deref(), Some(&*b.server_name()));
     a.clone().stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_listener_hears_every_event_until_its_handle_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hs = Homeserver::new(config(&dir)).unwrap();
+    let (first, first_handle) = Recorder::install(&hs);
+    let (second, second_handle) = Recorder::install(&hs);
+    let (third, third_handle) = Recorder::install(&hs);
+    let running = vec![HomeserverState::Starting, HomeserverState::Running];
+    hs.clone().start().await.unwrap();
+    for r in [&first, &second, &third] {
+        assert_eq!(r.states(), running);
+    }
+
+    // Cancelled (twice: the second time does nothing) or dropped: no more callbacks.
+    first_handle.cancel();
+    first_handle.cancel();
+    drop(second_handle);
+    hs.clone().stop().await.unwrap();
+    assert_eq!(first.states(), running);
+    assert_eq!(second.states(), running);
+    assert_eq!(
+        third.states(),
+        [
+            &running[..],
+            &[HomeserverState::Stopping, HomeserverState::Stopped]
+        ]
+        .concat()
+    );
+    drop(hs);
+    // A handle may outlive its homeserver.
+    third_handle.cancel();
+}
+
+#[tokio::test]
+async fn peer_calls_while_stopped_or_without_a_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let hs = Homeserver::new(config(&dir)).unwrap();
+    assert!(hs.clone().peers().await.unwrap().is_empty());
+    let addr = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", hs.peer_id());
+    assert!(matches!(
+        hs.clone().add_peer(addr.clone()).await,
+        Err(NeuriteError::NotRunning)
+    ));
+    // Remembered while stopped: the next start begins offline.
+    hs.clone().set_network_enabled(false).await.unwrap();
+    hs.clone().start().await.unwrap();
+    assert!(hs.listen_addrs().is_empty());
+    assert!(matches!(
+        hs.clone().add_peer(addr.clone()).await,
+        Err(NeuriteError::Network { .. })
+    ));
+    hs.clone().set_network_enabled(true).await.unwrap();
+    assert!(!hs.listen_addrs().is_empty());
+    hs.clone().stop().await.unwrap();
+
+    // Without peer-to-peer networking, there are no peers and nothing to switch.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let mut bare = config(&bare_dir);
+    bare.p2p_listen.clear();
+    let bare = Homeserver::new(bare).unwrap();
+    bare.clone().start().await.unwrap();
+    assert!(bare.clone().peers().await.unwrap().is_empty());
+    bare.clone().set_network_enabled(false).await.unwrap();
+    assert!(matches!(
+        bare.clone().add_peer(addr).await,
+        Err(NeuriteError::Network { .. })
+    ));
+    bare.clone().stop().await.unwrap();
 }

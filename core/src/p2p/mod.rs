@@ -193,6 +193,8 @@ pub struct P2p {
     control: libp2p_stream::Control,
     commands: mpsc::Sender<Command>,
     listen_addrs: watch::Receiver<Vec<Multiaddr>>,
+    /// How many addresses the node listens on while its network is on.
+    listen_count: usize,
     events: broadcast::Sender<PeerEvent>,
     /// Peers with an open connection (kept by the swarm task).
     connected: Arc<Mutex<HashSet<PeerId>>>,
@@ -335,6 +337,7 @@ impl P2p {
             control,
             commands,
             listen_addrs,
+            listen_count: config.listen.len(),
             events,
             connected: shared_connected,
             sought: Arc::new(Mutex::new(Sought::default())),
@@ -342,13 +345,15 @@ impl P2p {
             federation_streams: Arc::new(Mutex::new(Some(federation_streams))),
             tasks: tasks.clone(),
         };
-        p2p.wait_for_listeners(config.listen.len()).await;
+        p2p.wait_for_listeners().await;
         Ok(p2p)
     }
 
-    async fn wait_for_listeners(&self, expected: usize) {
+    /// Waits (at most 5 s) until the node listens on an address, if it has any to listen on.
+    async fn wait_for_listeners(&self) {
+        let expected = self.listen_count.min(1);
         let mut rx = self.listen_addrs.clone();
-        let wait = rx.wait_for(|addrs| addrs.len() >= expected.min(1));
+        let wait = rx.wait_for(|addrs| addrs.len() >= expected);
         let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
     }
 
@@ -399,13 +404,21 @@ impl P2p {
             .map_err(Error::Network)
     }
 
-    /// Every peer the node knows of.
+    /// Every peer the node knows of (none once the network task has stopped).
     pub async fn peers(&self) -> Vec<PeerInfo> {
+        self.try_peers().await.unwrap_or_default()
+    }
+
+    /// Every peer the node knows of; fails once the network task has stopped, for callers
+    /// that must tell that apart from knowing no peer.
+    pub async fn try_peers(&self) -> Result<Vec<PeerInfo>> {
+        let stopped = || Error::Network("the network is stopped".into());
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Peers(tx)).await.is_err() {
-            return Vec::new();
-        }
-        rx.await.unwrap_or_default()
+        self.commands
+            .send(Command::Peers(tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
     }
 
     /// Turns the network off or back on, for an app going to the background and back.
@@ -414,6 +427,8 @@ impl P2p {
     /// (federation requests fail and stay in the outbox). On: listen again on the configured
     /// addresses (a port picked at random may differ from before), restart mDNS if it was
     /// configured, and redial every known peer; the usual catch-up runs as they connect.
+    /// Switched on, it returns once [`P2p::listen_addrs`] has the new addresses (as
+    /// [`P2p::start`] does, waiting at most 5 s for them).
     pub async fn set_enabled(&self, enabled: bool) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -422,7 +437,11 @@ impl P2p {
             .map_err(|_| Error::Network("the network is stopped".into()))?;
         rx.await
             .map_err(|_| Error::Network("the network is stopped".into()))?
-            .map_err(Error::Network)
+            .map_err(Error::Network)?;
+        if enabled {
+            self.wait_for_listeners().await;
+        }
+        Ok(())
     }
 
     /// Whether a connection to `peer` is open.
