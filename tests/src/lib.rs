@@ -350,7 +350,7 @@ impl User {
 
 /// Percent-encodes a path segment.
 pub fn enc(s: &str) -> String {
-    neurite_core::client::percent_encode(s)
+    neurite_core::http::percent_encode(s)
 }
 
 fn next_txn() -> u64 {

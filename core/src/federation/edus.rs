@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::e2ee::remote::server_of;
 use crate::{
-    client::AppState,
     error::Result,
+    http::AppState,
     storage::{events as ev_store, federation as fed_store, now_ms, user_data},
 };
 

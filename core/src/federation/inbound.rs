@@ -34,9 +34,9 @@ use serde_json::{Value, json};
 
 use super::transport::FederationClient;
 use crate::{
-    client::{AppState, percent_encode},
     e2ee::remote::server_of,
     error::Result,
+    http::{AppState, percent_encode},
     rooms::remote::{self, Accepted, Missing},
     storage::{
         WriteTxn, events as ev_store, federation as fed_store, now_ms, staged, staged::StagedEvent,

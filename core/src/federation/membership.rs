@@ -13,9 +13,9 @@ use super::{
     transport::FederationClient,
 };
 use crate::{
-    client::AppState,
     e2ee::remote::server_of,
     error::{Error, MatrixError, Result},
+    http::{AppState, percent_encode},
     rooms::{
         graph::{self, RoomCtx, version_rules},
         remote,
@@ -135,8 +135,8 @@ async fn join_through(
         .collect();
     let path = format!(
         "/_matrix/federation/v1/make_join/{}/{}?{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(user.as_str()),
+        percent_encode(room_id),
+        percent_encode(user.as_str()),
         versions.trim_end_matches('&'),
     );
     // Our user's latest membership event here (a leave, or the invite), if any: a template
@@ -205,8 +205,8 @@ async fn join_through(
     let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
     let path = format!(
         "/_matrix/federation/v2/send_join/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(pdu.event_id.as_str()),
+        percent_encode(room_id),
+        percent_encode(pdu.event_id.as_str()),
     );
     let body = serde_json::to_value(&signed)?;
     let resp = client
@@ -371,8 +371,8 @@ async fn send_invite(
     }
     let path = format!(
         "/_matrix/federation/v2/invite/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(event_id),
+        percent_encode(room_id),
+        percent_encode(event_id),
     );
     let body =
         json!({ "room_version": version, "event": event, "invite_room_state": invite_state });
@@ -559,8 +559,8 @@ async fn leave_through(
 ) -> Result<(String, String, i64)> {
     let path = format!(
         "/_matrix/federation/v1/make_leave/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(user.as_str()),
+        percent_encode(room_id),
+        percent_encode(user.as_str()),
     );
     let resp = client.request(server, Method::GET, &path, None).await?;
     if resp.status != StatusCode::OK {
@@ -584,8 +584,8 @@ async fn leave_through(
     let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
     let path = format!(
         "/_matrix/federation/v2/send_leave/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(pdu.event_id.as_str()),
+        percent_encode(room_id),
+        percent_encode(pdu.event_id.as_str()),
     );
     let resp = client
         .request(

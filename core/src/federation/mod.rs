@@ -27,8 +27,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    client::{AppState, Query},
     error::MatrixError,
+    http::{AppState, Query},
     identity::{KEY_ID, peer_id_for_server_name},
 };
 use transport::AuthenticatedPeer;

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::Signed;
 use crate::{
-    client::{AppState, Query, percent_encode},
     error::{MatrixError, Result},
+    http::{AppState, Query, percent_encode},
     storage::federation as fed_store,
 };
 

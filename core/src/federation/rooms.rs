@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use super::Signed;
 use crate::e2ee::remote::server_of;
 use crate::{
-    client::{AppState, Path},
     error::{MatrixError, Result},
+    http::{AppState, Path, query_values},
     rooms::{
         EventTemplate,
         graph::{self, RoomCtx, version_rules},
@@ -72,7 +72,7 @@ async fn make_membership(
     let user = UserId::parse(user_id.as_str())
         .map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
     // `ver` repeats once per room version the joining server supports.
-    let versions = crate::client::query_values(uri.query(), "ver");
+    let versions = query_values(uri.query(), "ver");
     let identity = state.identity.clone();
     let template = state
         .db
