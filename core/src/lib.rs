@@ -16,6 +16,7 @@ pub mod config;
 pub mod deactivation;
 pub mod e2ee;
 pub mod error;
+pub mod federated;
 pub mod federation;
 pub mod filter;
 #[cfg(feature = "fuzzing")]

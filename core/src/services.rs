@@ -138,6 +138,12 @@ impl Services {
         }))
     }
 
+    /// Local users' requests that may be answered by other servers (joins, leaves, aliases,
+    /// typing and receipts, keys): the one way into the server-server API for client handlers.
+    pub fn federated(self: &Arc<Self>) -> crate::federated::Federated<'_> {
+        crate::federated::Federated::new(self)
+    }
+
     /// The base URL of the client API, once listening.
     pub fn client_url(&self) -> String {
         self.client_url.get().cloned().unwrap_or_default()
