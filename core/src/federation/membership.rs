@@ -15,7 +15,7 @@ use super::{
 use crate::{
     e2ee::remote::server_of,
     error::{Error, MatrixError, Result},
-    http::{AppState, percent_encode},
+    http::{AppState, percent_encode, query_string},
     rooms::{
         graph::{self, RoomCtx, version_rules},
         remote,
@@ -129,15 +129,12 @@ async fn join_through(
     server: &str,
     take_behind: bool,
 ) -> std::result::Result<(), JoinFailure> {
-    let versions: String = graph::SUPPORTED_VERSIONS
-        .iter()
-        .map(|v| format!("ver={v}&"))
-        .collect();
+    // `ver` once per room version this server supports.
+    let versions = query_string(graph::SUPPORTED_VERSIONS.iter().map(|v| ("ver", *v)));
     let path = format!(
-        "/_matrix/federation/v1/make_join/{}/{}?{}",
+        "/_matrix/federation/v1/make_join/{}/{}?{versions}",
         percent_encode(room_id),
         percent_encode(user.as_str()),
-        versions.trim_end_matches('&'),
     );
     // Our user's latest membership event here (a leave, or the invite), if any: a template
     // that does not build on it comes from a server that has not seen it yet, and a join
