@@ -122,7 +122,10 @@ pub async fn receive(state: &AppState, origin: &str, edus: Vec<Value>) {
                     }
                 }
             }
-            Some("m.presence") => state.presence.receive_remote(origin, content).await,
+            // Held back while a join through `origin` is being stored (see `super::joining`).
+            Some("m.presence") if !state.joining.hold_presence(origin, content) => {
+                state.presence.receive_remote(origin, content).await;
+            }
             Some("m.device_list_update" | "m.signing_key_update" | "m.direct_to_device") => {
                 super::devices::receive_edu(state, origin, &edu).await;
             }

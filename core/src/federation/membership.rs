@@ -9,6 +9,7 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, UserId};
 use serde_json::{Value, json};
 
 use super::{
+    joining::JoinUnderWay,
     rooms::{obj_of, str_field},
     transport::FederationClient,
 };
@@ -206,6 +207,9 @@ async fn join_through(
         percent_encode(pdu.event_id.as_str()),
     );
     let body = serde_json::to_value(&signed)?;
+    // Once the server has our join it tells us its members' presence, perhaps before the
+    // room is stored here: held back until then.
+    let under_way = JoinUnderWay::begin(state, server);
     let resp = client
         .request(server, Method::PUT, &path, Some(body))
         .await?;
@@ -292,6 +296,7 @@ async fn join_through(
             Ok(earlier)
         })
         .await;
+    under_way.stored().await;
     let earlier = joined?;
     state.notifier.notify();
     // Back in a room this node left: fetch what happened while it was away.

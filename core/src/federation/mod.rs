@@ -9,6 +9,7 @@ pub mod catchup;
 pub mod devices;
 pub mod edus;
 pub mod inbound;
+pub(crate) mod joining;
 pub mod membership;
 pub mod outbox;
 pub mod own_membership;
