@@ -9,6 +9,7 @@ mod extract;
 
 use std::sync::Arc;
 
+#[cfg(feature = "fuzzing")]
 pub(crate) use extract::parse_body;
 pub use extract::{Json, OptionalJson, Path, Query};
 
