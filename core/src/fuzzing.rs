@@ -63,7 +63,7 @@ pub fn sign_pdu(
 
 /// A client request body as every client endpoint reads it (`Json<T>`).
 pub fn client_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    crate::client::parse_body(bytes).ok()
+    crate::http::parse_body(bytes).ok()
 }
 
 /// A sliding sync request body as the endpoint reads it: the body must be a JSON object,

@@ -6,8 +6,9 @@
 //!
 //! Layout: [`storage`] holds all SQL; [`rooms`] the event graph, membership and timelines;
 //! [`accounts`], [`sync`], [`typing`], [`user_data`], [`media`], [`e2ee`] (keys, to-device
-//! messages, key backup) the other services; [`client`] the HTTP handlers; [`node`] starts and
-//! stops it all, and [`tasks`] owns every background task.
+//! messages, key backup) the other services; [`client`] and [`federation`] the two HTTP
+//! APIs, on the plumbing in [`http`]; [`node`] starts and stops it all, and [`tasks`] owns
+//! every background task.
 
 pub mod accounts;
 pub mod client;
@@ -15,11 +16,13 @@ pub mod config;
 pub mod deactivation;
 pub mod e2ee;
 pub mod error;
+pub mod federated;
 pub mod federation;
 pub mod filter;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod identity;
 pub mod media;
 pub mod node;

@@ -61,6 +61,8 @@ pub struct Services {
     /// How often local users' membership choices were made again after state resolution
     /// undid them.
     pub(crate) own_memberships: crate::federation::own_membership::OwnMemberships,
+    /// Joins under way through other servers, and the presence held back meanwhile.
+    pub(crate) joining: crate::federation::joining::Joining,
     /// Destinations the outbox backs off from that have talked to us since.
     pub(crate) heard: crate::federation::outbox::Heard,
     /// Every background task of the node; stopped and awaited by [`crate::Node::shutdown`].
@@ -131,11 +133,18 @@ impl Services {
             presence,
             inbound: Default::default(),
             own_memberships: Default::default(),
+            joining: Default::default(),
             heard: Default::default(),
             tasks,
             client_url: OnceLock::new(),
             federation: OnceLock::new(),
         }))
+    }
+
+    /// Local users' requests that may be answered by other servers (joins, leaves, aliases,
+    /// typing and receipts, keys): the one way into the server-server API for client handlers.
+    pub fn federated(self: &Arc<Self>) -> crate::federated::Federated<'_> {
+        crate::federated::Federated::new(self)
     }
 
     /// The base URL of the client API, once listening.

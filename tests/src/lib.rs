@@ -350,7 +350,7 @@ impl User {
 
 /// Percent-encodes a path segment.
 pub fn enc(s: &str) -> String {
-    neurite_core::client::percent_encode(s)
+    neurite_core::http::percent_encode(s)
 }
 
 fn next_txn() -> u64 {
@@ -437,16 +437,15 @@ pub fn event_ids(events: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Builds a query string from pairs, percent-encoding every value.
+/// Builds a query string (with its `?`, empty for no pairs) from pairs, each encoded.
 pub fn query(pairs: &[(&str, &str)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", enc(v)))
-        .collect();
-    if parts.is_empty() {
+    if pairs.is_empty() {
         String::new()
     } else {
-        format!("?{}", parts.join("&"))
+        format!(
+            "?{}",
+            neurite_core::http::query_string(pairs.iter().copied())
+        )
     }
 }
 

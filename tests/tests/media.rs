@@ -86,29 +86,17 @@ fn disposition(header: &str) -> (String, Option<String>) {
                     .strip_prefix("utf-8''")
                     .or_else(|| value.strip_prefix("UTF-8''"))
                     .expect("filename* in UTF-8");
-                filename_star = Some(percent_decode(encoded));
+                filename_star = Some(
+                    percent_encoding::percent_decode_str(encoded)
+                        .decode_utf8()
+                        .expect("utf-8 file name")
+                        .into_owned(),
+                );
             }
             _ => {}
         }
     }
     (kind.trim().to_ascii_lowercase(), filename_star.or(filename))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).expect("ascii");
-            out.push(u8::from_str_radix(hex, 16).expect("hex"));
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).expect("utf-8 file name")
 }
 
 /// Checks the headers every served piece of media carries.

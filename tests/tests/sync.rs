@@ -29,13 +29,9 @@ use serde_json::{Value, json};
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Builds a `/sync` path from query parameters (values are percent-encoded).
+/// Builds a `/sync` path from query parameters (each encoded).
 fn sync_path(params: &[(&str, &str)]) -> String {
-    let query: Vec<String> = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", enc(v)))
-        .collect();
-    format!("/sync?{}", query.join("&"))
+    format!("/sync{}", neurite_tests::query(params))
 }
 
 /// One `/sync` call with arbitrary parameters; must succeed.

@@ -436,10 +436,11 @@ pub async fn typing(
             "You may only set your own typing state",
         ));
     }
-    state.rooms.require_joined(&room, &user).await?;
     let timeout = Duration::from_millis(body.timeout.unwrap_or(30_000));
-    state.typing.set(&room, &user, body.typing, timeout);
-    crate::federation::edus::send_typing(&state, &room, &user, body.typing).await?;
+    state
+        .federated()
+        .set_typing(&room, &user, body.typing, timeout)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -460,7 +461,7 @@ pub async fn receipt(
         _ => return Err(MatrixError::invalid_param("Unknown receipt type")),
     }
     state
-        .user_data
+        .federated()
         .set_read_marker(
             session.user_id.as_str(),
             &room,
@@ -469,10 +470,6 @@ pub async fn receipt(
             body.thread_id.as_deref(),
         )
         .await?;
-    if ty == "m.read" {
-        crate::federation::edus::send_receipt(&state, &room, session.user_id.as_str(), &event)
-            .await?;
-    }
     Ok(Json(json!({})))
 }
 
@@ -500,18 +497,9 @@ pub async fn read_markers(
     ] {
         if let Some(event) = event {
             state
-                .user_data
+                .federated()
                 .set_read_marker(session.user_id.as_str(), &room, ty, &event, None)
                 .await?;
-            if ty == "m.read" {
-                crate::federation::edus::send_receipt(
-                    &state,
-                    &room,
-                    session.user_id.as_str(),
-                    &event,
-                )
-                .await?;
-            }
         }
     }
     Ok(Json(json!({})))

@@ -52,13 +52,10 @@ pub async fn query(
     Json(body): Json<QueryBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        crate::federation::devices::query_keys(
-            &state,
-            &session.user_id,
-            body.device_keys,
-            body.timeout,
-        )
-        .await?,
+        state
+            .federated()
+            .query_keys(&session.user_id, body.device_keys, body.timeout)
+            .await?,
     ))
 }
 
@@ -74,7 +71,9 @@ pub async fn claim(
     Json(body): Json<ClaimBody>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        crate::federation::devices::claim_keys(&state, &session.user_id, body.one_time_keys)
+        state
+            .federated()
+            .claim_keys(&session.user_id, body.one_time_keys)
             .await?,
     ))
 }

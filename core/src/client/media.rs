@@ -289,6 +289,21 @@ fn is_inline(content_type: &str) -> bool {
     INLINE_TYPES.contains(&essence.as_str())
 }
 
+/// Bytes escaped in an RFC 8187 `filename*` value: all but its `attr-char`s.
+const NOT_ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
 /// A `Content-Disposition` value: `inline` or `attachment`, with the file name as a quoted
 /// string when it is printable ASCII, or RFC 8187 `filename*` (UTF-8, percent-encoded)
 /// otherwise.
@@ -308,28 +323,7 @@ fn content_disposition(inline: bool, filename: Option<&str>) -> String {
         value.push('"');
     } else {
         value.push_str("; filename*=utf-8''");
-        for b in name.bytes() {
-            let attr_char = b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'&'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                );
-            if attr_char {
-                value.push(b as char);
-            } else {
-                value.push_str(&format!("%{b:02X}"));
-            }
-        }
+        value.extend(percent_encoding::utf8_percent_encode(name, NOT_ATTR_CHAR));
     }
     value
 }

@@ -5,7 +5,7 @@ use ruma::{RoomAliasId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiResult, AppState, Auth, Json, OptionalJson, Path, Query};
+use super::{ApiResult, AppState, Auth, Json, OptionalJson, Path, Query, query_values};
 use crate::{
     error::MatrixError,
     rooms::{create::CreateRoomRequest, membership::MembershipAction},
@@ -51,41 +51,12 @@ pub async fn join(
     if room.starts_with('!') && ruma::RoomId::parse(room.as_str()).is_err() {
         return Err(MatrixError::invalid_param("Invalid room id"));
     }
-    // An alias of another server: ask it for the room and the servers to join through.
-    let (room, alias_servers) = match room.strip_prefix('#') {
-        Some(_) if !room.ends_with(&format!(":{}", state.identity.server_name())) => {
-            parse_alias(&room)?;
-            crate::federation::query::resolve_alias(&state, &room).await?
-        }
-        _ => (room, Vec::new()),
-    };
-    if room.starts_with('!') && !crate::federation::membership::is_resident(&state, &room).await? {
-        // A room that lives elsewhere: join through the servers we were told of.
-        let mut via = super::query_values(uri.query(), "server_name");
-        via.extend(super::query_values(uri.query(), "via"));
-        via.extend(alias_servers);
-        via.extend(
-            crate::federation::membership::join_candidates(&state, &room, session.user_id.as_str())
-                .await?,
-        );
-        if let Some((_, server)) = room.split_once(':') {
-            via.push(server.to_owned());
-        }
-        via.dedup();
-        crate::federation::membership::join_remote(&state, &session.user_id, &room, &via).await?;
-        return Ok(Json(json!({ "room_id": room })));
-    }
-    let room_id = state.rooms.resolve_room(&room).await?;
-    state
-        .rooms
-        .change_membership(
-            &session.user_id,
-            room_id.as_str(),
-            &session.user_id,
-            MembershipAction::Join,
-            body.reason,
-            Map::new(),
-        )
+    // The servers to join through, should the room live elsewhere.
+    let mut via = query_values(uri.query(), "server_name");
+    via.extend(query_values(uri.query(), "via"));
+    let room_id = state
+        .federated()
+        .join(&session.user_id, &room, via, body.reason)
         .await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
@@ -200,30 +171,9 @@ pub async fn leave(
     Path(room): Path<String>,
     OptionalJson(body): OptionalJson<JoinBody>,
 ) -> ApiResult<Json<Value>> {
-    if room.starts_with('!')
-        && !crate::federation::membership::is_resident(&state, &room).await?
-        && state
-            .rooms
-            .membership_of(&room, session.user_id.as_str())
-            .await?
-            .as_deref()
-            == Some("invite")
-    {
-        // Declining an invite to a room that lives on other servers.
-        crate::federation::membership::reject_remote_invite(&state, &session.user_id, &room)
-            .await?;
-        return Ok(Json(json!({})));
-    }
     state
-        .rooms
-        .change_membership(
-            &session.user_id,
-            &room,
-            &session.user_id,
-            MembershipAction::Leave,
-            body.reason,
-            Map::new(),
-        )
+        .federated()
+        .leave(&session.user_id, &room, body.reason)
         .await?;
     Ok(Json(json!({})))
 }
@@ -318,7 +268,7 @@ pub async fn get_alias(
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
     parse_alias(&alias)?;
-    let (room_id, servers) = crate::federation::query::resolve_alias(&state, &alias).await?;
+    let (room_id, servers) = state.federated().resolve_alias(&alias).await?;
     Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 

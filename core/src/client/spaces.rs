@@ -22,9 +22,7 @@ pub async fn room_summary(
     let room_id = if room.starts_with('#') {
         ruma::RoomAliasId::parse(room.as_str())
             .map_err(|_| MatrixError::invalid_param("Invalid room alias"))?;
-        crate::federation::query::resolve_alias(&state, &room)
-            .await?
-            .0
+        state.federated().resolve_alias(&room).await?.0
     } else if ruma::RoomId::parse(room.as_str()).is_ok() {
         room
     } else {

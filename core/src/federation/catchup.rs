@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 
 use super::{Signed, transport::FederationClient};
 use crate::{
-    client::AppState,
     error::MatrixError,
+    http::{AppState, percent_encode},
     identity::server_name_for_peer,
     p2p::{P2p, PeerEvent},
     rooms::{graph::version_rules, remote},
@@ -193,7 +193,7 @@ async fn catch_up_room(
     let mut bytes = 0usize;
     let path = format!(
         "/_matrix/federation/v1/get_missing_events/{}",
-        crate::client::percent_encode(room_id)
+        percent_encode(room_id)
     );
     while !frontier.is_empty() && found.len() < MAX_EVENTS_PER_ROOM && bytes < MAX_BYTES_PER_ROOM {
         let body = json!({ "earliest_events": ours, "latest_events": frontier, "limit": PAGE });
@@ -226,10 +226,7 @@ async fn catch_up_room(
             .cloned()
             .collect();
         for id in &absent {
-            let path = format!(
-                "/_matrix/federation/v1/event/{}",
-                crate::client::percent_encode(id)
-            );
+            let path = format!("/_matrix/federation/v1/event/{}", percent_encode(id));
             let Ok(resp) = client.request(server, Method::GET, &path, None).await else {
                 continue;
             };

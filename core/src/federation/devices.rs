@@ -21,9 +21,9 @@ use serde_json::{Map, Value, json};
 
 use super::Signed;
 use crate::{
-    client::{AppState, Path, percent_encode},
     e2ee::remote::{RemoteDeviceList, server_of},
     error::{MatrixError, Result},
+    http::{AppState, Path, percent_encode},
 };
 
 /// Longest the client API waits for another server's keys.

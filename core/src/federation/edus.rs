@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::e2ee::remote::server_of;
 use crate::{
-    client::AppState,
     error::Result,
+    http::AppState,
     storage::{events as ev_store, federation as fed_store, now_ms, user_data},
 };
 
@@ -122,7 +122,10 @@ pub async fn receive(state: &AppState, origin: &str, edus: Vec<Value>) {
                     }
                 }
             }
-            Some("m.presence") => state.presence.receive_remote(origin, content).await,
+            // Held back while a join through `origin` is being stored (see `super::joining`).
+            Some("m.presence") if !state.joining.hold_presence(origin, content) => {
+                state.presence.receive_remote(origin, content).await;
+            }
             Some("m.device_list_update" | "m.signing_key_update" | "m.direct_to_device") => {
                 super::devices::receive_edu(state, origin, &edu).await;
             }

@@ -34,9 +34,9 @@ use serde_json::{Value, json};
 
 use super::transport::FederationClient;
 use crate::{
-    client::{AppState, percent_encode},
     e2ee::remote::server_of,
     error::Result,
+    http::{AppState, percent_encode, query_string},
     rooms::remote::{self, Accepted, Missing},
     storage::{
         WriteTxn, events as ev_store, federation as fed_store, now_ms, staged, staged::StagedEvent,
@@ -795,9 +795,9 @@ async fn state_at(
     gaps: &mut Gaps,
 ) -> bool {
     let path = format!(
-        "/_matrix/federation/v1/state/{}?event_id={}",
+        "/_matrix/federation/v1/state/{}?{}",
         percent_encode(room_id),
-        percent_encode(event_id)
+        query_string([("event_id", event_id)])
     );
     let cap = gaps.room_for(MAX_FETCHED_EVENTS);
     let fields = [("auth_chain", cap), ("pdus", cap)];

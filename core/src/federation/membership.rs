@@ -9,13 +9,14 @@ use ruma::{CanonicalJsonObject, CanonicalJsonValue, UserId};
 use serde_json::{Value, json};
 
 use super::{
+    joining::JoinUnderWay,
     rooms::{obj_of, str_field},
     transport::FederationClient,
 };
 use crate::{
-    client::AppState,
     e2ee::remote::server_of,
     error::{Error, MatrixError, Result},
+    http::{AppState, percent_encode, query_string},
     rooms::{
         graph::{self, RoomCtx, version_rules},
         remote,
@@ -129,15 +130,12 @@ async fn join_through(
     server: &str,
     take_behind: bool,
 ) -> std::result::Result<(), JoinFailure> {
-    let versions: String = graph::SUPPORTED_VERSIONS
-        .iter()
-        .map(|v| format!("ver={v}&"))
-        .collect();
+    // `ver` once per room version this server supports.
+    let versions = query_string(graph::SUPPORTED_VERSIONS.iter().map(|v| ("ver", *v)));
     let path = format!(
-        "/_matrix/federation/v1/make_join/{}/{}?{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(user.as_str()),
-        versions.trim_end_matches('&'),
+        "/_matrix/federation/v1/make_join/{}/{}?{versions}",
+        percent_encode(room_id),
+        percent_encode(user.as_str()),
     );
     // Our user's latest membership event here (a leave, or the invite), if any: a template
     // that does not build on it comes from a server that has not seen it yet, and a join
@@ -205,10 +203,13 @@ async fn join_through(
     let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
     let path = format!(
         "/_matrix/federation/v2/send_join/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(pdu.event_id.as_str()),
+        percent_encode(room_id),
+        percent_encode(pdu.event_id.as_str()),
     );
     let body = serde_json::to_value(&signed)?;
+    // Once the server has our join it tells us its members' presence, perhaps before the
+    // room is stored here: held back until then.
+    let under_way = JoinUnderWay::begin(state, server);
     let resp = client
         .request(server, Method::PUT, &path, Some(body))
         .await?;
@@ -295,6 +296,7 @@ async fn join_through(
             Ok(earlier)
         })
         .await;
+    under_way.stored().await;
     let earlier = joined?;
     state.notifier.notify();
     // Back in a room this node left: fetch what happened while it was away.
@@ -371,8 +373,8 @@ async fn send_invite(
     }
     let path = format!(
         "/_matrix/federation/v2/invite/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(event_id),
+        percent_encode(room_id),
+        percent_encode(event_id),
     );
     let body =
         json!({ "room_version": version, "event": event, "invite_room_state": invite_state });
@@ -559,8 +561,8 @@ async fn leave_through(
 ) -> Result<(String, String, i64)> {
     let path = format!(
         "/_matrix/federation/v1/make_leave/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(user.as_str()),
+        percent_encode(room_id),
+        percent_encode(user.as_str()),
     );
     let resp = client.request(server, Method::GET, &path, None).await?;
     if resp.status != StatusCode::OK {
@@ -584,8 +586,8 @@ async fn leave_through(
     let (pdu, signed) = graph::sign_event(event, &state.identity, &rules)?;
     let path = format!(
         "/_matrix/federation/v2/send_leave/{}/{}",
-        crate::client::percent_encode(room_id),
-        crate::client::percent_encode(pdu.event_id.as_str()),
+        percent_encode(room_id),
+        percent_encode(pdu.event_id.as_str()),
     );
     let resp = client
         .request(

@@ -9,6 +9,7 @@ pub mod catchup;
 pub mod devices;
 pub mod edus;
 pub mod inbound;
+pub(crate) mod joining;
 pub mod membership;
 pub mod outbox;
 pub mod own_membership;
@@ -27,8 +28,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::{
-    client::{AppState, Query},
     error::{ErrorCode, MatrixError},
+    http::{AppState, Query},
     identity::{KEY_ID, peer_id_for_server_name},
 };
 use transport::AuthenticatedPeer;

@@ -23,7 +23,7 @@ use std::{
 
 use ruma::UserId;
 
-use crate::{client::AppState, rooms::membership::MembershipAction, storage::events as ev_store};
+use crate::{http::AppState, rooms::membership::MembershipAction, storage::events as ev_store};
 
 /// Most times one user's choice is made again in one room within [`REASSERT_WINDOW`].
 const MAX_REASSERTS: u32 = 3;

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::Signed;
 use crate::{
-    client::{AppState, Query, percent_encode},
     error::{MatrixError, Result},
+    http::{AppState, Query, query_string},
     storage::federation as fed_store,
 };
 
@@ -71,8 +71,8 @@ pub async fn resolve_alias(state: &AppState, alias: &str) -> Result<(String, Vec
         MatrixError::not_found("Room alias not found, and peer-to-peer networking is off")
     })?;
     let path = format!(
-        "/_matrix/federation/v1/query/directory?room_alias={}",
-        percent_encode(alias)
+        "/_matrix/federation/v1/query/directory?{}",
+        query_string([("room_alias", alias)])
     );
     let response = tokio::time::timeout(
         ALIAS_TIMEOUT,

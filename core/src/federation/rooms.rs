@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use super::Signed;
 use crate::e2ee::remote::server_of;
 use crate::{
-    client::{AppState, Path},
     error::{ErrorCode, MatrixError, Result},
+    http::{AppState, Path, query_values},
     rooms::{
         EventTemplate,
         graph::{self, RoomCtx, version_rules},
@@ -72,7 +72,7 @@ async fn make_membership(
     let user = UserId::parse(user_id.as_str())
         .map_err(|_| MatrixError::invalid_param("Invalid user id"))?;
     // `ver` repeats once per room version the joining server supports.
-    let versions = crate::client::query_values(uri.query(), "ver");
+    let versions = query_values(uri.query(), "ver");
     let identity = state.identity.clone();
     let template = state
         .db
@@ -230,18 +230,11 @@ pub(super) async fn send_join(
         })
         .await?;
     state.notifier.notify();
-    // Our members' presence goes to the new server once it has had time to store the room
-    // (an EDU about users it does not know yet in a room would be dropped).
-    let presence = state.presence.clone();
-    state.tasks.spawn(async move {
-        tokio::time::sleep(PRESENCE_AFTER_JOIN).await;
-        presence.share_room(&room).await;
-    });
+    // Our members' presence goes to the new server (which holds it back until it has stored
+    // the room from this answer, see `super::joining`).
+    state.presence.share_room(&room).await;
     Ok(Json(response))
 }
-
-/// How long after serving a join the room's presence is sent to the joining server.
-const PRESENCE_AFTER_JOIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The stored PDUs of `ids` (those this node has), as JSON.
 fn event_values<'a>(

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use super::Signed;
 use crate::e2ee::remote::server_of;
 use crate::{
-    client::{AppState, Path, Query, query_values},
     error::{Error, MatrixError, Result},
+    http::{AppState, Path, Query, query_values},
     rooms::graph::{self, version_rules},
     storage::{
         events::{self as ev_store, StoredEvent},
