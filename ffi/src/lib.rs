@@ -438,7 +438,8 @@ async fn forward_peer_events(
             Err(RecvError::Closed) => break,
         };
         match event {
-            PeerEvent::Connected(peer) => {
+            PeerEvent::PathChanged(..) => {}
+            PeerEvent::Connected(peer, _) => {
                 if !reported.insert(peer) {
                     continue;
                 }

@@ -17,6 +17,7 @@
 
 pub mod book;
 pub mod inbound;
+pub mod relay;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,7 +28,9 @@ use std::{
 use futures::StreamExt;
 pub use libp2p::{Multiaddr, PeerId};
 use libp2p::{
-    StreamProtocol, Swarm, connection_limits, identify, mdns, noise, ping,
+    StreamProtocol, Swarm, connection_limits, dcutr, identify, mdns,
+    multiaddr::Protocol,
+    noise, ping, relay as circuit,
     swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle},
     tcp, yamux,
 };
@@ -37,6 +40,7 @@ use tokio::{
 };
 
 use self::book::{Book, Origin, Scope, admit};
+pub use self::relay::RelayLimits;
 
 use crate::{
     config::FederationLimits,
@@ -79,6 +83,22 @@ const IDENTIFY_MAX_ADDRS: usize = 64;
 
 /// A connection with no open streams is closed after this long. Peers reconnect on demand.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often an open connection is pinged. Besides noticing a dead peer, this is what keeps
+/// a relay reservation's connection (and the NAT mapping under it) alive while idle: the one
+/// idle traffic a phone with a relay sends.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The identify protocol version every Neurite node (and relay) announces.
+const IDENTIFY_PROTOCOL: &str = "/neurite/1";
+/// The identify agent of a relay-only node.
+const RELAY_AGENT: &str = concat!("neurite-relay/", env!("CARGO_PKG_VERSION"));
+/// The first wait before a lost or refused relay reservation is asked for again.
+const RESERVE_BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// The longest wait between attempts at a relay reservation.
+const RESERVE_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// How often AutoNAT may test one of this node's address candidates with a server.
+const AUTONAT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// Most candidate addresses AutoNAT keeps to test.
+const AUTONAT_MAX_CANDIDATES: usize = 8;
 
 /// How a peer became known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +111,28 @@ pub enum Discovery {
     Inbound,
     /// Learnt from another peer (peer exchange).
     Exchange,
+    /// A relay this node keeps a reservation on (given in the configuration).
+    Relay,
+}
+
+/// How a connected peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Over a connection of its own (same network, a public address, or a hole punched
+    /// through both NATs).
+    Direct,
+    /// Only through a relay's circuit.
+    Relayed,
+}
+
+impl Path {
+    /// A stable name for display (`direct`, `relayed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Relayed => "relayed",
+        }
+    }
 }
 
 /// What the node knows about a peer.
@@ -106,13 +148,18 @@ pub struct PeerInfo {
     pub connected: bool,
     /// How it was found.
     pub discovered: Discovery,
+    /// How it is reached while connected (`None` when not connected).
+    pub path: Option<Path>,
 }
 
 /// A change in connectivity.
 #[derive(Debug, Clone)]
 pub enum PeerEvent {
-    /// The first connection to a peer opened.
-    Connected(PeerId),
+    /// The first connection to a peer opened, over this path.
+    Connected(PeerId, Path),
+    /// The path to a connected peer changed: a relayed connection was upgraded to a direct
+    /// one (hole punching), or the direct one closed while a relayed one stayed.
+    PathChanged(PeerId, Path),
     /// The last connection to a peer closed.
     Disconnected(PeerId),
 }
@@ -135,6 +182,14 @@ pub struct P2pConfig {
     pub learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Connection and stream bounds.
     pub limits: FederationLimits,
+    /// Relays to keep a reservation on, each a full multiaddr ending in `/p2p/<relay id>`:
+    /// peers on other networks reach this node at `<relay>/p2p-circuit/p2p/<own id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Whether this node also serves as a relay for its peers (off by default: a phone does
+    /// not carry others' traffic unless the app asks), within `relay_limits`.
+    pub serve_relay: bool,
+    /// The limits of the relay service, when `serve_relay` is on.
+    pub relay_limits: RelayLimits,
 }
 
 impl Discovery {
@@ -145,6 +200,7 @@ impl Discovery {
             "mdns" => Some(Discovery::Mdns),
             "inbound" => Some(Discovery::Inbound),
             "exchange" => Some(Discovery::Exchange),
+            "relay" => Some(Discovery::Relay),
             _ => None,
         }
     }
@@ -156,6 +212,7 @@ impl Discovery {
             Discovery::Mdns => "mdns",
             Discovery::Inbound => "inbound",
             Discovery::Exchange => "exchange",
+            Discovery::Relay => "relay",
         }
     }
 }
@@ -166,6 +223,16 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Reservations on relays, and circuits through them (both ways).
+    relay_client: circuit::client::Behaviour,
+    /// Hole punching on relayed connections (DCUtR).
+    dcutr: dcutr::Behaviour,
+    /// Whether this node's observed addresses are reachable from outside (AutoNAT v2).
+    autonat: libp2p_autonat::v2::client::Behaviour,
+    /// The relay service, when this node serves as one.
+    relay_server: Toggle<circuit::Behaviour>,
+    /// Tests other nodes' addresses for them, when this node serves as a relay.
+    autonat_server: Toggle<libp2p_autonat::v2::server::Behaviour>,
     /// Outbound streams of every protocol.
     stream: libp2p_stream::Behaviour,
     /// Inbound federation streams.
@@ -245,12 +312,13 @@ pub struct P2p {
     tasks: Tasks,
 }
 
-/// The peer id at the end of a multiaddr (`/p2p/<id>`), if any.
+/// The peer id at the end of a multiaddr (`/p2p/<id>`), if any: for a circuit address
+/// (`…/p2p/<relay>/p2p-circuit/p2p/<id>`), the peer reached through the relay.
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+    match addr.iter().last()? {
+        Protocol::P2p(id) => Some(id),
         _ => None,
-    })
+    }
 }
 
 impl P2p {
@@ -282,28 +350,46 @@ impl P2p {
         // QUIC (`/udp/<port>/quic-v1` addresses) when built with the `quic` feature.
         #[cfg(feature = "quic")]
         let builder = builder.with_quic();
+        let builder = builder
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| Error::Network(e.to_string()))?;
         let (federation, federation_streams) =
             inbound::Behaviour::new(FEDERATION_PROTOCOL, FEDERATION_QUEUE);
         let (questions, mut asked) = inbound::Behaviour::new(PEERS_PROTOCOL, MAX_ANSWERS);
+        let serve_relay = config.serve_relay;
+        let relay_config = config.relay_limits.relay_config();
         let mut swarm = builder
-            .with_behaviour(|key| {
+            .with_behaviour(|key, relay_client| {
+                let local = key.public().to_peer_id();
                 let mdns = if mdns_on {
-                    Some(mdns::tokio::Behaviour::new(
-                        mdns::Config::default(),
-                        key.public().to_peer_id(),
-                    )?)
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
                 } else {
                     None
                 };
+                let autonat = libp2p_autonat::v2::client::Config::default()
+                    .with_probe_interval(AUTONAT_PROBE_INTERVAL)
+                    .with_max_candidates(AUTONAT_MAX_CANDIDATES);
                 Ok(Behaviour {
                     limits: connection_limits::Behaviour::new(connection_limits),
                     // No cache: the swarm dials only what the address book gives it.
                     identify: identify::Behaviour::new(
-                        identify::Config::new("/neurite/1".to_owned(), key.public())
+                        identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                             .with_cache_size(0),
                     ),
-                    ping: ping::Behaviour::new(ping::Config::new()),
+                    ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                     mdns: Toggle::from(mdns),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(local),
+                    autonat: libp2p_autonat::v2::client::Behaviour::new(
+                        rand::make_rng::<rand::rngs::StdRng>(),
+                        autonat,
+                    ),
+                    relay_server: Toggle::from(
+                        serve_relay.then(|| circuit::Behaviour::new(local, relay_config)),
+                    ),
+                    autonat_server: Toggle::from(
+                        serve_relay.then(libp2p_autonat::v2::server::Behaviour::default),
+                    ),
                     stream: libp2p_stream::Behaviour::new(),
                     federation,
                     questions,
@@ -333,6 +419,18 @@ impl P2p {
             connected: HashSet::new(),
             shared_connected: shared_connected.clone(),
             connections: HashMap::new(),
+            relays: config
+                .relays
+                .iter()
+                .filter_map(|addr| {
+                    let slot = RelaySlot::new(addr.clone());
+                    if slot.is_none() {
+                        tracing::warn!(%addr, "relay address does not end in /p2p/<relay id>");
+                    }
+                    slot
+                })
+                .collect(),
+            serve_relay,
             learned: config.learned.clone(),
             dial_waiters: HashMap::new(),
             network: Network {
@@ -343,6 +441,7 @@ impl P2p {
                 redial: Vec::new(),
             },
         };
+        driver.reserve_all();
         driver.redial_remembered(&config.remembered);
         for addr in &config.static_peers {
             if let Err(e) = driver.dial(addr.clone()) {
@@ -402,13 +501,22 @@ impl P2p {
         self.peer_id
     }
 
-    /// Addresses this node listens on, each ending in `/p2p/<peer id>`.
+    /// The addresses this node tells others about, each ending in `/p2p/<peer id>`: where it
+    /// listens directly first, then its relay circuits, then external addresses AutoNAT
+    /// confirmed.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs
             .borrow()
             .iter()
             .map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a))
             .collect()
+    }
+
+    /// The addresses this node tells others about (as [`P2p::listen_addrs`] gives them, but
+    /// without `/p2p/<peer id>`), changing as listeners, relay reservations and confirmed
+    /// external addresses come and go.
+    pub fn watch_addrs(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.listen_addrs.clone()
     }
 
     /// The inbound federation streams, for the one server that serves them (`None` once
@@ -590,6 +698,33 @@ struct Network {
     redial: Vec<PeerId>,
 }
 
+/// A relay this node keeps a reservation on.
+struct RelaySlot {
+    /// The relay's address, ending in `/p2p/<relay id>`.
+    addr: Multiaddr,
+    /// The relay's peer id.
+    peer: PeerId,
+    /// The listener that holds the reservation, while one is asked for or held.
+    listener: Option<libp2p::core::transport::ListenerId>,
+    /// When to ask again, after the reservation was refused or lost.
+    retry_at: Option<Instant>,
+    /// The wait before the next attempt after this one fails.
+    backoff: Duration,
+}
+
+impl RelaySlot {
+    fn new(addr: Multiaddr) -> Option<Self> {
+        let peer = peer_of(&addr)?;
+        Some(Self {
+            addr,
+            peer,
+            listener: None,
+            retry_at: None,
+            backoff: RESERVE_BACKOFF_MIN,
+        })
+    }
+}
+
 struct Driver {
     swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -599,9 +734,13 @@ struct Driver {
     connected: HashSet<PeerId>,
     /// [`Driver::connected`] as [`P2p::is_connected`] reads it.
     shared_connected: Arc<Mutex<HashSet<PeerId>>>,
-    /// Every open connection: its peer and the scope of its remote address (`None` when
-    /// that is not an IP address).
-    connections: HashMap<ConnectionId, (PeerId, Option<Scope>)>,
+    /// Every open connection: its peer, the scope of its remote address (`None` when that is
+    /// not an IP address; a relayed connection has its relay's) and whether it is relayed.
+    connections: HashMap<ConnectionId, (PeerId, Option<Scope>, bool)>,
+    /// The relays this node keeps a reservation on.
+    relays: Vec<RelaySlot>,
+    /// Whether this node serves as a relay (its listen addresses are then its external ones).
+    serve_relay: bool,
     learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
     /// failed.
@@ -618,6 +757,17 @@ impl Driver {
         if !enabled {
             for id in self.network.listeners.drain(..) {
                 self.swarm.remove_listener(id);
+            }
+            for slot in &mut self.relays {
+                if let Some(id) = slot.listener.take() {
+                    self.swarm.remove_listener(id);
+                }
+                slot.retry_at = None;
+                slot.backoff = RESERVE_BACKOFF_MIN;
+            }
+            let external: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+            for addr in external {
+                self.swarm.remove_external_address(&addr);
             }
             self.listen_addrs.send_modify(Vec::clear);
             self.swarm.behaviour_mut().mdns = Toggle::from(None);
@@ -642,6 +792,7 @@ impl Driver {
                 .map_err(|e| format!("mdns: {e}"))?;
             self.swarm.behaviour_mut().mdns = Toggle::from(Some(mdns));
         }
+        self.reserve_all();
         // The peers that were connected, then those the app gave, up to a bound: not every
         // peer the book holds.
         let mut redial = std::mem::take(&mut self.network.redial);
@@ -764,6 +915,118 @@ impl Driver {
         }
     }
 
+    /// Asks every relay without a reservation for one.
+    fn reserve_all(&mut self) {
+        for i in 0..self.relays.len() {
+            if self.relays[i].listener.is_none() {
+                self.reserve(i);
+            }
+        }
+    }
+
+    /// Asks relay `i` for a reservation: listening on its circuit address dials it if need
+    /// be, and the reservation's address becomes one of this node's listen addresses.
+    fn reserve(&mut self, i: usize) {
+        if !self.network.enabled {
+            return;
+        }
+        let slot = &mut self.relays[i];
+        slot.retry_at = None;
+        let circuit = slot.addr.clone().with(Protocol::P2pCircuit);
+        match self.swarm.listen_on(circuit) {
+            Ok(id) => slot.listener = Some(id),
+            Err(e) => {
+                tracing::warn!(relay = %slot.addr, error = %e, "cannot ask for a reservation");
+                slot.retry_at = Some(Instant::now() + slot.backoff);
+                slot.backoff = (slot.backoff * 2).min(RESERVE_BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// A listener closed: if it held a relay reservation, ask again after a back-off.
+    fn listener_closed(&mut self, id: libp2p::core::transport::ListenerId, reason: String) {
+        let enabled = self.network.enabled;
+        if let Some(slot) = self.relays.iter_mut().find(|s| s.listener == Some(id)) {
+            slot.listener = None;
+            if enabled {
+                tracing::info!(
+                    relay = %slot.addr,
+                    reason,
+                    retry_in = ?slot.backoff,
+                    "relay reservation lost"
+                );
+                slot.retry_at = Some(Instant::now() + slot.backoff);
+                slot.backoff = (slot.backoff * 2).min(RESERVE_BACKOFF_MAX);
+            }
+        }
+        self.publish_addrs();
+    }
+
+    /// The earliest moment a relay reservation is to be asked for again.
+    fn next_reserve(&self) -> Option<Instant> {
+        self.relays.iter().filter_map(|s| s.retry_at).min()
+    }
+
+    /// Asks again every relay whose back-off is over.
+    fn reserve_due(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.relays.len() {
+            if self.relays[i].retry_at.is_some_and(|at| at <= now) {
+                self.reserve(i);
+            }
+        }
+    }
+
+    /// Whether `peer` is a relay this node keeps a reservation on.
+    fn is_relay(&self, peer: &PeerId) -> bool {
+        self.relays.iter().any(|s| s.peer == *peer)
+    }
+
+    /// The addresses this node tells others about: its direct listen addresses, then those
+    /// of its relay reservations, then external addresses that AutoNAT confirmed reachable
+    /// (or, for a node serving as a relay, its listen addresses). An address that peers only
+    /// observed (e.g. a NAT's outside address) is never among them until confirmed.
+    fn publish_addrs(&mut self) {
+        let mut addrs: Vec<Multiaddr> = Vec::new();
+        if self.network.enabled {
+            let (relayed, direct): (Vec<&Multiaddr>, Vec<&Multiaddr>) = self
+                .swarm
+                .listeners()
+                .partition(|a| a.iter().any(|p| p == Protocol::P2pCircuit));
+            for addr in direct
+                .into_iter()
+                .chain(relayed)
+                .chain(self.swarm.external_addresses())
+            {
+                if !addrs.contains(addr) {
+                    addrs.push(addr.clone());
+                }
+            }
+        }
+        self.listen_addrs.send_if_modified(|current| {
+            if *current == addrs {
+                false
+            } else {
+                *current = addrs;
+                true
+            }
+        });
+    }
+
+    /// How `peer` is reached, if it is connected.
+    fn path_of(&self, peer: &PeerId) -> Option<Path> {
+        let mut path = None;
+        for (p, _, relayed) in self.connections.values() {
+            if p == peer {
+                if !relayed {
+                    return Some(Path::Direct);
+                }
+                path = Some(Path::Relayed);
+            }
+        }
+        path
+    }
+
     fn dial_outcome(&mut self, peer: PeerId, connected: bool) {
         for waiter in self.dial_waiters.remove(&peer).unwrap_or_default() {
             let _ = waiter.send(connected);
@@ -774,8 +1037,8 @@ impl Driver {
     fn scope_of_peer(&self, peer: &PeerId) -> Option<Scope> {
         self.connections
             .values()
-            .filter(|(p, _)| p == peer)
-            .filter_map(|(_, scope)| *scope)
+            .filter(|(p, _, _)| p == peer)
+            .filter_map(|(_, scope, _)| *scope)
             .min()
     }
 
@@ -833,6 +1096,7 @@ impl Driver {
 
     async fn run(mut self, tasks: Tasks) {
         loop {
+            let next_reserve = self.next_reserve();
             tokio::select! {
                 _ = tasks.stopping() => break,
                 command = self.commands.recv() => match command {
@@ -860,6 +1124,7 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
+                () = sleep_until_some(next_reserve) => self.reserve_due(),
             }
         }
         tracing::debug!("p2p swarm stopped");
@@ -875,17 +1140,29 @@ impl Driver {
                 addresses: known.addresses(),
                 connected: self.connected.contains(peer),
                 discovered: known.discovered,
+                path: self.path_of(peer),
             })
             .collect();
         // A connected peer the book had no room for is still listed.
         for peer in &self.connected {
             if self.book.get(peer).is_none() {
+                let relay = self.is_relay(peer);
                 list.push(PeerInfo {
                     peer_id: *peer,
-                    server_name: server_name_for_peer(peer),
+                    // A relay is not a homeserver.
+                    server_name: if relay {
+                        None
+                    } else {
+                        server_name_for_peer(peer)
+                    },
                     addresses: Vec::new(),
                     connected: true,
-                    discovered: Discovery::Inbound,
+                    discovered: if relay {
+                        Discovery::Relay
+                    } else {
+                        Discovery::Inbound
+                    },
+                    path: self.path_of(peer),
                 });
             }
         }
@@ -897,11 +1174,63 @@ impl Driver {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "p2p listening");
-                self.listen_addrs.send_modify(|addrs| addrs.push(address));
+                let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
+                if self.serve_relay && !circuit {
+                    // A relay tells its clients where it is reached: where it listens.
+                    self.swarm.add_external_address(address);
+                }
+                self.publish_addrs();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs
-                    .send_modify(|addrs| addrs.retain(|a| *a != address));
+                if self.serve_relay {
+                    self.swarm.remove_external_address(&address);
+                }
+                self.publish_addrs();
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = match reason {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.listener_closed(listener_id, reason);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "address confirmed reachable");
+                self.publish_addrs();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "address no longer confirmed reachable");
+                self.publish_addrs();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                circuit::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal,
+                    ..
+                },
+            )) => {
+                if let Some(slot) = self.relays.iter_mut().find(|s| s.peer == relay_peer_id) {
+                    slot.backoff = RESERVE_BACKOFF_MIN;
+                    if !renewal {
+                        tracing::info!(relay = %slot.addr, "relay reservation accepted");
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punched: direct connection"),
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punching failed; staying on the relay");
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(event)) => {
+                relay::log_relay_event(&event);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -915,7 +1244,25 @@ impl Driver {
                     return;
                 }
                 let scope = Scope::of_addr(endpoint.get_remote_address());
-                self.connections.insert(connection_id, (peer_id, scope));
+                let relayed = endpoint.is_relayed();
+                let before = self.path_of(&peer_id);
+                self.connections
+                    .insert(connection_id, (peer_id, scope, relayed));
+                if !relayed {
+                    // A direct connection replaces relayed ones (a punched hole, or the peer
+                    // came onto the same network): the relay's circuits are bounded, and
+                    // streams should take the direct path.
+                    let relayed: Vec<ConnectionId> = self
+                        .connections
+                        .iter()
+                        .filter(|(_, (p, _, r))| *p == peer_id && *r)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in relayed {
+                        self.swarm.close_connection(id);
+                    }
+                }
+                let path = if relayed { Path::Relayed } else { Path::Direct };
                 // A peer the node dialled is in the book already (with how it was found); one
                 // that is not connected to us first. Neither is taken as added by the app,
                 // which would keep it for good.
@@ -923,8 +1270,13 @@ impl Driver {
                     .touch(peer_id, Discovery::Inbound, false, &self.connected);
                 if num_established.get() == 1 {
                     self.set_connected(peer_id, true);
-                    tracing::info!(peer = %peer_id, "peer connected");
-                    let _ = self.events.send(PeerEvent::Connected(peer_id));
+                    tracing::info!(peer = %peer_id, path = path.as_str(), "peer connected");
+                    let _ = self.events.send(PeerEvent::Connected(peer_id, path));
+                } else if let Some(before) = before
+                    && before != self.path_of(&peer_id).unwrap_or(before)
+                {
+                    tracing::info!(peer = %peer_id, path = path.as_str(), "peer path changed");
+                    let _ = self.events.send(PeerEvent::PathChanged(peer_id, path));
                 }
                 self.dial_outcome(peer_id, true);
             }
@@ -934,11 +1286,17 @@ impl Driver {
                 num_established,
                 ..
             } => {
+                let before = self.path_of(&peer_id);
                 self.connections.remove(&connection_id);
                 if num_established == 0 {
                     self.set_connected(peer_id, false);
                     tracing::info!(peer = %peer_id, "peer disconnected");
                     let _ = self.events.send(PeerEvent::Disconnected(peer_id));
+                } else if let Some(after) = self.path_of(&peer_id)
+                    && Some(after) != before
+                {
+                    tracing::info!(peer = %peer_id, path = after.as_str(), "peer path changed");
+                    let _ = self.events.send(PeerEvent::PathChanged(peer_id, after));
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -971,7 +1329,7 @@ impl Driver {
             })) => {
                 // What the peer says it listens on, taken as far as the connection it said it
                 // on allows; it is also what this node passes on to others.
-                let Some((_, Some(over))) = self.connections.get(&connection_id).copied() else {
+                let Some((_, Some(over), _)) = self.connections.get(&connection_id).copied() else {
                     return;
                 };
                 for addr in info.listen_addrs.iter().take(IDENTIFY_MAX_ADDRS) {
@@ -980,6 +1338,14 @@ impl Driver {
             }
             _ => {}
         }
+    }
+}
+
+/// Waits until `at`, or for ever when there is no `at`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
