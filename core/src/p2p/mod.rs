@@ -95,6 +95,12 @@ const RELAY_AGENT: &str = concat!("neurite-relay/", env!("CARGO_PKG_VERSION"));
 const RESERVE_BACKOFF_MIN: Duration = Duration::from_secs(5);
 /// The longest wait between attempts at a relay reservation.
 const RESERVE_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// Most dials waiting for a relay's connection (see `Driver::defer_for_relay`).
+const MAX_AFTER_RELAY: usize = 64;
+/// How long a relayed connection stays open once a direct one to the same peer is up: long
+/// enough for the peer to see the direct connection too before the relayed one goes, so
+/// neither side sees the peer leave and come back.
+const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// How often AutoNAT may test one of this node's address candidates with a server.
 const AUTONAT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// Most candidate addresses AutoNAT keeps to test.
@@ -431,6 +437,8 @@ impl P2p {
                 })
                 .collect(),
             serve_relay,
+            superseded: Vec::new(),
+            after_relay: Vec::new(),
             learned: config.learned.clone(),
             dial_waiters: HashMap::new(),
             network: Network {
@@ -741,6 +749,11 @@ struct Driver {
     relays: Vec<RelaySlot>,
     /// Whether this node serves as a relay (its listen addresses are then its external ones).
     serve_relay: bool,
+    /// Relayed connections to close, each once its peer has had a direct connection for
+    /// [`RELAYED_GRACE`].
+    superseded: Vec<(Instant, ConnectionId)>,
+    /// Peers to dial once a relay is connected: (relay, peer).
+    after_relay: Vec<(PeerId, PeerId)>,
     learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
     /// failed.
@@ -852,6 +865,9 @@ impl Driver {
         let Some(bare) = self.remember(peer, &addr, Origin::Explicit, Discovery::Static) else {
             return Err(format!("{addr} is not an address this node can dial"));
         };
+        if self.defer_for_relay(peer, std::slice::from_ref(&bare)) {
+            return Ok(());
+        }
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
             .addresses(vec![bare])
@@ -859,6 +875,42 @@ impl Driver {
         self.swarm
             .dial(opts)
             .map_err(|e| format!("dial {addr}: {e}"))
+    }
+
+    /// Whether a dial of `peer` at `addrs` waits for one of this node's relays: when an
+    /// address goes through a relay whose reservation is being asked for, the dial starts once
+    /// that relay is connected (or its reservation failed). Dialling it at the same time
+    /// would race the reservation's own connection to the relay, and one of the two would be
+    /// dropped.
+    fn defer_for_relay(&mut self, peer: PeerId, addrs: &[Multiaddr]) -> bool {
+        let waiting = addrs.iter().find_map(|a| {
+            let relay = relay_of(a)?;
+            let pending = self
+                .relays
+                .iter()
+                .any(|s| s.peer == relay && s.listener.is_some());
+            (pending && !self.connected.contains(&relay)).then_some(relay)
+        });
+        let Some(relay) = waiting else {
+            return false;
+        };
+        if self.after_relay.len() >= MAX_AFTER_RELAY {
+            return false;
+        }
+        if !self.after_relay.contains(&(relay, peer)) {
+            self.after_relay.push((relay, peer));
+        }
+        true
+    }
+
+    /// Dials the peers that waited for `relay` (see [`Driver::defer_for_relay`]).
+    fn dial_after_relay(&mut self, relay: PeerId) {
+        let (ready, wait): (Vec<_>, Vec<_>) =
+            self.after_relay.drain(..).partition(|(r, _)| *r == relay);
+        self.after_relay = wait;
+        for (_, peer) in ready {
+            self.dial_known(peer, None);
+        }
     }
 
     /// Puts the peers of an earlier run back in the book and dials each once.
@@ -898,6 +950,9 @@ impl Driver {
             Some(k) if !k.addresses().is_empty() => k.addresses(),
             _ => return answer(reply, false),
         };
+        if reply.is_none() && self.defer_for_relay(peer, &addrs) {
+            return;
+        }
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
             .build();
@@ -943,11 +998,15 @@ impl Driver {
         }
     }
 
-    /// A listener closed: if it held a relay reservation, ask again after a back-off.
+    /// A listener closed: if it held a relay reservation, ask again after a back-off, and
+    /// dial whoever waited for that relay (at their other addresses, or through the relay
+    /// once connected to it again).
     fn listener_closed(&mut self, id: libp2p::core::transport::ListenerId, reason: String) {
         let enabled = self.network.enabled;
+        let mut waited_for = None;
         if let Some(slot) = self.relays.iter_mut().find(|s| s.listener == Some(id)) {
             slot.listener = None;
+            waited_for = Some(slot.peer);
             if enabled {
                 tracing::info!(
                     relay = %slot.addr,
@@ -959,17 +1018,28 @@ impl Driver {
                 slot.backoff = (slot.backoff * 2).min(RESERVE_BACKOFF_MAX);
             }
         }
+        if let Some(relay) = waited_for {
+            self.dial_after_relay(relay);
+        }
         self.publish_addrs();
     }
 
-    /// The earliest moment a relay reservation is to be asked for again.
-    fn next_reserve(&self) -> Option<Instant> {
-        self.relays.iter().filter_map(|s| s.retry_at).min()
+    /// The earliest moment a relay reservation is to be asked for again, or a superseded
+    /// relayed connection closed.
+    fn next_timer(&self) -> Option<Instant> {
+        let retry = self.relays.iter().filter_map(|s| s.retry_at);
+        retry.chain(self.superseded.iter().map(|(at, _)| *at)).min()
     }
 
-    /// Asks again every relay whose back-off is over.
-    fn reserve_due(&mut self) {
+    /// Asks again every relay whose back-off is over, and closes the relayed connections
+    /// whose grace is over.
+    fn timer_due(&mut self) {
         let now = Instant::now();
+        let (due, wait): (Vec<_>, Vec<_>) = self.superseded.drain(..).partition(|(at, _)| *at <= now);
+        self.superseded = wait;
+        for (_, id) in due {
+            self.swarm.close_connection(id);
+        }
         for i in 0..self.relays.len() {
             if self.relays[i].retry_at.is_some_and(|at| at <= now) {
                 self.reserve(i);
@@ -1096,7 +1166,7 @@ impl Driver {
 
     async fn run(mut self, tasks: Tasks) {
         loop {
-            let next_reserve = self.next_reserve();
+            let next_timer = self.next_timer();
             tokio::select! {
                 _ = tasks.stopping() => break,
                 command = self.commands.recv() => match command {
@@ -1124,7 +1194,7 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
-                () = sleep_until_some(next_reserve) => self.reserve_due(),
+                () = sleep_until_some(next_timer) => self.timer_due(),
             }
         }
         tracing::debug!("p2p swarm stopped");
@@ -1252,14 +1322,11 @@ impl Driver {
                     // A direct connection replaces relayed ones (a punched hole, or the peer
                     // came onto the same network): the relay's circuits are bounded, and
                     // streams should take the direct path.
-                    let relayed: Vec<ConnectionId> = self
-                        .connections
-                        .iter()
-                        .filter(|(_, (p, _, r))| *p == peer_id && *r)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for id in relayed {
-                        self.swarm.close_connection(id);
+                    let at = Instant::now() + RELAYED_GRACE;
+                    for (id, (p, _, r)) in &self.connections {
+                        if *p == peer_id && *r && !self.superseded.iter().any(|(_, s)| s == id) {
+                            self.superseded.push((at, *id));
+                        }
                     }
                 }
                 let path = if relayed { Path::Relayed } else { Path::Direct };
@@ -1279,6 +1346,9 @@ impl Driver {
                     let _ = self.events.send(PeerEvent::PathChanged(peer_id, path));
                 }
                 self.dial_outcome(peer_id, true);
+                if !relayed {
+                    self.dial_after_relay(peer_id);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -1288,6 +1358,7 @@ impl Driver {
             } => {
                 let before = self.path_of(&peer_id);
                 self.connections.remove(&connection_id);
+                self.superseded.retain(|(_, id)| *id != connection_id);
                 if num_established == 0 {
                     self.set_connected(peer_id, false);
                     tracing::info!(peer = %peer_id, "peer disconnected");
@@ -1339,6 +1410,19 @@ impl Driver {
             _ => {}
         }
     }
+}
+
+/// The relay a circuit address goes through (`…/p2p/<relay>/p2p-circuit…`), if it is one.
+fn relay_of(addr: &Multiaddr) -> Option<PeerId> {
+    let mut relay = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(id) => relay = Some(id),
+            Protocol::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Waits until `at`, or for ever when there is no `at`.
