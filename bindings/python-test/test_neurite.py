@@ -1,7 +1,8 @@
 """The generated Python bindings against the host-built library, in one process: the life
 cycle (start, stop, restart on the same data), accounts made through the library, peer
 callbacks between two homeservers that know each other as static peers (mDNS off, loopback
-only), the log sink, and errors raised as exceptions.
+only), several listeners and their handles, the async peer calls, the log sink, and errors
+raised as exceptions.
 
 Run by bindings/test.sh; by hand: python -m pytest bindings/python-test after generating.
 """
@@ -115,7 +116,7 @@ def test_start_stop_and_restart(tmp_path):
     async def main():
         hs = neurite.Homeserver(make_config(tmp_path))
         seen = Recorder()
-        hs.set_listener(seen)
+        handle = hs.add_listener(seen)  # the listener stays registered while this lives
         name, peer_id = hs.server_name(), hs.peer_id()
         assert hs.client_base_url() is None
         with pytest.raises(neurite.NeuriteError.NotRunning):
@@ -159,6 +160,7 @@ def test_start_stop_and_restart(tmp_path):
 
         S = neurite.HomeserverState
         assert seen.states == [S.STARTING(), S.RUNNING(), S.STOPPING(), S.STOPPED()] * 2, seen.states
+        handle.cancel()
 
     run(main())
 
@@ -207,11 +209,11 @@ def test_static_peers_connect_and_fire_callbacks(tmp_path):
     async def main():
         b = neurite.Homeserver(make_config(tmp_path / "b"))
         seen_b = Recorder()
-        b.set_listener(seen_b)
+        handle_b = b.add_listener(seen_b)
         await b.start()
         a = neurite.Homeserver(make_config(tmp_path / "a", static_peers=b.listen_addrs()))
         seen_a = Recorder()
-        a.set_listener(seen_a)
+        handle_a = a.add_listener(seen_a)
         await a.start()
         try:
             seen_a.wait_for("A's on_peer_connected(B)",
@@ -220,8 +222,8 @@ def test_static_peers_connect_and_fire_callbacks(tmp_path):
                             lambda: any(p.peer_id == a.peer_id() for p in seen_b.connected))
             peer = next(p for p in seen_a.connected if p.peer_id == b.peer_id())
             assert peer.connected
-            assert peer.discovered == "static", peer
-            listed = {p.peer_id: p for p in a.peers()}
+            assert peer.discovered == neurite.Discovery.STATIC, peer
+            listed = {p.peer_id: p for p in await a.peers()}
             assert listed[b.peer_id()].connected
             assert listed[b.peer_id()].server_name == b.server_name()
 
@@ -233,6 +235,8 @@ def test_static_peers_connect_and_fire_callbacks(tmp_path):
             await a.stop()
             if b.client_base_url() is not None:
                 await b.stop()
+            handle_a.cancel()
+            handle_b.cancel()
 
     run(main())
 
@@ -241,16 +245,83 @@ def test_add_peer_rejects_bad_addresses(tmp_path):
     async def main():
         hs = neurite.Homeserver(make_config(tmp_path))
         with pytest.raises(neurite.NeuriteError.InvalidConfig):
-            hs.add_peer("/ip4/127.0.0.1/tcp/4001")
+            await hs.add_peer("/ip4/127.0.0.1/tcp/4001")
         await hs.start()
         try:
             with pytest.raises(neurite.NeuriteError.InvalidConfig):
-                hs.add_peer("garbage")
+                await hs.add_peer("garbage")
         finally:
             await hs.stop()
         with pytest.raises(neurite.NeuriteError.NotRunning):
-            hs.add_peer(hs.listen_addrs()[0] if hs.listen_addrs()
-                        else "/ip4/127.0.0.1/tcp/4001/p2p/" + hs.peer_id())
+            await hs.add_peer("/ip4/127.0.0.1/tcp/4001/p2p/" + hs.peer_id())
+
+    run(main())
+
+
+def test_add_peer_and_switching_the_network(tmp_path):
+    async def main():
+        a = neurite.Homeserver(make_config(tmp_path / "a"))
+        b = neurite.Homeserver(make_config(tmp_path / "b"))
+        seen_a = Recorder()
+        handle = a.add_listener(seen_a)
+        assert await a.peers() == []  # stopped: nothing known
+        await a.start()
+        await b.start()
+        try:
+            # Pair A with B the way a QR code would, without blocking the event loop.
+            await a.add_peer(b.listen_addrs()[0])
+            seen_a.wait_for("A's on_peer_connected(B)",
+                            lambda: any(p.peer_id == b.peer_id() for p in seen_a.connected))
+            listed = {p.peer_id: p for p in await a.peers()}
+            assert listed[b.peer_id()].connected
+            assert listed[b.peer_id()].discovered == neurite.Discovery.STATIC
+
+            # Background: listeners and connections close; adding a peer is refused.
+            await a.set_network_enabled(False)
+            assert a.listen_addrs() == []
+            seen_a.wait_for("A's on_peer_disconnected(B)",
+                            lambda: b.peer_id() in seen_a.disconnected)
+            with pytest.raises(neurite.NeuriteError.Network):
+                await a.add_peer(b.listen_addrs()[0])
+
+            # Foreground again: A listens and redials B.
+            before = len(seen_a.connected)
+            await a.set_network_enabled(True)
+            assert a.listen_addrs()
+            seen_a.wait_for("A to reconnect to B",
+                            lambda: any(p.peer_id == b.peer_id()
+                                        for p in seen_a.connected[before:]))
+        finally:
+            await a.stop()
+            await b.stop()
+            handle.cancel()
+
+    run(main())
+
+
+def test_every_listener_hears_events_until_its_handle_is_cancelled(tmp_path):
+    async def main():
+        hs = neurite.Homeserver(make_config(tmp_path, p2p=False))
+        first, second = Recorder(), Recorder()
+        first_handle = hs.add_listener(first)
+        second_handle = hs.add_listener(second)
+        S = neurite.HomeserverState
+        await hs.start()
+        assert first.states == [S.STARTING(), S.RUNNING()], first.states
+        assert second.states == [S.STARTING(), S.RUNNING()], second.states
+
+        first_handle.cancel()
+        first_handle.cancel()  # again: nothing happens
+        await hs.stop()
+        assert first.states == [S.STARTING(), S.RUNNING()], first.states
+        assert second.states == [S.STARTING(), S.RUNNING(), S.STOPPING(), S.STOPPED()], \
+            second.states
+
+        # Letting a handle go unregisters its listener too.
+        del second_handle
+        await hs.start()
+        await hs.stop()
+        assert len(second.states) == 4, second.states
 
     run(main())
 

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     config::PasswordCost,
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     notifier::Notifier,
     storage::{Db, accounts as store, keys, now_ms},
 };
@@ -151,7 +151,7 @@ impl Accounts {
         UserId::parse(format!("@{localpart}:{}", self.server_name)).map_err(|_| {
             MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_INVALID_USERNAME",
+                ErrorCode::InvalidUsername,
                 "Invalid username",
             )
             .into()
@@ -204,7 +204,7 @@ impl Accounts {
         if !valid_localpart(localpart) {
             return Err(MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_INVALID_USERNAME",
+                ErrorCode::InvalidUsername,
                 "Usernames may contain only a-z, 0-9, and . _ = - / +",
             )
             .into());
@@ -217,7 +217,7 @@ impl Accounts {
         {
             return Err(MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_USER_IN_USE",
+                ErrorCode::UserInUse,
                 "User ID already taken",
             )
             .into());
@@ -241,7 +241,7 @@ impl Accounts {
         if !inserted {
             return Err(MatrixError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "M_USER_IN_USE",
+                ErrorCode::UserInUse,
                 "User ID already taken",
             )
             .into());
@@ -276,24 +276,24 @@ impl Accounts {
         })
     }
 
-    /// Verifies a password; `403 M_FORBIDDEN` on any mismatch or unknown user.
+    /// Verifies a password; [`Error::InvalidCredentials`] (a client's `403 M_FORBIDDEN`) on any
+    /// mismatch or unknown user.
     pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
         let uid = user_id.to_string();
         let user = self.db.read(move |c| store::get_user(c, &uid)).await?;
-        let invalid = || MatrixError::forbidden("Invalid username or password");
         let Some(user) = user else {
-            return Err(invalid().into());
+            return Err(Error::InvalidCredentials);
         };
         if user.deactivated {
             return Err(MatrixError::new(
                 axum::http::StatusCode::FORBIDDEN,
-                "M_USER_DEACTIVATED",
+                ErrorCode::UserDeactivated,
                 "Account deactivated",
             )
             .into());
         }
         let Some(hash) = user.password_hash else {
-            return Err(invalid().into());
+            return Err(Error::InvalidCredentials);
         };
         let hasher = self.hasher()?;
         let password = password.to_owned();
@@ -304,7 +304,21 @@ impl Accounts {
                 .is_ok()
         })
         .await?;
-        if ok { Ok(()) } else { Err(invalid().into()) }
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::InvalidCredentials)
+        }
+    }
+
+    /// Whether `password` is the user's, for a user-interactive auth stage: `false` on a
+    /// mismatch or an account that cannot log in, an error only when checking failed.
+    pub async fn password_matches(&self, user_id: &UserId, password: &str) -> Result<bool> {
+        match self.check_password(user_id, password).await {
+            Ok(()) => Ok(true),
+            Err(Error::InvalidCredentials | Error::Matrix(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Finds the session of an access token.

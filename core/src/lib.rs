@@ -43,5 +43,5 @@ pub use config::{
     Config, FederationLimits, MIN_REGISTRATION_TOKEN_LEN, PasswordCost, RateLimit, RateLimits,
     RegistrationMode,
 };
-pub use error::{Error, MatrixError};
+pub use error::{Error, ErrorCode, MatrixError};
 pub use node::{Node, known_peers, register_offline};

@@ -35,7 +35,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use crate::{
     accounts::Login,
     config::Config,
-    error::{Error, Result},
+    error::{Error, ErrorCode, Result},
     p2p::{P2p, P2pConfig},
     services::Services,
 };
@@ -188,10 +188,17 @@ impl Node {
 
     /// Logs an existing account in (a localpart or a full user id) and issues a new device.
     ///
-    /// Fails with `M_FORBIDDEN` for a wrong user name or password.
+    /// Fails with [`Error::InvalidCredentials`] for a wrong user name or password, and with
+    /// `M_INVALID_USERNAME` for a name Matrix does not allow.
     pub async fn login(&self, username: &str, password: &str) -> Result<Login> {
         let accounts = &self.services.accounts;
-        let user_id = accounts.parse_user(username)?;
+        let user_id = match accounts.parse_user(username) {
+            // A user id of another server names no account here, as an unknown name does not.
+            Err(Error::Matrix(m)) if m.errcode == ErrorCode::Forbidden => {
+                return Err(Error::InvalidCredentials);
+            }
+            parsed => parsed?,
+        };
         accounts.check_password(&user_id, password).await?;
         accounts.issue_login(&user_id, None, None).await
     }

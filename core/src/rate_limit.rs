@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 
 use crate::{
     config::{RateLimit, RateLimits},
-    error::MatrixError,
+    error::{ErrorCode, MatrixError},
 };
 
 /// Most users whose password attempts are tracked at once. Past that, buckets that are full
@@ -165,7 +165,7 @@ pub fn limit_exceeded(wait: Duration) -> MatrixError {
     let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
     MatrixError::new(
         StatusCode::TOO_MANY_REQUESTS,
-        "M_LIMIT_EXCEEDED",
+        ErrorCode::LimitExceeded,
         "Too many attempts; try again later",
     )
     .with_field("retry_after_ms", serde_json::json!(ms))

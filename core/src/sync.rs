@@ -4,6 +4,9 @@
 //! `stream` has been delivered, and typing changes up to serial `typing`. A third part
 //! `_d{pos}` appears when to-device messages above `pos` are still waiting (see
 //! [`crate::e2ee::sync`]).
+//!
+//! It stays one file (a little over 600 lines): the response is built by one `Builder` whose
+//! parts (timeline, state, summaries, invited and left rooms) share its fields and rules.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -10,7 +10,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{accounts::random_string, error::MatrixError};
+use crate::{
+    accounts::random_string,
+    error::{ErrorCode, MatrixError},
+};
 
 /// How long an unfinished UIA session is remembered.
 const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
@@ -62,13 +65,16 @@ impl Uia {
         &self,
         stage: &str,
         session: Option<&str>,
-        error: Option<(&'static str, &str)>,
+        error: Option<(ErrorCode, &str)>,
     ) -> MatrixError {
         let session = match session {
             Some(s) if self.known(s) => s.to_owned(),
             _ => self.new_session(),
         };
-        let (code, msg) = error.unwrap_or(("M_FORBIDDEN", "Additional authentication is required"));
+        let (code, msg) = error.unwrap_or((
+            ErrorCode::Forbidden,
+            "Additional authentication is required",
+        ));
         let mut err = MatrixError::new(StatusCode::UNAUTHORIZED, code, msg)
             .with_field("flows", json!([{ "stages": [stage] }]))
             .with_field("params", json!({}))

@@ -6,7 +6,7 @@ use ruma::UserId;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    error::{MatrixError, Result},
+    error::{ErrorCode, MatrixError, Result},
     filter::Filter,
     notifier::Notifier,
     rooms::{EventTemplate, Rooms},
@@ -42,7 +42,7 @@ impl UserData {
         if matches!(ty, "m.fully_read" | "m.push_rules") {
             return Err(MatrixError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
-                "M_BAD_JSON",
+                ErrorCode::BadJson,
                 format!("{ty} cannot be set through account data"),
             )
             .into());

@@ -16,7 +16,7 @@ use ruma::{OwnedUserId, RoomAliasId, UserId};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use crate::error::MatrixError;
+use crate::error::{ErrorCode, MatrixError};
 
 /// Longest identifier in bytes (the spec's limit for user, room and event ids, applied to
 /// the other identifiers too).
@@ -105,7 +105,7 @@ pub fn displayname(value: &str) -> Result<(), MatrixError> {
     if value.chars().count() > MAX_DISPLAYNAME_CHARS {
         return Err(MatrixError::new(
             axum::http::StatusCode::BAD_REQUEST,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             format!("Display names are at most {MAX_DISPLAYNAME_CHARS} characters"),
         ));
     }

@@ -1,6 +1,6 @@
 //! The one error type every fallible call returns.
 
-use neurite_core::Error as CoreError;
+use neurite_core::{Error as CoreError, ErrorCode};
 
 /// Why a call failed. Swift sees it as an `Error` enum, Kotlin as an exception class per
 /// variant, Python as exception subclasses.
@@ -35,6 +35,10 @@ pub enum NeuriteError {
     /// Wrong user name or password.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// The homeserver refused the call for another reason than the credentials (for example
+    /// a deactivated account); the message says why.
+    #[error("forbidden: {message}")]
+    Forbidden { message: String },
     /// Anything else; the message says what.
     #[error("internal: {message}")]
     Internal { message: String },
@@ -69,13 +73,61 @@ impl From<CoreError> for NeuriteError {
                 message: err.to_string(),
             },
             CoreError::Network(message) => Self::Network { message },
+            CoreError::InvalidCredentials => Self::InvalidCredentials,
             CoreError::Matrix(m) => match m.errcode {
-                "M_USER_IN_USE" => Self::UserExists { message: m.message },
-                "M_INVALID_USERNAME" => Self::InvalidUsername { message: m.message },
-                "M_FORBIDDEN" => Self::InvalidCredentials,
+                ErrorCode::UserInUse => Self::UserExists { message: m.message },
+                ErrorCode::InvalidUsername => Self::InvalidUsername { message: m.message },
+                ErrorCode::Forbidden | ErrorCode::UserDeactivated => {
+                    Self::Forbidden { message: m.message }
+                }
                 _ => Self::internal(m.to_string()),
             },
             other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use neurite_core::MatrixError;
+
+    use super::*;
+
+    fn matrix(errcode: ErrorCode, message: &str) -> CoreError {
+        let mut err = MatrixError::forbidden(message);
+        err.errcode = errcode;
+        err.into()
+    }
+
+    #[test]
+    fn only_wrong_credentials_are_invalid_credentials() {
+        assert!(matches!(
+            NeuriteError::from(CoreError::InvalidCredentials),
+            NeuriteError::InvalidCredentials
+        ));
+        match NeuriteError::from(matrix(ErrorCode::Forbidden, "not a member")) {
+            NeuriteError::Forbidden { message } => assert_eq!(message, "not a member"),
+            other => panic!("expected Forbidden, got {other:?}"),
+        }
+        assert!(matches!(
+            NeuriteError::from(matrix(ErrorCode::UserDeactivated, "Account deactivated")),
+            NeuriteError::Forbidden { .. }
+        ));
+    }
+
+    #[test]
+    fn codes_map_by_variant() {
+        assert!(matches!(
+            NeuriteError::from(matrix(ErrorCode::UserInUse, "taken")),
+            NeuriteError::UserExists { message } if message == "taken"
+        ));
+        assert!(matches!(
+            NeuriteError::from(matrix(ErrorCode::InvalidUsername, "bad")),
+            NeuriteError::InvalidUsername { message } if message == "bad"
+        ));
+        match NeuriteError::from(matrix(ErrorCode::TooLarge, "big")) {
+            NeuriteError::Internal { message } => assert!(message.contains("M_TOO_LARGE")),
+            other => panic!("expected Internal, got {other:?}"),
         }
     }
 }

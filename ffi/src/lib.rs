@@ -3,18 +3,21 @@
 //!
 //! The API is exported with UniFFI (namespace `neurite`): [`Homeserver`] built from a
 //! [`HomeserverConfig`], [`Session`]s for accounts made through the library, [`PeerInfo`]
-//! for the peer-to-peer side, [`HomeserverListener`] for state and peer callbacks, and
-//! [`set_log_sink`] for logs. Every fallible call returns [`NeuriteError`]. Each homeserver
-//! owns a small tokio runtime; all the homeserver logic lives in `neurite-core`.
+//! and [`Discovery`] for the peer-to-peer side, [`HomeserverListener`]s (each kept
+//! registered by a [`ListenerHandle`]) for state and peer callbacks, and [`set_log_sink`]
+//! for logs. Every fallible call returns [`NeuriteError`]; every call that waits for the
+//! node is async, so none blocks the caller's thread. Each homeserver owns a small tokio
+//! runtime; all the homeserver logic lives in `neurite-core`.
 
 mod config;
 mod error;
+mod listeners;
 mod logging;
+mod peers;
 
 use std::{
     future::Future,
     sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
 };
 
 use neurite_core::{Node, accounts::Login, p2p::P2p};
@@ -22,13 +25,12 @@ use tokio::runtime::{Handle, Runtime};
 
 pub use config::{HomeserverConfig, RegistrationMode};
 pub use error::NeuriteError;
+pub use listeners::{HomeserverListener, ListenerHandle};
+use listeners::{Listeners, forward_peer_events};
 pub use logging::{LogLevel, LogSink, set_log_sink};
+pub use peers::{Discovery, PeerInfo, PeerPath};
 
 uniffi::setup_scaffolding!("neurite");
-
-/// How long a blocking call (`peers`, `add_peer`, `set_network_enabled`) waits for the
-/// network task before giving up.
-const BLOCKING_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a homeserver is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
@@ -56,52 +58,10 @@ pub struct Session {
     pub homeserver_url: String,
 }
 
-/// A peer the homeserver knows of.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct PeerInfo {
-    /// libp2p peer id.
-    pub peer_id: String,
-    /// The peer's Matrix server name, if it is a Neurite node.
-    pub server_name: Option<String>,
-    /// Known multiaddrs (without the `/p2p/` suffix).
-    pub addresses: Vec<String>,
-    /// Whether a connection is open now.
-    pub connected: bool,
-    /// How the peer became known: `static` (configured or added), `mdns`, `inbound`, or
-    /// other sources the network may add later.
-    pub discovered: String,
-}
-
-impl From<neurite_core::p2p::PeerInfo> for PeerInfo {
-    fn from(p: neurite_core::p2p::PeerInfo) -> Self {
-        Self {
-            peer_id: p.peer_id.to_string(),
-            server_name: p.server_name,
-            addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
-            connected: p.connected,
-            discovered: p.discovered.as_str().to_owned(),
-        }
-    }
-}
-
-/// Callbacks from a homeserver, implemented by the app. They run on the library's threads
-/// and should return quickly.
-#[uniffi::export(with_foreign)]
-pub trait HomeserverListener: Send + Sync {
-    /// The homeserver started, stopped, or failed to start.
-    fn on_state_changed(&self, state: HomeserverState);
-    /// A connection to a peer opened (the first one to that peer).
-    fn on_peer_connected(&self, peer: PeerInfo);
-    /// The last connection to a peer closed.
-    fn on_peer_disconnected(&self, peer_id: String);
-}
-
-type ListenerSlot = Arc<Mutex<Option<Arc<dyn HomeserverListener>>>>;
-
 /// What a running homeserver holds.
 struct Running {
     node: Node,
-    /// The task passing peer events to the listener: one of the node's tasks, stopped first.
+    /// The task passing peer events to the listeners: one of the node's tasks, stopped first.
     events: Option<tokio::task::AbortHandle>,
 }
 
@@ -127,11 +87,11 @@ pub struct Homeserver {
     runtime: Mutex<Option<Runtime>>,
     running: tokio::sync::Mutex<Option<Running>>,
     live: Mutex<Live>,
-    listener: ListenerSlot,
+    listeners: Listeners,
     network_enabled: Mutex<bool>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -165,7 +125,7 @@ impl Homeserver {
             runtime: Mutex::new(Some(runtime)),
             running: tokio::sync::Mutex::new(None),
             live: Mutex::new(Live::default()),
-            listener: Arc::new(Mutex::new(None)),
+            listeners: Listeners::default(),
             network_enabled: Mutex::new(true),
         }))
     }
@@ -196,8 +156,10 @@ impl Homeserver {
         self.peer_id.clone()
     }
 
-    /// Peer-to-peer listen addresses, each ending in `/p2p/<peer id>`, e.g. for a pairing
-    /// QR code. Empty while stopped or while the network is disabled.
+    /// The peer-to-peer addresses peers reach this homeserver at, each ending in
+    /// `/p2p/<peer id>`, e.g. for a pairing QR code: where it listens directly, then through
+    /// each relay holding its reservation (`<relay>/p2p-circuit/p2p/<id>`, which works from
+    /// other networks too). Empty while stopped or while the network is disabled.
     pub fn listen_addrs(&self) -> Vec<String> {
         lock(&self.live)
             .p2p
@@ -234,7 +196,8 @@ impl Homeserver {
     }
 
     /// Logs an account in with a new device. `username` is a name or a full user id.
-    /// Fails with `NotRunning` or `InvalidCredentials`.
+    /// Fails with `NotRunning`, `InvalidCredentials` (wrong name or password), `InvalidUsername`
+    /// or `Forbidden` (e.g. a deactivated account).
     pub async fn login(
         self: Arc<Self>,
         username: String,
@@ -250,22 +213,23 @@ impl Homeserver {
         .await?
     }
 
-    /// Every peer the homeserver knows of (empty while stopped).
-    pub fn peers(&self) -> Vec<PeerInfo> {
+    /// Every peer the homeserver knows of (empty while stopped, or without peer-to-peer
+    /// networking). Fails with `Network` if the peer-to-peer network has stopped.
+    pub async fn peers(self: Arc<Self>) -> Result<Vec<PeerInfo>, NeuriteError> {
         let Some(p2p) = lock(&self.live).p2p.clone() else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
-        self.block_on(async move { p2p.peers().await })
-            .unwrap_or_default()
-            .into_iter()
-            .map(PeerInfo::from)
-            .collect()
+        let peers = self
+            .on_runtime(async move { p2p.try_peers().await })
+            .await??;
+        Ok(peers.into_iter().map(PeerInfo::from).collect())
     }
 
     /// Dials a peer at a multiaddr ending in `/p2p/<peer id>` (scanned from its QR code)
     /// and remembers it. Fails with `InvalidConfig` for a bad address, `NotRunning`, or
-    /// `Network` (no peer-to-peer networking configured, or the network is disabled).
-    pub fn add_peer(&self, multiaddr: String) -> Result<(), NeuriteError> {
+    /// `Network` (no peer-to-peer networking configured, the network is disabled, or the
+    /// dial could not start).
+    pub async fn add_peer(self: Arc<Self>, multiaddr: String) -> Result<(), NeuriteError> {
         let addr = config::parse_peer_addr("multiaddr", &multiaddr)?;
         if self.client_base_url().is_none() {
             return Err(NeuriteError::NotRunning);
@@ -276,27 +240,37 @@ impl Homeserver {
             .ok_or_else(|| NeuriteError::Network {
                 message: "peer-to-peer networking is not configured".into(),
             })?;
-        self.block_on(async move { p2p.add_peer(addr).await })??;
+        self.on_runtime(async move { p2p.add_peer(addr).await })
+            .await??;
         Ok(())
     }
 
     /// Switches peer-to-peer networking off (the app went to the background: listeners,
     /// mDNS and connections close; the database and the client API stay) or back on
-    /// (listen again, redial known peers, catch up). Remembered across `stop()`/`start()`.
-    pub fn set_network_enabled(&self, enabled: bool) {
-        *lock(&self.network_enabled) = enabled;
-        if let Some(p2p) = lock(&self.live).p2p.clone() {
-            match self.block_on(async move { p2p.set_enabled(enabled).await }) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "switching the network failed"),
-                Err(e) => tracing::warn!(error = %e, "switching the network failed"),
+    /// (listen again, redial known peers, catch up; `listen_addrs()` has the new addresses
+    /// once it returns). The choice is remembered across
+    /// `stop()`/`start()`, and applies at the next `start()` when called while stopped.
+    /// Fails with `Network` when the switch fails (e.g. a listen address is taken); the
+    /// choice is remembered all the same.
+    pub async fn set_network_enabled(self: Arc<Self>, enabled: bool) -> Result<(), NeuriteError> {
+        let this = self.clone();
+        self.on_runtime(async move {
+            // Under the lock `start()` holds, so a start in progress sees the new choice.
+            let running = this.running.lock().await;
+            *lock(&this.network_enabled) = enabled;
+            match running.as_ref() {
+                Some(running) => Ok(running.node.set_network_enabled(enabled).await?),
+                None => Ok(()),
             }
-        }
+        })
+        .await?
     }
 
-    /// Sets the object that receives state and peer callbacks (replacing any earlier one).
-    pub fn set_listener(&self, listener: Arc<dyn HomeserverListener>) {
-        *lock(&self.listener) = Some(listener);
+    /// Registers an object that receives state and peer callbacks, next to any others: each
+    /// registered listener hears every event. It stays registered while the returned handle
+    /// lives; keep the handle, and cancel it (or let it go) to stop the callbacks.
+    pub fn add_listener(&self, listener: Arc<dyn HomeserverListener>) -> Arc<ListenerHandle> {
+        Arc::new(self.listeners.add(listener))
     }
 }
 
@@ -329,7 +303,7 @@ impl Homeserver {
             node.services().tasks.spawn(forward_peer_events(
                 p2p.clone(),
                 events,
-                self.listener.clone(),
+                self.listeners.clone(),
             ))
         });
         *lock(&self.live) = Live {
@@ -356,10 +330,7 @@ impl Homeserver {
     }
 
     fn notify_state(&self, state: HomeserverState) {
-        let listener = lock(&self.listener).clone();
-        if let Some(listener) = listener {
-            listener.on_state_changed(state);
-        }
+        self.listeners.state_changed(state);
     }
 
     /// Runs a future on this homeserver's runtime; awaitable from any executor.
@@ -371,20 +342,6 @@ impl Homeserver {
             .spawn(fut)
             .await
             .map_err(|e| NeuriteError::internal(format!("task failed: {e}")))
-    }
-
-    /// Runs a future on this homeserver's runtime and waits for it on the calling thread.
-    /// Safe to call from any thread, including the library's own callback threads.
-    fn block_on<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, NeuriteError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv_timeout(BLOCKING_CALL_TIMEOUT)
-            .map_err(|_| NeuriteError::internal("the homeserver did not answer in time"))
     }
 }
 
@@ -408,67 +365,5 @@ fn session(login: Login, homeserver_url: String) -> Session {
         device_id: login.device_id,
         access_token: login.access_token,
         homeserver_url,
-    }
-}
-
-/// Passes peer connections and disconnections to the app's listener.
-///
-/// `events` is subscribed before this task starts; peers that connected before that (static
-/// peers dialled while the node started) are reported from a snapshot taken after
-/// subscribing. `reported` keeps each peer to one `on_peer_connected` per connection and a
-/// disconnection is only reported for a peer whose connection was.
-async fn forward_peer_events(
-    p2p: P2p,
-    mut events: tokio::sync::broadcast::Receiver<neurite_core::p2p::PeerEvent>,
-    listener: ListenerSlot,
-) {
-    use neurite_core::p2p::PeerEvent;
-    use tokio::sync::broadcast::error::RecvError;
-    let mut reported = std::collections::HashSet::new();
-    for peer in p2p.peers().await.into_iter().filter(|p| p.connected) {
-        reported.insert(peer.peer_id);
-        if let Some(app) = lock(&listener).clone() {
-            app.on_peer_connected(PeerInfo::from(peer));
-        }
-    }
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => break,
-        };
-        match event {
-            PeerEvent::PathChanged(..) => {}
-            PeerEvent::Connected(peer, _) => {
-                if !reported.insert(peer) {
-                    continue;
-                }
-                let Some(app) = lock(&listener).clone() else {
-                    continue;
-                };
-                let info = p2p
-                    .peers()
-                    .await
-                    .into_iter()
-                    .find(|p| p.peer_id == peer)
-                    .map(PeerInfo::from)
-                    .unwrap_or_else(|| PeerInfo {
-                        peer_id: peer.to_string(),
-                        server_name: neurite_core::identity::server_name_for_peer(&peer),
-                        addresses: Vec::new(),
-                        connected: true,
-                        discovered: "inbound".into(),
-                    });
-                app.on_peer_connected(info);
-            }
-            PeerEvent::Disconnected(peer) => {
-                if !reported.remove(&peer) {
-                    continue;
-                }
-                if let Some(app) = lock(&listener).clone() {
-                    app.on_peer_disconnected(peer.to_string());
-                }
-            }
-        }
     }
 }

@@ -6,7 +6,10 @@ use serde_json::{Value, json};
 
 use super::{ApiResult, AppState, Auth, Json, Query};
 use crate::{
-    accounts::Login, config::RegistrationMode, error::MatrixError, uia::AuthData,
+    accounts::Login,
+    config::RegistrationMode,
+    error::{ErrorCode, MatrixError},
+    uia::AuthData,
     validate::DeviceId,
 };
 
@@ -72,7 +75,7 @@ pub async fn register(
                 return Err(state.uia.challenge(
                     stage,
                     session,
-                    Some(("M_FORBIDDEN", "Invalid registration token")),
+                    Some((ErrorCode::Forbidden, "Invalid registration token")),
                 ));
             }
         }
@@ -85,7 +88,7 @@ pub async fn register(
     if password.len() > 512 {
         return Err(MatrixError::new(
             StatusCode::BAD_REQUEST,
-            "M_WEAK_PASSWORD",
+            ErrorCode::WeakPassword,
             "Password too long",
         ));
     }
@@ -199,7 +202,7 @@ pub async fn login(
     if body.kind != "m.login.password" {
         return Err(MatrixError::new(
             StatusCode::BAD_REQUEST,
-            "M_UNKNOWN",
+            ErrorCode::Unknown,
             "Unsupported login type",
         ));
     }
@@ -263,7 +266,7 @@ pub async fn change_password(
     if body.new_password.is_empty() {
         return Err(MatrixError::new(
             StatusCode::BAD_REQUEST,
-            "M_WEAK_PASSWORD",
+            ErrorCode::WeakPassword,
             "Password is empty",
         ));
     }
@@ -298,19 +301,20 @@ async fn password_stage(
     if claimed.as_ref().is_some_and(|u| *u != session.user_id) {
         return Err(state
             .uia
-            .challenge(STAGE, sid, Some(("M_FORBIDDEN", "Wrong user"))));
+            .challenge(STAGE, sid, Some((ErrorCode::Forbidden, "Wrong user"))));
     }
     let password = auth.password.unwrap_or_default();
     state.limits.password_attempt(session.user_id.as_str())?;
-    if state
+    if !state
         .accounts
-        .check_password(&session.user_id, &password)
-        .await
-        .is_err()
+        .password_matches(&session.user_id, &password)
+        .await?
     {
-        return Err(state
-            .uia
-            .challenge(STAGE, sid, Some(("M_FORBIDDEN", "Invalid password"))));
+        return Err(state.uia.challenge(
+            STAGE,
+            sid,
+            Some((ErrorCode::Forbidden, "Invalid password")),
+        ));
     }
     state.limits.password_ok(session.user_id.as_str());
     Ok(auth.session)

@@ -5,7 +5,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiResult, AppState, Auth, Json, OptionalJson, Path};
-use crate::{accounts::Session, error::MatrixError, storage::accounts::DeviceRow, uia::AuthData};
+use crate::{
+    accounts::Session,
+    error::{ErrorCode, MatrixError},
+    storage::accounts::DeviceRow,
+    uia::AuthData,
+};
 
 /// The UIA stage that protects destructive requests.
 const PASSWORD_STAGE: &str = "m.login.password";
@@ -42,16 +47,15 @@ pub(super) async fn require_password(
     }
     let password = auth.password.as_deref().unwrap_or_default();
     state.limits.password_attempt(session.user_id.as_str())?;
-    if state
+    if !state
         .accounts
-        .check_password(&session.user_id, password)
-        .await
-        .is_err()
+        .password_matches(&session.user_id, password)
+        .await?
     {
         return Err(state.uia.challenge(
             PASSWORD_STAGE,
             sid,
-            Some(("M_FORBIDDEN", "Invalid password")),
+            Some((ErrorCode::Forbidden, "Invalid password")),
         ));
     }
     state.limits.password_ok(session.user_id.as_str());

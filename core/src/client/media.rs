@@ -14,6 +14,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, header},
     response::{IntoResponse, Response},
 };
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -83,7 +84,10 @@ fn upload_from(headers: &HeaderMap, params: UploadParams, body: Body) -> ApiResu
         content_type,
         filename: params.filename,
         declared_len,
-        body,
+        body: body
+            .into_data_stream()
+            .map_err(std::io::Error::other)
+            .boxed(),
     })
 }
 
@@ -338,8 +342,10 @@ fn media_response(content: Content, inline: bool) -> Response {
     let disposition =
         HeaderValue::from_str(&content_disposition(inline, content.filename.as_deref()))
             .unwrap_or(HeaderValue::from_static("attachment"));
-    let mut response = Body::new(content.body).into_response();
+    let length = HeaderValue::from(content.body.len);
+    let mut response = Body::from_stream(content.body.chunks).into_response();
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, length);
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_DISPOSITION, disposition);
     headers.insert(

@@ -34,7 +34,11 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{accounts::Session, error::MatrixError, services::Services};
+use crate::{
+    accounts::Session,
+    error::{ErrorCode, MatrixError},
+    services::Services,
+};
 
 /// Shared state of every handler.
 pub type AppState = Arc<Services>;
@@ -55,7 +59,7 @@ impl FromRequestParts<AppState> for Auth {
         let unknown = || {
             MatrixError::new(
                 StatusCode::UNAUTHORIZED,
-                "M_UNKNOWN_TOKEN",
+                ErrorCode::UnknownToken,
                 "Unknown access token",
             )
             .with_field("soft_logout", serde_json::json!(false))
@@ -80,7 +84,7 @@ impl FromRequestParts<AppState> for Auth {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(MatrixError::new(
                 StatusCode::UNAUTHORIZED,
-                "M_MISSING_TOKEN",
+                ErrorCode::MissingToken,
                 "Missing access token",
             ));
         };
@@ -104,7 +108,7 @@ impl FromRequestParts<AppState> for OptionalAuth {
     ) -> Result<Self, Self::Rejection> {
         match Auth::from_request_parts(parts, state).await {
             Ok(Auth(session)) => Ok(OptionalAuth(Some(session))),
-            Err(e) if e.errcode == "M_MISSING_TOKEN" => Ok(OptionalAuth(None)),
+            Err(e) if e.errcode == ErrorCode::MissingToken => Ok(OptionalAuth(None)),
             Err(e) => Err(e),
         }
     }
@@ -140,7 +144,7 @@ async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, MatrixError
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             MatrixError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "M_TOO_LARGE",
+                ErrorCode::TooLarge,
                 "Request body too large",
             )
         } else {
@@ -244,7 +248,7 @@ async fn limit_uri(req: Request, next: axum::middleware::Next) -> axum::response
     if len > crate::validate::MAX_URI_BYTES {
         return axum::response::IntoResponse::into_response(MatrixError::new(
             StatusCode::URI_TOO_LONG,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             format!(
                 "Request URLs are at most {} bytes",
                 crate::validate::MAX_URI_BYTES
@@ -262,7 +266,7 @@ async fn unrecognized(method: axum::http::Method, uri: axum::http::Uri) -> Matri
 async fn method_not_allowed() -> MatrixError {
     MatrixError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "M_UNRECOGNIZED",
+        ErrorCode::Unrecognized,
         "Method not allowed",
     )
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::E2ee;
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     storage::keys::{self as store, BackupKeyRow},
 };
 
@@ -194,7 +194,7 @@ impl E2ee {
                         }
                         return Err(MatrixError::new(
                             StatusCode::FORBIDDEN,
-                            "M_WRONG_ROOM_KEYS_VERSION",
+                            ErrorCode::WrongRoomKeysVersion,
                             "Keys can only be added to the current backup version",
                         )
                         .with_field("current_version", json!(c.version.to_string()))

@@ -11,7 +11,11 @@ use ruma::UserId;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use super::{E2ee, claim_for_user, public_cross_signing_keys, user_keys};
+use super::{
+    E2ee,
+    cross_signing::public_cross_signing_keys,
+    device_keys::{claim_for_user, user_keys},
+};
 use crate::{
     error::{MatrixError, Result},
     storage::{

@@ -131,11 +131,16 @@ pub async fn receive(state: &AppState, origin: &str, edus: Vec<Value>) {
     }
 }
 
+/// Whether `user` is joined to `room`. An EDU cannot be asked for again, so one whose
+/// sender's membership could not be read is dropped, and the failure logged.
 async fn is_joined(state: &AppState, room: &str, user: &str) -> bool {
     let (r, u) = (room.to_owned(), user.to_owned());
     state
         .db
         .read(move |c| Ok(ev_store::membership(c, &r, &u)?.is_some_and(|m| m.membership == "join")))
         .await
-        .unwrap_or(false)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, room, user, "membership unreadable; EDU dropped");
+            false
+        })
 }

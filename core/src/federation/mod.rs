@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{AppState, Query},
-    error::MatrixError,
+    error::{ErrorCode, MatrixError},
     identity::{KEY_ID, peer_id_for_server_name},
 };
 use transport::AuthenticatedPeer;
@@ -49,7 +49,7 @@ pub struct Signed<T> {
 fn unauthorized(failure: auth::AuthFailure) -> MatrixError {
     MatrixError::new(
         StatusCode::UNAUTHORIZED,
-        "M_UNAUTHORIZED",
+        ErrorCode::Unauthorized,
         format!("Request signature refused: {failure:?}"),
     )
 }
@@ -57,7 +57,7 @@ fn unauthorized(failure: auth::AuthFailure) -> MatrixError {
 fn too_large() -> MatrixError {
     MatrixError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "M_TOO_LARGE",
+        ErrorCode::TooLarge,
         "Request body too large",
     )
 }
@@ -95,7 +95,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
             .ok_or_else(|| {
                 MatrixError::new(
                     StatusCode::UNAUTHORIZED,
-                    "M_UNAUTHORIZED",
+                    ErrorCode::Unauthorized,
                     "Not a peer-to-peer request",
                 )
             })?;
@@ -134,7 +134,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Signed<T> {
             |e| match e {
                 bounded::ShapeError::TooManyValues => MatrixError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "M_TOO_LARGE",
+                    ErrorCode::TooLarge,
                     format!("Request body refused: {e}"),
                 ),
                 bounded::ShapeError::TooDeep => {

@@ -13,7 +13,7 @@ use super::Signed;
 use crate::e2ee::remote::server_of;
 use crate::{
     client::{AppState, Path},
-    error::{MatrixError, Result},
+    error::{ErrorCode, MatrixError, Result},
     rooms::{
         EventTemplate,
         graph::{self, RoomCtx, version_rules},
@@ -81,7 +81,7 @@ async fn make_membership(
             if !versions.is_empty() && !versions.iter().any(|v| v == ctx.version.as_str()) {
                 return Err(MatrixError::new(
                     StatusCode::BAD_REQUEST,
-                    "M_INCOMPATIBLE_ROOM_VERSION",
+                    ErrorCode::IncompatibleRoomVersion,
                     "Your server does not support this room's version",
                 )
                 .with_field("room_version", json!(ctx.version.as_str()))
@@ -275,7 +275,7 @@ fn invite_state_json(events: &[Value]) -> std::result::Result<String, MatrixErro
     let too_large = |what: &str| {
         MatrixError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             format!("invite_room_state has too many {what}"),
         )
     };
@@ -339,7 +339,7 @@ pub(super) async fn invite(
     let (_, rules) = version_rules(&body.room_version).map_err(|_| {
         MatrixError::new(
             StatusCode::BAD_REQUEST,
-            "M_INCOMPATIBLE_ROOM_VERSION",
+            ErrorCode::IncompatibleRoomVersion,
             "Unsupported room version",
         )
         .with_field("room_version", json!(body.room_version))
@@ -584,15 +584,15 @@ mod tests {
         let small = json!({ "type": "m.room.name", "state_key": "", "content": { "name": "n" } });
         assert!(invite_state_json(&vec![small.clone(); MAX_INVITE_STATE_EVENTS]).is_ok());
         let too_many = invite_state_json(&vec![small; MAX_INVITE_STATE_EVENTS + 1]).unwrap_err();
-        assert_eq!(too_many.errcode, "M_TOO_LARGE");
+        assert_eq!(too_many.errcode, ErrorCode::TooLarge);
         let big = json!({ "type": "m.room.topic", "content": { "topic": "x".repeat(MAX_INVITE_STATE_BYTES) } });
         assert_eq!(
             invite_state_json(&[big]).unwrap_err().errcode,
-            "M_TOO_LARGE"
+            ErrorCode::TooLarge
         );
         assert_eq!(
             invite_state_json(&[json!("x")]).unwrap_err().errcode,
-            "M_BAD_JSON"
+            ErrorCode::BadJson
         );
     }
 
@@ -613,7 +613,7 @@ mod tests {
                 invite_parties(&e, "!r", "evil", "local")
                     .unwrap_err()
                     .errcode,
-                "M_BAD_JSON"
+                ErrorCode::BadJson
             );
         }
         assert!(invite_parties(&ok, "!other", "evil", "local").is_err());

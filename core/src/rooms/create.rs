@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::{EventTemplate, Rooms, graph};
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     storage::{WriteTxn, aliases, events as ev_store},
     validate::{self, EventType, StateKey, UserIdParam},
 };
@@ -115,7 +115,7 @@ impl Rooms {
                 {
                     return Err(MatrixError::new(
                         axum::http::StatusCode::BAD_REQUEST,
-                        "M_ROOM_IN_USE",
+                        ErrorCode::RoomInUse,
                         "Room alias already taken",
                     )
                     .into());

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{Rooms, graph::RoomCtx, membership::power_levels};
 use crate::{
-    error::{MatrixError, Result},
+    error::{ErrorCode, MatrixError, Result},
     storage::{aliases, events as ev_store, state as state_store},
 };
 
@@ -68,7 +68,7 @@ impl Rooms {
                 if !aliases::insert_alias(txn, &alias, &room_id, &user)? {
                     return Err(MatrixError::new(
                         axum::http::StatusCode::CONFLICT,
-                        "M_UNKNOWN",
+                        ErrorCode::Unknown,
                         "Room alias already exists",
                     )
                     .into());

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::pdu::Pdu;
 use crate::{
-    error::{Error, MatrixError, Result},
+    error::{Error, ErrorCode, MatrixError, Result},
     identity::Identity,
     storage::{
         WriteTxn,
@@ -106,7 +106,7 @@ pub fn version_rules(version: &str) -> Result<(RoomVersionId, RoomVersionRules),
     let unsupported = || {
         MatrixError::new(
             axum::http::StatusCode::BAD_REQUEST,
-            "M_UNSUPPORTED_ROOM_VERSION",
+            ErrorCode::UnsupportedRoomVersion,
             format!("Room version {version} is not supported"),
         )
     };
@@ -286,7 +286,7 @@ pub fn sign_event(
     .map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             "Event is larger than 65536 bytes",
         )),
         other => Error::Event(other.to_string()),
@@ -294,7 +294,7 @@ pub fn sign_event(
     let hash = reference_hash(&obj, rules).map_err(|e| match e {
         ruma::signatures::JsonError::PduTooLarge => Error::from(MatrixError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "M_TOO_LARGE",
+            ErrorCode::TooLarge,
             "Event is larger than 65536 bytes",
         )),
         other => Error::Event(other.to_string()),
@@ -312,6 +312,40 @@ pub fn load_pdu(conn: &Connection, event_id: &str) -> Result<Option<Pdu>> {
     let mut pdu = Pdu::from_json(&ev.event_id, &ev.json)?;
     pdu.rejected = ev.rejected;
     Ok(Some(pdu))
+}
+
+/// Reads for the callbacks of the authorization rules and of state resolution, which can
+/// only answer "absent". A failed read is logged and kept, and [`Fetches::finish`] returns it
+/// afterwards, so that no decision is taken as if an event the database failed to read were
+/// missing.
+#[derive(Default)]
+pub(crate) struct Fetches(std::cell::RefCell<Option<Error>>);
+
+impl Fetches {
+    /// The stored event, or `None` if it is absent or could not be read.
+    pub(crate) fn pdu(&self, conn: &Connection, event_id: &str) -> Option<Pdu> {
+        self.keep(load_pdu(conn, event_id)).flatten()
+    }
+
+    /// The value, or `None` after keeping the failure.
+    pub(crate) fn keep<T>(&self, result: Result<T>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the room graph for an auth decision failed");
+                self.0.borrow_mut().get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// The first failure kept, if any.
+    pub(crate) fn finish(self) -> Result<()> {
+        match self.0.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The auth chain of `start`: the events they cite as auth events, transitively, in the order
@@ -342,17 +376,22 @@ pub fn auth_chain(
 }
 
 /// Checks an event against the authorization rules and the room's current state.
-/// A failure is the client's `403 M_FORBIDDEN`.
+/// A failure is the client's `403 M_FORBIDDEN`; a failed read of the database is an internal
+/// error, not a refusal.
 pub fn check_auth(conn: &Connection, ctx: &RoomCtx, pdu: &Pdu) -> Result<()> {
-    let fetch_event = |id: &EventId| load_pdu(conn, id.as_str()).ok().flatten();
-    state_res::check_state_independent_auth_rules(&ctx.rules.authorization, pdu, fetch_event)
-        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+    let fetches = Fetches::default();
+    let fetch_event = |id: &EventId| fetches.pdu(conn, id.as_str());
+    let independent =
+        state_res::check_state_independent_auth_rules(&ctx.rules.authorization, pdu, fetch_event);
     let fetch_state = |ty: &StateEventType, key: &str| {
         ctx.state_event(&ty.to_string(), key)
-            .and_then(|id| load_pdu(conn, id).ok().flatten())
+            .and_then(|id| fetches.pdu(conn, id))
     };
-    state_res::check_state_dependent_auth_rules(&ctx.rules.authorization, pdu, fetch_state)
-        .map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
+    let dependent = independent.and_then(|()| {
+        state_res::check_state_dependent_auth_rules(&ctx.rules.authorization, pdu, fetch_state)
+    });
+    fetches.finish()?;
+    dependent.map_err(|e| MatrixError::forbidden(format!("Event not allowed: {e}")))?;
     Ok(())
 }
 
@@ -509,4 +548,61 @@ pub fn append(
         }
     }
     Ok(appended)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::storage::test_support::{self, open_temp};
+
+    /// A message whose only auth event is `$create`, checked in room version 11 against a
+    /// state whose create event is `$create`.
+    fn check_message(conn: &Connection) -> Result<()> {
+        let json = json!({
+            "room_id": "!r:x", "sender": "@a:x", "origin_server_ts": 0,
+            "type": "m.room.message", "content": { "body": "hi" },
+            "auth_events": ["$create"], "prev_events": [], "depth": 1,
+        });
+        let pdu = Pdu::from_json("$msg", &json.to_string())?;
+        let (version, rules) = version_rules("11")?;
+        let ctx = RoomCtx {
+            room_id: Some("!r:x".into()),
+            version,
+            rules,
+            state: StateMap::from([(("m.room.create".into(), String::new()), "$create".into())]),
+            state_group: None,
+            prevs: Vec::new(),
+            depth: 1,
+        };
+        check_auth(conn, &ctx, &pdu)
+    }
+
+    /// An auth event that is not there refuses the event; one the database fails to read
+    /// back is an internal fault, not a refusal as if it were missing.
+    #[test]
+    fn an_unreadable_auth_event_is_a_fault_not_a_missing_event() {
+        let temp = open_temp();
+        let absent = temp.1.read_blocking(|conn| Ok(check_message(conn)));
+        match absent.expect("read") {
+            Err(Error::Matrix(m)) => assert_eq!(m.errcode, ErrorCode::Forbidden),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        temp.1
+            .write_blocking(|txn| {
+                test_support::store_event(txn, "$create", "@a:x", "", json!({}), &[], 0);
+                txn.execute(
+                    "UPDATE events SET json = '{' WHERE event_id = '$create'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .expect("store");
+        let unreadable = temp.1.read_blocking(|conn| Ok(check_message(conn)));
+        match unreadable.expect("read") {
+            Err(Error::Json(_)) => {}
+            other => panic!("expected the storage fault, got {other:?}"),
+        }
+    }
 }

@@ -24,7 +24,7 @@ use super::{
     timeline::{Direction, Visible, position, require_visible, token},
 };
 use crate::{
-    error::{MatrixError, Result},
+    error::{ErrorCode, MatrixError, Result},
     storage::{
         events as ev_store,
         events::StoredEvent,
@@ -281,7 +281,7 @@ pub fn check_new_relation(
                 {
                     return Err(MatrixError::new(
                         axum::http::StatusCode::BAD_REQUEST,
-                        "M_DUPLICATE_ANNOTATION",
+                        ErrorCode::DuplicateAnnotation,
                         "You already sent this annotation for this event",
                     )
                     .into());

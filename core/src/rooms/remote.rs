@@ -2,6 +2,10 @@
 //! (signatures and hash, auth against the event's auth events, against the state before it,
 //! soft-fail against the current state), state resolution v2 across forks, and the new
 //! current state.
+//!
+//! It stays one file (about 800 lines besides its tests): accepting a PDU is one pipeline
+//! whose steps (checks on receipt, auth, soft-fail, state resolution, the new current state)
+//! share the room's rules and state maps, and it is read in order against the spec.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +19,10 @@ use ruma::{
 use rusqlite::Connection;
 use serde_json::Value;
 
-use super::{graph::load_pdu, pdu::Pdu};
+use super::{
+    graph::{Fetches, load_pdu},
+    pdu::Pdu,
+};
 use crate::{
     error::{Error, Result},
     identity::public_key_map,
@@ -241,19 +248,11 @@ fn check_own_auth(
         return Ok(Some("event is for another room".into()));
     }
     // A database error must not pass for a missing event.
-    let failed = std::cell::RefCell::new(None);
-    let fetch_event = |id: &EventId| match load_pdu(conn, id.as_str()) {
-        Ok(p) => p,
-        Err(e) => {
-            *failed.borrow_mut() = Some(e);
-            None
-        }
-    };
+    let fetches = Fetches::default();
+    let fetch_event = |id: &EventId| fetches.pdu(conn, id.as_str());
     let outcome =
         state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event);
-    if let Some(e) = failed.into_inner() {
-        return Err(e);
-    }
+    fetches.finish()?;
     Ok(outcome.err())
 }
 
@@ -378,22 +377,14 @@ fn check_against_state(
     rules: &RoomVersionRules,
     state: &StateMap,
 ) -> Result<Option<String>> {
-    let failed = std::cell::RefCell::new(None);
+    let fetches = Fetches::default();
     let fetch_state = |t: &StateEventType, k: &str| {
         let id = state.get(&(t.to_string(), k.to_owned()))?;
-        match load_pdu(conn, id) {
-            Ok(p) => p,
-            Err(e) => {
-                *failed.borrow_mut() = Some(e);
-                None
-            }
-        }
+        fetches.pdu(conn, id)
     };
     let outcome =
         state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state);
-    if let Some(e) = failed.into_inner() {
-        return Err(e);
-    }
+    fetches.finish()?;
     Ok(outcome.err())
 }
 
@@ -436,26 +427,28 @@ pub fn resolve_states(
                 .collect::<EventIdSet<OwnedEventId>>(),
         );
     }
+    // A failed read fails the whole resolution: a state resolved as if an event the
+    // database could not read were missing would be wrong, and kept.
+    let fetches = Fetches::default();
     let cache = std::cell::RefCell::new(HashMap::<OwnedEventId, Option<Pdu>>::new());
     let fetch = |id: &EventId| -> Option<Pdu> {
         if let Some(hit) = cache.borrow().get(id) {
             return hit.clone();
         }
-        let loaded = load_pdu(conn, id.as_str()).ok().flatten();
+        let loaded = fetches.keep(load_pdu(conn, id.as_str()))?;
         cache.borrow_mut().insert(id.to_owned(), loaded.clone());
         loaded
     };
     let subgraph =
         |conflicted: &state_res::StateMap<Vec<OwnedEventId>>| -> Option<EventIdSet<OwnedEventId>> {
-            conflicted_subgraph(
+            fetches.keep(conflicted_subgraph(
                 conn,
                 conflicted
                     .values()
                     .flatten()
                     .map(|e| e.to_string())
                     .collect(),
-            )
-            .ok()
+            ))
         };
     let v2 = rules
         .state_res
@@ -468,8 +461,9 @@ pub fn resolve_states(
         chains,
         fetch,
         subgraph,
-    )
-    .map_err(|e| Error::Event(format!("state resolution: {e}")))?;
+    );
+    fetches.finish()?;
+    let resolved = resolved.map_err(|e| Error::Event(format!("state resolution: {e}")))?;
     Ok(from_res_map(resolved))
 }
 

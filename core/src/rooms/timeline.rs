@@ -3,6 +3,9 @@
 //!
 //! Pagination tokens are stream positions: `t{p}` sits between the events at `p` and `p+1`.
 //! Sync's `next_batch` (`s{p}_{typing}`) is accepted wherever a pagination token is.
+//!
+//! It stays one file (a little over 600 lines): history visibility and pagination answer one
+//! question, which events of a room a user may read, and every reader here uses both.
 
 use std::collections::BTreeSet;
 
@@ -148,16 +151,14 @@ fn membership_run_start(
 
 fn was_ever_joined(conn: &Connection, room_id: &str, user_id: &str, upto: i64) -> Result<bool> {
     let events = ev_store::member_events_upto(conn, room_id, user_id, upto)?;
-    Ok(events.iter().any(|(_, j)| {
-        serde_json::from_str::<Value>(j)
-            .ok()
-            .and_then(|v| {
-                v.pointer("/content/membership")
-                    .and_then(Value::as_str)
-                    .map(|m| m == "join")
-            })
-            .unwrap_or(false)
-    }))
+    // Stored JSON that does not read back is a fault, not a membership that never was.
+    for (_, json) in &events {
+        let event = serde_json::from_str::<Value>(json)?;
+        if event.pointer("/content/membership").and_then(Value::as_str) == Some("join") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub(crate) fn require_visible(

@@ -1,4 +1,8 @@
 //! Events, the room graph, rooms and memberships.
+//!
+//! It stays one file (about 780 lines): events, the room graph (extremities and outliers),
+//! rooms and memberships are rows of one schema that the same transactions write together,
+//! and they share the row types and column lists defined here.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 

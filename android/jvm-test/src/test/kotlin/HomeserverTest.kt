@@ -20,6 +20,7 @@ import org.junit.jupiter.api.Assertions.fail
 import org.junit.jupiter.api.Test
 import org.junit.jupiter.api.Timeout
 import org.junit.jupiter.api.assertThrows
+import uniffi.neurite.Discovery
 import uniffi.neurite.Homeserver
 import uniffi.neurite.HomeserverConfig
 import uniffi.neurite.HomeserverListener
@@ -33,15 +34,20 @@ import uniffi.neurite.Session
  * The generated Kotlin bindings as an Android app uses them, on the host JVM with the Linux
  * build of the library: two homeservers in one process that know each other as static peers
  * (loopback only, mDNS off), an account on each made through the library, and a message from
- * one to the other through the Matrix client API over HTTP.
+ * one to the other through the Matrix client API over HTTP; pairing with `addPeer` and
+ * switching the network off and on; several listeners and their handles.
  */
 class HomeserverTest {
     private val waitMs = 30_000L
 
-    private fun config(dir: String, staticPeers: List<String> = emptyList()) = HomeserverConfig(
+    private fun config(
+        dir: String,
+        staticPeers: List<String> = emptyList(),
+        p2p: Boolean = true,
+    ) = HomeserverConfig(
         dataDir = dir,
         clientPort = 0u,
-        p2pListen = listOf("/ip4/127.0.0.1/tcp/0"),
+        p2pListen = if (p2p) listOf("/ip4/127.0.0.1/tcp/0") else emptyList(),
         staticPeers = staticPeers,
         mdnsEnabled = false,
         registration = RegistrationMode.Disabled,
@@ -54,11 +60,12 @@ class HomeserverTest {
     private class Recorder : HomeserverListener {
         val states = CopyOnWriteArrayList<HomeserverState>()
         val connected = CopyOnWriteArrayList<PeerInfo>()
+        val disconnected = CopyOnWriteArrayList<String>()
         private val lock = Object()
 
         override fun onStateChanged(state: HomeserverState) = record { states.add(state) }
         override fun onPeerConnected(peer: PeerInfo) = record { connected.add(peer) }
-        override fun onPeerDisconnected(peerId: String) {}
+        override fun onPeerDisconnected(peerId: String) = record { disconnected.add(peerId) }
 
         private fun record(add: () -> Unit) = synchronized(lock) {
             add()
@@ -124,13 +131,15 @@ class HomeserverTest {
             Homeserver(config(tempDir("neurite-a"), staticPeers = bAddrs)).use { a ->
                 assertNotEquals(a.serverName(), b.serverName())
                 val seen = Recorder()
-                a.setListener(seen)
+                val handle = a.addListener(seen)
                 a.start()
                 assertThrows<NeuriteException.AlreadyRunning> { runBlocking { a.start() } }
                 seen.waitFor("A to connect to its static peer B", waitMs) {
                     seen.connected.any { it.peerId == b.peerId() }
                 }
-                assertTrue(a.peers().any { it.peerId == b.peerId() && it.connected })
+                assertTrue(a.peers().any {
+                    it.peerId == b.peerId() && it.connected && it.discovered == Discovery.STATIC
+                })
 
                 val alice = Client(withTimeout(waitMs) { a.registerUser("alice", "alice's secret") })
                 val bob = Client(withTimeout(waitMs) { b.registerUser("bob", "bob's secret") })
@@ -175,7 +184,91 @@ class HomeserverTest {
                 assertThrows<NeuriteException.NotRunning> { runBlocking { a.stop() } }
                 assertEquals(HomeserverState.Running, seen.states[1])
                 assertEquals(HomeserverState.Stopped, seen.states.last())
+                handle.cancel()
             }
+        }
+    }
+
+    @Test
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    fun addPeerAndSwitchingTheNetwork() = runBlocking {
+        Homeserver(config(tempDir("neurite-b"))).use { b ->
+            Homeserver(config(tempDir("neurite-a"))).use { a ->
+                val seen = Recorder()
+                a.addListener(seen).use {
+                    assertTrue(a.peers().isEmpty(), "stopped: no peers")
+                    assertThrows<NeuriteException.InvalidConfig> {
+                        runBlocking { a.addPeer("/ip4/127.0.0.1/tcp/4001") }
+                    }
+                    assertThrows<NeuriteException.NotRunning> {
+                        runBlocking { a.addPeer("/ip4/127.0.0.1/tcp/4001/p2p/" + b.peerId()) }
+                    }
+                    a.start()
+                    b.start()
+                    assertThrows<NeuriteException.InvalidConfig> {
+                        runBlocking { a.addPeer("garbage") }
+                    }
+
+                    // Pair A with B the way a QR code would.
+                    a.addPeer(b.listenAddrs().first())
+                    seen.waitFor("A to connect to B", waitMs) {
+                        seen.connected.any { it.peerId == b.peerId() }
+                    }
+                    val listed = a.peers().first { it.peerId == b.peerId() }
+                    assertTrue(listed.connected)
+                    assertEquals(Discovery.STATIC, listed.discovered)
+                    assertEquals(b.serverName(), listed.serverName)
+
+                    // Background: connections close and adding a peer is refused.
+                    a.setNetworkEnabled(false)
+                    assertTrue(a.listenAddrs().isEmpty())
+                    seen.waitFor("A to drop B", waitMs) { b.peerId() in seen.disconnected }
+                    assertThrows<NeuriteException.Network> {
+                        runBlocking { a.addPeer(b.listenAddrs().first()) }
+                    }
+
+                    // Foreground: A listens again and redials B.
+                    val before = seen.connected.size
+                    a.setNetworkEnabled(true)
+                    assertTrue(a.listenAddrs().isNotEmpty())
+                    seen.waitFor("A to reconnect to B", waitMs) {
+                        seen.connected.drop(before).any { it.peerId == b.peerId() }
+                    }
+                    a.stop()
+                    b.stop()
+                }
+            }
+        }
+    }
+
+    @Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    fun everyListenerHearsEventsUntilItsHandleIsCancelled() = runBlocking {
+        Homeserver(config(tempDir("neurite-listeners"), p2p = false)).use { hs ->
+            val first = Recorder()
+            val second = Recorder()
+            val firstHandle = hs.addListener(first)
+            val secondHandle = hs.addListener(second)
+            val running = listOf(HomeserverState.Starting, HomeserverState.Running)
+            hs.start()
+            assertEquals(running, first.states.toList())
+            assertEquals(running, second.states.toList())
+
+            firstHandle.cancel()
+            firstHandle.cancel() // again: nothing happens
+            hs.stop()
+            assertEquals(running, first.states.toList())
+            assertEquals(
+                running + listOf(HomeserverState.Stopping, HomeserverState.Stopped),
+                second.states.toList(),
+            )
+
+            // Closing a handle (what the garbage collector eventually does) unregisters too.
+            secondHandle.close()
+            hs.start()
+            hs.stop()
+            assertEquals(4, second.states.size)
+            firstHandle.close()
         }
     }
 

@@ -14,8 +14,8 @@ import uniffi.neurite.Homeserver
  * val mdnsLock = NeuriteMulticastLock(context)
  * mdnsLock.acquire()
  * homeserver.start()
- * // onStop:  mdnsLock.setNetworkEnabled(homeserver, false)
- * // onStart: mdnsLock.setNetworkEnabled(homeserver, true)
+ * // onStop:  lifecycleScope.launch { mdnsLock.setNetworkEnabled(homeserver, false) }
+ * // onStart: lifecycleScope.launch { mdnsLock.setNetworkEnabled(homeserver, true) }
  * ```
  *
  * Needs the `CHANGE_WIFI_MULTICAST_STATE` permission (declared in this library's manifest).
@@ -42,12 +42,16 @@ class NeuriteMulticastLock(context: Context, tag: String = "neurite-mdns") : Aut
 
     /**
      * Switches the homeserver's peer-to-peer network and this lock together: the lock is taken
-     * before the network (and mDNS) comes back, and let go after it is off.
+     * before the network (and mDNS) comes back, and let go once it is off (also when switching
+     * off fails). Throws the homeserver's [uniffi.neurite.NeuriteException] if the switch fails.
      */
-    fun setNetworkEnabled(homeserver: Homeserver, enabled: Boolean) {
+    suspend fun setNetworkEnabled(homeserver: Homeserver, enabled: Boolean) {
         if (enabled) acquire()
-        homeserver.setNetworkEnabled(enabled)
-        if (!enabled) release()
+        try {
+            homeserver.setNetworkEnabled(enabled)
+        } finally {
+            if (!enabled) release()
+        }
     }
 
     override fun close() = release()
