@@ -9,6 +9,8 @@
 #   --nat random   NATs that pick a random port for every connection (many carrier NATs):
 #                  hole punching fails and the relay carries the chat.
 #   --messages N   messages timed each way (default 5).
+#   --idle SECS    before the second phone starts, count the bytes home 1's router passes
+#                  for the first phone's idle reservation during SECS seconds (default 0: skip).
 #
 # The network, all in namespaces this script creates (the machine's own interfaces are
 # never touched; everything is removed on exit, also on Ctrl-C or failure):
@@ -21,18 +23,20 @@
 # phones cannot reach each other except through the relay or a punched hole.
 # Progress goes to stderr; the last line on stdout is a JSON summary:
 #   {"nat":…,"delivered":…,"path":"direct"|"relayed","first_message_ms":…,
-#    "a_to_c_ms":[…],"c_to_a_ms":[…]}
+#    "a_to_c_ms":[…],"c_to_a_ms":[…],"idle_bytes_per_min":…|null}
 set -euo pipefail
 
 NAT=keep
 MESSAGES=5
+IDLE=0
 NEURITE=${NEURITE:-target/release/neurite}
 while [ $# -gt 0 ]; do
   case $1 in
     --nat) NAT=$2; shift 2 ;;
     --messages) MESSAGES=$2; shift 2 ;;
+    --idle) IDLE=$2; shift 2 ;;
     --neurite) NEURITE=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "nat-mesh.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -169,6 +173,18 @@ A_ID=$(wait_line "$WORK/alice.out" 'd["event"]=="listening"' | json 'd["peer_id"
 A_CIRCUIT=$(wait_line "$WORK/alice.out" 'any("/p2p-circuit/" in a for a in d.get("p2p_addrs", []))' \
   | json '[a for a in d["p2p_addrs"] if "/p2p-circuit/" in a][0]')
 echo "alice's phone: $A_CIRCUIT" >&2
+IDLE_PER_MIN=null
+if [ "$IDLE" -gt 0 ]; then
+  wan_bytes() {
+    ip -n "$R1" -s -j link show wan | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["stats64"]; print(s["rx"]["bytes"] + s["tx"]["bytes"])'
+  }
+  say "measuring the idle reservation for $IDLE s"
+  b0=$(wan_bytes)
+  sleep "$IDLE"
+  b1=$(wan_bytes)
+  IDLE_PER_MIN=$(( (b1 - b0) * 60 / IDLE ))
+  echo "idle reservation: $IDLE_PER_MIN bytes per minute through home 1's router" >&2
+fi
 say "bob's phone (home 2) is given alice's circuit address"
 phone "$C" bob --peer "$A_CIRCUIT"
 C_ID=$(wait_line "$WORK/bob.out" 'd["event"]=="listening"' | json 'd["peer_id"]')
@@ -253,11 +269,12 @@ print(path)
 EOF
 )
 say "path between the phones: $PATH_NOW"
-python3 - "$NAT" "$PATH_NOW" "$FIRST_MS" "${A_TO_C[*]}" "${C_TO_A[*]}" <<'EOF'
+python3 - "$NAT" "$PATH_NOW" "$FIRST_MS" "${A_TO_C[*]}" "${C_TO_A[*]}" "$IDLE_PER_MIN" <<'EOF'
 import json, sys
-nat, path, first, a, c = sys.argv[1:6]
+nat, path, first, a, c, idle = sys.argv[1:7]
 print(json.dumps({
     "nat": nat, "delivered": True, "path": path, "first_message_ms": int(first),
     "a_to_c_ms": [int(x) for x in a.split()], "c_to_a_ms": [int(x) for x in c.split()],
+    "idle_bytes_per_min": json.loads(idle),
 }))
 EOF

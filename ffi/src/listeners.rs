@@ -28,9 +28,9 @@ pub trait HomeserverListener: Send + Sync {
     fn on_peer_connected(&self, peer: PeerInfo);
     /// The last connection to a peer closed.
     fn on_peer_disconnected(&self, peer_id: String);
-    /// The addresses the homeserver tells peers about changed (what
-    /// [`crate::Homeserver::listen_addrs`] gives now): e.g. a relay accepted or lost its
-    /// reservation, or the network went off or on.
+    /// The addresses the homeserver tells peers about (what
+    /// [`crate::Homeserver::listen_addrs`] gives now): once when it has started, then at each
+    /// change, e.g. a relay accepted or lost its reservation, or the network went off or on.
     fn on_addresses_changed(&self, addrs: Vec<String>);
 }
 
@@ -132,8 +132,9 @@ pub(crate) async fn forward_peer_events(
     listeners: Listeners,
 ) {
     let mut reported = HashSet::new();
+    // Not marked seen: the listeners hear the addresses once now, then at every change.
     let mut addrs = p2p.watch_addrs();
-    addrs.mark_unchanged();
+    addrs.mark_changed();
     for peer in p2p.peers().await.into_iter().filter(|p| p.connected) {
         reported.insert(peer.peer_id);
         listeners.peer_connected(PeerInfo::from(peer));

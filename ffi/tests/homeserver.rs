@@ -312,12 +312,7 @@ async fn a_relay_reservation_shows_in_the_addresses_and_a_peer_reaches_the_homes
     let (seen_a, _handle_a) = Recorder::install(&a);
     a.clone().start().await.unwrap();
     // The reservation's address is one of A's addresses, and the listener heard about it.
-    let circuit = |addrs: &[String]| {
-        addrs
-            .iter()
-            .find(|a| a.contains("/p2p-circuit/"))
-            .cloned()
-    };
+    let circuit = |addrs: &[String]| addrs.iter().find(|a| a.contains("/p2p-circuit/")).cloned();
     seen_a
         .wait_for("a circuit address", |r| {
             circuit(&a.listen_addrs()).is_some()
@@ -350,7 +345,11 @@ async fn a_relay_reservation_shows_in_the_addresses_and_a_peer_reaches_the_homes
     let a_id = a.peer_id();
     seen_b
         .wait_for("B to reach A", |r| {
-            r.connected.lock().unwrap().iter().any(|p| p.peer_id == a_id)
+            r.connected
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.peer_id == a_id)
         })
         .await;
     let first = seen_b
@@ -372,7 +371,10 @@ async fn a_relay_reservation_shows_in_the_addresses_and_a_peer_reaches_the_homes
         .cloned()
         .unwrap();
     let listed = b.clone().peers().await.unwrap();
-    let listed = listed.iter().find(|p| p.peer_id == a_id).expect("A in B's peers");
+    let listed = listed
+        .iter()
+        .find(|p| p.peer_id == a_id)
+        .expect("A in B's peers");
     assert!(listed.connected);
     assert!(listed.path.is_some());
     eprintln!("B reached A over {:?}, now {:?}", first.path, last.path);

@@ -106,7 +106,11 @@ impl Driver {
     /// A listener closed: if it held a relay reservation, ask again after a back-off, and
     /// dial whoever waited for that relay (at their other addresses, or through the relay
     /// once connected to it again).
-    pub(super) fn listener_closed(&mut self, id: libp2p::core::transport::ListenerId, reason: String) {
+    pub(super) fn listener_closed(
+        &mut self,
+        id: libp2p::core::transport::ListenerId,
+        reason: String,
+    ) {
         let enabled = self.network.enabled;
         let mut waited_for = None;
         if let Some(slot) = self.relays.iter_mut().find(|s| s.listener == Some(id)) {
@@ -140,7 +144,8 @@ impl Driver {
     /// whose grace is over.
     pub(super) fn timer_due(&mut self) {
         let now = Instant::now();
-        let (due, wait): (Vec<_>, Vec<_>) = self.superseded.drain(..).partition(|(at, _)| *at <= now);
+        let (due, wait): (Vec<_>, Vec<_>) =
+            self.superseded.drain(..).partition(|(at, _)| *at <= now);
         self.superseded = wait;
         for (_, id) in due {
             self.swarm.close_connection(id);
@@ -237,7 +242,6 @@ impl Driver {
             self.dial_known(peer, None);
         }
     }
-
 }
 
 /// The relay a circuit address goes through (`…/p2p/<relay>/p2p-circuit…`), if it is one.
@@ -260,4 +264,3 @@ pub(super) async fn sleep_until_some(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-

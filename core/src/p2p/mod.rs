@@ -90,8 +90,11 @@ const PING_INTERVAL: Duration = Duration::from_secs(30);
 const IDENTIFY_PROTOCOL: &str = "/neurite/1";
 /// The identify agent of a relay-only node.
 const RELAY_AGENT: &str = concat!("neurite-relay/", env!("CARGO_PKG_VERSION"));
-/// How often AutoNAT may test one of this node's address candidates with a server.
-const AUTONAT_PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often AutoNAT may test one of this node's address candidates with a server. A
+/// candidate behind a NAT that drops the server's dial-back is asked about again each time
+/// (the server's answer times out rather than saying "unreachable"), so this is also the
+/// period of that small request on a phone behind a NAT.
+const AUTONAT_PROBE_INTERVAL: Duration = Duration::from_secs(120);
 /// Most candidate addresses AutoNAT keeps to test.
 const AUTONAT_MAX_CANDIDATES: usize = 8;
 
