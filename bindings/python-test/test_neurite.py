@@ -20,13 +20,15 @@ import neurite
 TIMEOUT = 20  # seconds for anything that crosses the network
 
 
-def make_config(data_dir, static_peers=(), p2p=True):
+def make_config(data_dir, static_peers=(), p2p=True, relays=(), serve_relay=False):
     return neurite.HomeserverConfig(
         data_dir=str(data_dir),
         client_port=0,
         p2p_listen=["/ip4/127.0.0.1/tcp/0"] if p2p else [],
         static_peers=list(static_peers),
         mdns_enabled=False,
+        relays=list(relays),
+        serve_relay=serve_relay,
         registration=neurite.RegistrationMode.DISABLED(),
         log_filter=None,
     )
@@ -55,6 +57,7 @@ class Recorder(neurite.HomeserverListener):
         self.states = []
         self.connected = []
         self.disconnected = []
+        self.addresses = []
 
     def _add(self, items, item):
         with self.cond:
@@ -69,6 +72,9 @@ class Recorder(neurite.HomeserverListener):
 
     def on_peer_disconnected(self, peer_id):
         self._add(self.disconnected, peer_id)
+
+    def on_addresses_changed(self, addrs):
+        self._add(self.addresses, addrs)
 
     def wait_for(self, what, check):
         with self.cond:
@@ -201,6 +207,51 @@ def test_registration_and_login(tmp_path):
             assert status == 403 and err["errcode"] == "M_FORBIDDEN", (status, err)
         finally:
             await hs.stop()
+
+    run(main())
+
+
+def test_a_relay_reservation_gives_a_circuit_address_other_peers_reach(tmp_path):
+    async def main():
+        # R serves as a relay; A keeps a reservation on it; C knows A only by its circuit
+        # address (as a QR code made on another network would give it).
+        r = neurite.Homeserver(make_config(tmp_path / "r", serve_relay=True))
+        await r.start()
+        a = neurite.Homeserver(make_config(tmp_path / "a", relays=r.listen_addrs()[:1]))
+        seen_a = Recorder()
+        handle_a = a.add_listener(seen_a)
+        await a.start()
+        c = None
+        try:
+            def circuit(addrs):
+                return next((x for x in addrs if "/p2p-circuit/" in x), None)
+            seen_a.wait_for("A's circuit address",
+                            lambda: circuit(a.listen_addrs()) is not None)
+            a_circuit = circuit(a.listen_addrs())
+            assert a_circuit.startswith(r.listen_addrs()[0]), a_circuit
+            assert a_circuit.endswith("/p2p/" + a.peer_id()), a_circuit
+            seen_a.wait_for("on_addresses_changed with the circuit address",
+                            lambda: any(circuit(x) == a_circuit for x in seen_a.addresses))
+            listed = {p.peer_id: p for p in await a.peers()}
+            relay = listed[r.peer_id()]
+            assert relay.discovered == neurite.Discovery.RELAY, relay
+            assert relay.server_name is None, relay
+            assert relay.path == neurite.PeerPath.DIRECT, relay
+
+            c = neurite.Homeserver(make_config(tmp_path / "c", static_peers=[a_circuit]))
+            seen_c = Recorder()
+            handle_c = c.add_listener(seen_c)
+            await c.start()
+            seen_c.wait_for("C reaching A", lambda: any(p.peer_id == a.peer_id() for p in seen_c.connected))
+            first = next(p for p in seen_c.connected if p.peer_id == a.peer_id())
+            assert first.path in (neurite.PeerPath.RELAYED, neurite.PeerPath.DIRECT), first
+            handle_c.cancel()
+        finally:
+            if c is not None:
+                await c.stop()
+            await a.stop()
+            await r.stop()
+            handle_a.cancel()
 
     run(main())
 

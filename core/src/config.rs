@@ -197,6 +197,13 @@ pub struct Config {
     pub static_peers: Vec<libp2p::Multiaddr>,
     /// Whether to discover peers on the local network with mDNS.
     pub mdns_enabled: bool,
+    /// Relays to keep a reservation on, as full multiaddrs ending in `/p2p/<relay id>`, so
+    /// that peers on other networks reach this node through them.
+    pub relays: Vec<libp2p::Multiaddr>,
+    /// Whether this node also serves as a relay for its peers (off by default).
+    pub serve_relay: bool,
+    /// What the relay service allows, when `serve_relay` is on.
+    pub relay_limits: crate::p2p::RelayLimits,
     /// Web origins (`scheme://host[:port]`, exactly as browsers send them) allowed to call the
     /// client API from a page, besides the loopback ones when `cors_allow_loopback` is set.
     /// Requests from any other origin are refused. Native apps send no `Origin` and are not
@@ -235,6 +242,9 @@ impl Config {
             p2p_listen: vec![default_p2p_listen()],
             static_peers: Vec::new(),
             mdns_enabled: false,
+            relays: Vec::new(),
+            serve_relay: false,
+            relay_limits: crate::p2p::RelayLimits::default(),
             cors_origins: Vec::new(),
             cors_allow_loopback: true,
             rate_limits: RateLimits::default(),

@@ -76,35 +76,40 @@ impl Node {
     }
 
     async fn serve(services: Arc<Services>, addr: SocketAddr) -> Result<Self> {
-        let p2p =
-            if services.config.p2p_listen.is_empty() && services.config.static_peers.is_empty() {
-                None
-            } else {
-                let p2p_config = P2pConfig {
-                    listen: services.config.p2p_listen.clone(),
-                    static_peers: services.config.static_peers.clone(),
-                    mdns: services.config.mdns_enabled,
-                    remembered: remembered_peers(&services).await,
-                    learned: Some(address_book(&services)),
-                    limits: services.config.federation_limits.clone(),
-                };
-                let p2p = P2p::start(&services.identity, p2p_config, &services.tasks).await?;
-                crate::federation::transport::serve(
-                    &p2p,
-                    crate::federation::router(services.clone()),
-                    &services.config.federation_limits,
-                )?;
-                let client = crate::federation::transport::FederationClient::new(
-                    services.identity.clone(),
-                    p2p.clone(),
-                );
-                services.set_federation(client.clone());
-                crate::federation::catchup::spawn(services.clone(), client.clone(), p2p.clone());
-                crate::federation::outbox::spawn(services.clone(), client, p2p.clone());
-                // Events left waiting by the last run (or by a migration) are tried again.
-                crate::federation::inbound::resume(&services).await;
-                Some(p2p)
+        let p2p = if services.config.p2p_listen.is_empty()
+            && services.config.static_peers.is_empty()
+            && services.config.relays.is_empty()
+        {
+            None
+        } else {
+            let p2p_config = P2pConfig {
+                listen: services.config.p2p_listen.clone(),
+                static_peers: services.config.static_peers.clone(),
+                mdns: services.config.mdns_enabled,
+                remembered: remembered_peers(&services).await,
+                learned: Some(address_book(&services)),
+                limits: services.config.federation_limits.clone(),
+                relays: services.config.relays.clone(),
+                serve_relay: services.config.serve_relay,
+                relay_limits: services.config.relay_limits.clone(),
             };
+            let p2p = P2p::start(&services.identity, p2p_config, &services.tasks).await?;
+            crate::federation::transport::serve(
+                &p2p,
+                crate::federation::router(services.clone()),
+                &services.config.federation_limits,
+            )?;
+            let client = crate::federation::transport::FederationClient::new(
+                services.identity.clone(),
+                p2p.clone(),
+            );
+            services.set_federation(client.clone());
+            crate::federation::catchup::spawn(services.clone(), client.clone(), p2p.clone());
+            crate::federation::outbox::spawn(services.clone(), client, p2p.clone());
+            // Events left waiting by the last run (or by a migration) are tried again.
+            crate::federation::inbound::resume(&services).await;
+            Some(p2p)
+        };
         let listener = TcpListener::bind(addr).await?;
         let client_addr = listener.local_addr()?;
         services.set_client_url(format!("http://{client_addr}"));

@@ -1,9 +1,12 @@
 //! `neurite`: run a Neurite node from a terminal, or manage its accounts.
 
-use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::Read, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
-use neurite_core::{Config, Node, PasswordCost, RateLimits, RegistrationMode, p2p::Multiaddr};
+use clap::{Args, Parser, Subcommand};
+use neurite_core::{
+    Config, Node, PasswordCost, RateLimits, RegistrationMode,
+    p2p::{Multiaddr, P2p, PeerEvent, PeerId, RelayLimits},
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -23,7 +26,11 @@ enum Command {
     ///
     /// Once listening, prints one JSON line on stdout:
     /// {"event":"listening","server_name":…,"client_url":…,"peer_id":…,"p2p_addrs":[…]}.
-    /// Logs go to stderr (RUST_LOG).
+    /// Then one line per change: {"event":"addresses","p2p_addrs":[…]} when the addresses it
+    /// tells peers about change (e.g. a relay reservation is accepted or lost),
+    /// {"event":"peer_connected","peer_id":…,"server_name":…,"path":"direct"|"relayed"} when
+    /// a peer connects or its path changes, {"event":"peer_disconnected","peer_id":…,
+    /// "server_name":…} when it goes. Logs go to stderr (RUST_LOG).
     Run {
         /// Directory for the database, the node key and media (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -43,12 +50,41 @@ enum Command {
         /// Do not discover peers on the local network with mDNS (on by default).
         #[arg(long)]
         no_mdns: bool,
+        /// A relay to keep a reservation on, as a multiaddr ending in /p2p/<relay id>
+        /// (repeatable): peers on other networks reach this node through it.
+        #[arg(long = "relay", value_name = "MULTIADDR")]
+        relays: Vec<Multiaddr>,
+        /// Also serve as a relay for peers (off by default), with the limits below.
+        #[arg(long)]
+        serve_relay: bool,
+        #[command(flatten)]
+        relay_limits: RelayLimitArgs,
         /// Cheap password hashing, for tests and benchmarks only.
         #[arg(long, hide = true)]
         insecure_fast_passwords: bool,
         /// No rate limits on password checks and registration, for benchmarks only.
         #[arg(long, hide = true)]
         no_rate_limits: bool,
+    },
+    /// Run a relay-only node (circuit relay v2, identify, ping, AutoNAT server) until SIGINT or
+    /// SIGTERM: no client API, no rooms. For a small server or an always-on device that
+    /// phones on different networks can all reach.
+    ///
+    /// Once listening, prints one JSON line on stdout:
+    /// {"event":"listening","peer_id":…,"p2p_addrs":[…/p2p/<id>]}.
+    Relay {
+        /// Directory for the relay's key (created if missing).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/4001.
+        #[arg(long = "listen", value_name = "MULTIADDR", required = true)]
+        listen: Vec<Multiaddr>,
+        /// The address peers reach the relay at, when it is not one the host listens on
+        /// (repeatable; e.g. a public address in front of a cloud machine).
+        #[arg(long = "announce", value_name = "MULTIADDR")]
+        announce: Vec<Multiaddr>,
+        #[command(flatten)]
+        limits: RelayLimitArgs,
     },
     /// List the peers in a node's address book, one JSON line each.
     Peers {
@@ -67,6 +103,50 @@ enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+}
+
+/// What a relay allows the peers it serves (`neurite relay`, `neurite run --serve-relay`).
+#[derive(Args)]
+struct RelayLimitArgs {
+    /// Relay: reservations held at once.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_reservations)]
+    max_reservations: usize,
+    /// Relay: reservations one peer may hold.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_reservations_per_peer)]
+    max_reservations_per_peer: usize,
+    /// Relay: seconds a reservation lasts before it must be renewed.
+    #[arg(long, value_name = "SECS", default_value_t = RelayLimits::default().reservation_duration.as_secs())]
+    reservation_duration: u64,
+    /// Relay: circuits open at once.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_circuits)]
+    max_circuits: usize,
+    /// Relay: circuits open at once to or from one peer.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_circuits_per_peer)]
+    max_circuits_per_peer: usize,
+    /// Relay: seconds one circuit may stay open.
+    #[arg(long, value_name = "SECS", default_value_t = RelayLimits::default().max_circuit_duration.as_secs())]
+    max_circuit_duration: u64,
+    /// Relay: bytes one circuit may carry each way.
+    #[arg(long, value_name = "BYTES", default_value_t = RelayLimits::default().max_circuit_bytes)]
+    max_circuit_bytes: u64,
+    /// Relay-only node: connections open at once.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_connections)]
+    max_relay_connections: u32,
+}
+
+impl RelayLimitArgs {
+    fn limits(&self) -> RelayLimits {
+        RelayLimits {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            reservation_duration: Duration::from_secs(self.reservation_duration),
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: Duration::from_secs(self.max_circuit_duration),
+            max_circuit_bytes: self.max_circuit_bytes,
+            max_connections: self.max_relay_connections,
+        }
+    }
 }
 
 /// glibc raises its mmap threshold each time a large block is freed, so after the first
@@ -115,6 +195,9 @@ fn main() -> ExitCode {
                 p2p_listen,
                 peers,
                 no_mdns,
+                relays,
+                serve_relay,
+                relay_limits,
                 insecure_fast_passwords,
                 no_rate_limits,
             } => {
@@ -126,6 +209,9 @@ fn main() -> ExitCode {
                 }
                 config.static_peers = peers;
                 config.mdns_enabled = !no_mdns;
+                config.relays = relays;
+                config.serve_relay = serve_relay;
+                config.relay_limits = relay_limits.limits();
                 if insecure_fast_passwords {
                     config.password_cost = PasswordCost::TESTING;
                 }
@@ -134,6 +220,12 @@ fn main() -> ExitCode {
                 }
                 run(config).await
             }
+            Command::Relay {
+                data_dir,
+                listen,
+                announce,
+                limits,
+            } => relay(data_dir, listen, announce, limits.limits()).await,
             Command::Peers { data_dir } => peers(data_dir).await,
             Command::Register {
                 data_dir,
@@ -165,9 +257,119 @@ async fn run(config: Config) -> Result<(), String> {
         json!(node.p2p_addrs()),
     );
     println!("{line}");
+    let relays: Vec<PeerId> = node
+        .services()
+        .config
+        .relays
+        .iter()
+        .filter_map(neurite_core::p2p::peer_of)
+        .collect();
+    let report = node.p2p().cloned().map(|p2p| {
+        let addrs = node.p2p_addrs();
+        tokio::spawn(report_changes(p2p, addrs, relays))
+    });
     signals.recv().await;
     tracing::info!("shutting down");
+    if let Some(report) = report {
+        report.abort();
+    }
     node.shutdown().await.map_err(|e| e.to_string())
+}
+
+/// Prints a JSON line on stdout for each change in the node's addresses and peers (see the
+/// `run` command's help), starting from the addresses of the `listening` line and the peers
+/// connected by now.
+async fn report_changes(p2p: P2p, mut printed: Vec<String>, relays: Vec<PeerId>) {
+    let mut events = p2p.subscribe();
+    let mut addrs = p2p.watch_addrs();
+    let server_name = |peer: &PeerId| {
+        (!relays.contains(peer))
+            .then(|| neurite_core::identity::server_name_for_peer(peer))
+            .flatten()
+    };
+    let mut paths = std::collections::HashMap::new();
+    for peer in p2p.peers().await {
+        if let Some(path) = peer.path {
+            paths.insert(peer.peer_id, path);
+        }
+    }
+    // Fields in a fixed order, as documented.
+    let connected = |peer: &PeerId, path: neurite_core::p2p::Path| {
+        format!(
+            r#"{{"event":"peer_connected","peer_id":{},"server_name":{},"path":{}}}"#,
+            json!(peer.to_string()),
+            json!(server_name(peer)),
+            json!(path.as_str()),
+        )
+    };
+    for (peer, path) in &paths {
+        println!("{}", connected(peer, *path));
+    }
+    loop {
+        tokio::select! {
+            changed = addrs.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = p2p.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>();
+                if now != printed {
+                    println!(r#"{{"event":"addresses","p2p_addrs":{}}}"#, json!(now));
+                    printed = now;
+                }
+            }
+            event = events.recv() => match event {
+                Ok(PeerEvent::Connected(peer, path) | PeerEvent::PathChanged(peer, path)) => {
+                    if paths.insert(peer, path) != Some(path) {
+                        println!("{}", connected(&peer, path));
+                    }
+                }
+                Ok(PeerEvent::Disconnected(peer)) => {
+                    if paths.remove(&peer).is_some() {
+                        println!(
+                            r#"{{"event":"peer_disconnected","peer_id":{},"server_name":{}}}"#,
+                            json!(peer.to_string()),
+                            json!(server_name(&peer)),
+                        );
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+async fn relay(
+    data_dir: PathBuf,
+    listen: Vec<Multiaddr>,
+    announce: Vec<Multiaddr>,
+    limits: RelayLimits,
+) -> Result<(), String> {
+    let mut signals = ShutdownSignals::install().map_err(|e| format!("signal handlers: {e}"))?;
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let identity =
+        neurite_core::identity::Identity::load_or_create(&data_dir).map_err(|e| e.to_string())?;
+    let tasks = neurite_core::tasks::Tasks::default();
+    let relay =
+        neurite_core::p2p::relay::RelayNode::start(&identity, &listen, &announce, &limits, &tasks)
+            .await
+            .map_err(|e| e.to_string())?;
+    let line = format!(
+        r#"{{"event":"listening","peer_id":{},"p2p_addrs":{}}}"#,
+        json!(relay.peer_id().to_string()),
+        json!(
+            relay
+                .addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+        ),
+    );
+    println!("{line}");
+    signals.recv().await;
+    tracing::info!("shutting down");
+    tasks.stop(Duration::from_secs(5)).await;
+    Ok(())
 }
 
 /// SIGINT and SIGTERM (Ctrl-C elsewhere), caught from the moment they are installed.

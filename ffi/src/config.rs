@@ -36,6 +36,15 @@ pub struct HomeserverConfig {
     /// Discover peers on the local network with mDNS (Android needs a `MulticastLock`,
     /// iOS the multicast entitlement).
     pub mdns_enabled: bool,
+    /// Relays to keep a reservation on, as multiaddrs ending in `/p2p/<relay id>`: peers on
+    /// other networks (another Wi-Fi, cellular) reach this homeserver through them, and
+    /// [`crate::Homeserver::listen_addrs`] then includes `<relay>/p2p-circuit/p2p/<own id>`.
+    #[uniffi(default = [])]
+    pub relays: Vec<String>,
+    /// Also serve as a relay for peers (off by default: a phone should not carry others'
+    /// traffic unless the app asks).
+    #[uniffi(default = false)]
+    pub serve_relay: bool,
     /// Who may register through the client API.
     pub registration: RegistrationMode,
     /// A `tracing` filter such as `info,neurite_core=debug`, applied to the log sink set with
@@ -172,6 +181,12 @@ impl HomeserverConfig {
             .map(|a| parse_peer_addr("static_peers", a))
             .collect::<Result<_, _>>()?;
         config.mdns_enabled = self.mdns_enabled;
+        config.relays = self
+            .relays
+            .iter()
+            .map(|a| parse_peer_addr("relays", a))
+            .collect::<Result<_, _>>()?;
+        config.serve_relay = self.serve_relay;
         if let Some(limits) = &self.federation_limits {
             config.federation_limits = limits.to_core()?;
         }

@@ -28,7 +28,7 @@ pub use error::NeuriteError;
 pub use listeners::{HomeserverListener, ListenerHandle};
 use listeners::{Listeners, forward_peer_events};
 pub use logging::{LogLevel, LogSink, set_log_sink};
-pub use peers::{Discovery, PeerInfo};
+pub use peers::{Discovery, PeerInfo, PeerPath};
 
 uniffi::setup_scaffolding!("neurite");
 
@@ -156,8 +156,10 @@ impl Homeserver {
         self.peer_id.clone()
     }
 
-    /// Peer-to-peer listen addresses, each ending in `/p2p/<peer id>`, e.g. for a pairing
-    /// QR code. Empty while stopped or while the network is disabled.
+    /// The peer-to-peer addresses peers reach this homeserver at, each ending in
+    /// `/p2p/<peer id>`, e.g. for a pairing QR code: where it listens directly, then through
+    /// each relay holding its reservation (`<relay>/p2p-circuit/p2p/<id>`, which works from
+    /// other networks too). Empty while stopped or while the network is disabled.
     pub fn listen_addrs(&self) -> Vec<String> {
         lock(&self.live)
             .p2p

@@ -23,10 +23,15 @@ use crate::{HomeserverState, PeerInfo, lock};
 pub trait HomeserverListener: Send + Sync {
     /// The homeserver started, stopped, or failed to start.
     fn on_state_changed(&self, state: HomeserverState);
-    /// A connection to a peer opened (the first one to that peer).
+    /// A connection to a peer opened (the first one to that peer), or the path to a
+    /// connected peer changed (`peer.path`: a relayed connection upgraded to a direct one).
     fn on_peer_connected(&self, peer: PeerInfo);
     /// The last connection to a peer closed.
     fn on_peer_disconnected(&self, peer_id: String);
+    /// The addresses the homeserver tells peers about (what
+    /// [`crate::Homeserver::listen_addrs`] gives now): once when it has started, then at each
+    /// change, e.g. a relay accepted or lost its reservation, or the network went off or on.
+    fn on_addresses_changed(&self, addrs: Vec<String>);
 }
 
 /// The registered listeners, each under the number its handle holds.
@@ -65,6 +70,10 @@ impl Listeners {
 
     pub(crate) fn peer_disconnected(&self, peer_id: String) {
         self.each(|l| l.on_peer_disconnected(peer_id.clone()));
+    }
+
+    pub(crate) fn addresses_changed(&self, addrs: Vec<String>) {
+        self.each(|l| l.on_addresses_changed(addrs.clone()));
     }
 
     fn is_empty(&self) -> bool {
@@ -123,19 +132,34 @@ pub(crate) async fn forward_peer_events(
     listeners: Listeners,
 ) {
     let mut reported = HashSet::new();
+    // Not marked seen: the listeners hear the addresses once now, then at every change.
+    let mut addrs = p2p.watch_addrs();
+    addrs.mark_changed();
     for peer in p2p.peers().await.into_iter().filter(|p| p.connected) {
         reported.insert(peer.peer_id);
         listeners.peer_connected(PeerInfo::from(peer));
     }
     loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => break,
+        let event = tokio::select! {
+            changed = addrs.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let now = p2p.listen_addrs().iter().map(|a| a.to_string()).collect();
+                listeners.addresses_changed(now);
+                continue;
+            }
+            event = events.recv() => match event {
+                Ok(event) => event,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            },
         };
         match event {
-            PeerEvent::Connected(peer) => {
-                if !reported.insert(peer) || listeners.is_empty() {
+            PeerEvent::Connected(peer, path) | PeerEvent::PathChanged(peer, path) => {
+                let first = reported.insert(peer);
+                let upgraded = matches!(event, PeerEvent::PathChanged(..));
+                if !(first || upgraded) || listeners.is_empty() {
                     continue;
                 }
                 let info = p2p
@@ -144,7 +168,7 @@ pub(crate) async fn forward_peer_events(
                     .into_iter()
                     .find(|p| p.peer_id == peer)
                     .map(PeerInfo::from)
-                    .unwrap_or_else(|| PeerInfo::connected_inbound(&peer));
+                    .unwrap_or_else(|| PeerInfo::connected_inbound(&peer, path));
                 listeners.peer_connected(info);
             }
             PeerEvent::Disconnected(peer) => {

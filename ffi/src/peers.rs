@@ -18,6 +18,27 @@ pub enum Discovery {
     Inbound,
     /// Learnt from another peer (peer exchange).
     Exchange,
+    /// A relay this homeserver keeps a reservation on (`HomeserverConfig.relays`).
+    Relay,
+}
+
+/// How a connected peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, uniffi::Enum)]
+pub enum PeerPath {
+    /// Over a connection of its own: the same network, a public address, or a hole punched
+    /// through both NATs.
+    Direct,
+    /// Only through a relay.
+    Relayed,
+}
+
+impl From<p2p::Path> for PeerPath {
+    fn from(p: p2p::Path) -> Self {
+        match p {
+            p2p::Path::Direct => Self::Direct,
+            p2p::Path::Relayed => Self::Relayed,
+        }
+    }
 }
 
 impl From<p2p::Discovery> for Discovery {
@@ -27,6 +48,7 @@ impl From<p2p::Discovery> for Discovery {
             p2p::Discovery::Mdns => Self::Mdns,
             p2p::Discovery::Inbound => Self::Inbound,
             p2p::Discovery::Exchange => Self::Exchange,
+            p2p::Discovery::Relay => Self::Relay,
         }
     }
 }
@@ -44,6 +66,8 @@ pub struct PeerInfo {
     pub connected: bool,
     /// How the peer became known.
     pub discovered: Discovery,
+    /// How it is reached while connected (`None` when not connected).
+    pub path: Option<PeerPath>,
 }
 
 impl From<p2p::PeerInfo> for PeerInfo {
@@ -54,6 +78,7 @@ impl From<p2p::PeerInfo> for PeerInfo {
             addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
             connected: p.connected,
             discovered: p.discovered.into(),
+            path: p.path.map(PeerPath::from),
         }
     }
 }
@@ -61,13 +86,14 @@ impl From<p2p::PeerInfo> for PeerInfo {
 impl PeerInfo {
     /// What is known of a peer that connected but is not (or no longer) in the address book:
     /// its id and server name, connected, found because it connected.
-    pub(crate) fn connected_inbound(peer: &p2p::PeerId) -> Self {
+    pub(crate) fn connected_inbound(peer: &p2p::PeerId, path: p2p::Path) -> Self {
         Self {
             peer_id: peer.to_string(),
             server_name: neurite_core::identity::server_name_for_peer(peer),
             addresses: Vec::new(),
             connected: true,
             discovered: Discovery::Inbound,
+            path: Some(path.into()),
         }
     }
 }

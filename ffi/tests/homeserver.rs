@@ -7,7 +7,7 @@ use std::{
 
 use neurite_ffi::{
     Discovery, Homeserver, HomeserverConfig, HomeserverListener, HomeserverState, ListenerHandle,
-    NeuriteError, PeerInfo, RegistrationMode,
+    NeuriteError, PeerInfo, PeerPath, RegistrationMode,
 };
 
 fn config(dir: &tempfile::TempDir) -> HomeserverConfig {
@@ -17,6 +17,8 @@ fn config(dir: &tempfile::TempDir) -> HomeserverConfig {
         p2p_listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
         static_peers: vec![],
         mdns_enabled: false,
+        relays: vec![],
+        serve_relay: false,
         registration: RegistrationMode::Disabled,
         log_filter: None,
         federation_limits: None,
@@ -229,6 +231,7 @@ struct Recorder {
     states: Mutex<Vec<HomeserverState>>,
     connected: Mutex<Vec<PeerInfo>>,
     disconnected: Mutex<Vec<String>>,
+    addresses: Mutex<Vec<Vec<String>>>,
     /// Woken at every callback.
     changed: tokio::sync::Notify,
 }
@@ -276,6 +279,108 @@ impl HomeserverListener for Recorder {
         self.disconnected.lock().unwrap().push(peer_id);
         self.changed.notify_waiters();
     }
+    fn on_addresses_changed(&self, addrs: Vec<String>) {
+        self.addresses.lock().unwrap().push(addrs);
+        self.changed.notify_waiters();
+    }
+}
+
+/// A relay-only node on loopback, with its tasks (stopped when dropped by the test's end).
+async fn loopback_relay() -> (neurite_core::tasks::Tasks, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = neurite_core::identity::Identity::load_or_create(dir.path()).unwrap();
+    let tasks = neurite_core::tasks::Tasks::default();
+    let relay = neurite_core::p2p::relay::RelayNode::start(
+        &identity,
+        &["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        &[],
+        &neurite_core::p2p::RelayLimits::default(),
+        &tasks,
+    )
+    .await
+    .unwrap();
+    (tasks, relay.addrs()[0].to_string(), dir)
+}
+
+#[tokio::test]
+async fn a_relay_reservation_shows_in_the_addresses_and_a_peer_reaches_the_homeserver_through_it() {
+    let (relay_tasks, relay_addr, _relay_dir) = loopback_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = config(&dir_a);
+    config_a.relays = vec![relay_addr.clone()];
+    let a = Homeserver::new(config_a).unwrap();
+    let (seen_a, _handle_a) = Recorder::install(&a);
+    a.clone().start().await.unwrap();
+    // The reservation's address is one of A's addresses, and the listener heard about it.
+    let circuit = |addrs: &[String]| addrs.iter().find(|a| a.contains("/p2p-circuit/")).cloned();
+    seen_a
+        .wait_for("a circuit address", |r| {
+            circuit(&a.listen_addrs()).is_some()
+                && r.addresses
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .chain(std::iter::once(&a.listen_addrs()))
+                    .any(|addrs| circuit(addrs).is_some())
+        })
+        .await;
+    let a_circuit = circuit(&a.listen_addrs()).unwrap();
+    assert!(a_circuit.starts_with(&relay_addr), "{a_circuit}");
+    assert!(a_circuit.ends_with(&format!("/p2p/{}", a.peer_id())));
+    // The relay is listed as such, without a server name.
+    let relay_id = relay_addr.rsplit('/').next().unwrap().to_owned();
+    let peers = a.clone().peers().await.unwrap();
+    let relay = peers.iter().find(|p| p.peer_id == relay_id).expect("relay");
+    assert_eq!(relay.discovered, Discovery::Relay);
+    assert_eq!(relay.server_name, None);
+    assert_eq!(relay.path, Some(PeerPath::Direct));
+
+    // B is given only A's circuit address: it reaches A through the relay (and, both being on
+    // loopback, may then upgrade to a direct connection).
+    let mut config_b = config(&dir_b);
+    config_b.static_peers = vec![a_circuit];
+    let b = Homeserver::new(config_b).unwrap();
+    let (seen_b, _handle_b) = Recorder::install(&b);
+    b.clone().start().await.unwrap();
+    let a_id = a.peer_id();
+    seen_b
+        .wait_for("B to reach A", |r| {
+            r.connected
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.peer_id == a_id)
+        })
+        .await;
+    let first = seen_b
+        .connected
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|p| p.peer_id == a_id)
+        .cloned()
+        .unwrap();
+    assert!(first.path.is_some(), "{first:?}");
+    // Whatever the path is now, peers() agrees with the last report.
+    let last = seen_b
+        .connected
+        .lock()
+        .unwrap()
+        .iter()
+        .rfind(|p| p.peer_id == a_id)
+        .cloned()
+        .unwrap();
+    let listed = b.clone().peers().await.unwrap();
+    let listed = listed
+        .iter()
+        .find(|p| p.peer_id == a_id)
+        .expect("A in B's peers");
+    assert!(listed.connected);
+    assert!(listed.path.is_some());
+    eprintln!("B reached A over {:?}, now {:?}", first.path, last.path);
+    b.clone().stop().await.unwrap();
+    a.clone().stop().await.unwrap();
+    relay_tasks.stop(Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ pub fn spawn(services: Arc<Services>, client: FederationClient, p2p: P2p) {
             tokio::select! {
                 Some(server) = done_rx.recv() => { running.remove(&server); }
                 event = peers.recv() => match event {
-                    Ok(PeerEvent::Connected(peer)) => {
+                    Ok(PeerEvent::Connected(peer, _)) => {
                         if let Some(server) = server_name_for_peer(&peer) {
                             queue.push(server);
                         }

@@ -147,7 +147,7 @@ pub fn spawn(services: Arc<Services>, client: FederationClient, p2p: P2p) {
                     }
                 }
                 event = peers.recv() => {
-                    if let Ok(PeerEvent::Connected(peer)) = event
+                    if let Ok(PeerEvent::Connected(peer, _)) = event
                         && let Some(server) = server_name_for_peer(&peer)
                     {
                         backoff.remove(&server);

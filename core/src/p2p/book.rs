@@ -6,8 +6,11 @@
 //!
 //! - It must name a transport the node speaks (`/ip4|ip6/…/tcp/<port>`, or with the `quic`
 //!   feature `/ip4|ip6/…/udp/<port>/quic-v1`), with a port, optionally ending in
-//!   `/p2p/<the peer>`; never a DNS name, a relay circuit, or another peer's id. Unspecified,
-//!   multicast, broadcast and reserved IPs are never taken from anyone.
+//!   `/p2p/<the peer>`; never a DNS name or another peer's id. Unspecified, multicast,
+//!   broadcast and reserved IPs are never taken from anyone.
+//! - A relay circuit (`<relay's address>/p2p/<relay id>/p2p-circuit[/p2p/<the peer>]`) is
+//!   taken on the same terms, judged by the relay's address: it makes the node dial the
+//!   relay, and nothing else. The relay must not be the peer itself.
 //! - Its IP's [`Scope`] must be at least as wide as its origin's floor: a peer that reaches
 //!   the node from the outside cannot make it dial the phone's own loopback or its link. The
 //!   app and the configuration (static peers, `add_peer`) may name any scope; mDNS never a
@@ -168,7 +171,21 @@ pub fn admit(peer: PeerId, addr: &Multiaddr, origin: Origin) -> Option<Multiaddr
         }
         _ => return None,
     }
-    match parts.next() {
+    let rest: Vec<Protocol> = parts.by_ref().take(4).collect();
+    let rest = match rest.as_slice() {
+        // Through a relay: `/p2p/<relay>/p2p-circuit`, then at most the peer's own id.
+        [Protocol::P2p(relay), Protocol::P2pCircuit, tail @ ..] if *relay != peer => {
+            bare.push(Protocol::P2p(*relay));
+            bare.push(Protocol::P2pCircuit);
+            tail
+        }
+        [Protocol::P2p(_), Protocol::P2pCircuit, ..] => return None,
+        all => all,
+    };
+    if rest.len() > 1 {
+        return None;
+    }
+    match rest.first().cloned() {
         None if matches!(origin, Origin::Told(_)) => return None,
         None => {}
         Some(Protocol::P2p(id)) if id == peer => {}
@@ -441,12 +458,50 @@ mod tests {
             "/dns4/example.org/tcp/4001".to_owned(),
             "/ip4/192.168.1.9/tcp/4001/ws".to_owned(),
             "/ip4/192.168.1.9/udp/4001".to_owned(),
-            format!("/ip4/192.168.1.9/tcp/4001/p2p/{other}/p2p-circuit/p2p/{p}"),
             "/ip4/192.168.1.9".to_owned(),
+            // Circuits: the relay must not be the peer, the address must not end in a third
+            // peer's id, and the relay's id must come before `/p2p-circuit`.
+            format!("/ip4/192.168.1.9/tcp/4001/p2p/{p}/p2p-circuit/p2p/{p}"),
+            format!("/ip4/192.168.1.9/tcp/4001/p2p/{p}/p2p-circuit"),
+            format!("/ip4/192.168.1.9/tcp/4001/p2p/{other}/p2p-circuit/p2p/{other}"),
+            format!("/ip4/192.168.1.9/tcp/4001/p2p-circuit/p2p/{p}"),
+            format!("/ip4/192.168.1.9/tcp/4001/p2p/{other}/p2p-circuit/p2p/{p}/p2p/{p}"),
         ];
         for a in refused {
             assert_eq!(admit(p, &addr(&a), Origin::Explicit), None, "{a}");
         }
+    }
+
+    #[test]
+    fn a_circuit_address_is_judged_by_its_relay() {
+        let p = PeerId::random();
+        let relay = PeerId::random();
+        let public = addr(&format!(
+            "/ip4/203.0.113.7/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{p}"
+        ));
+        let bare = addr(&format!(
+            "/ip4/203.0.113.7/tcp/4001/p2p/{relay}/p2p-circuit"
+        ));
+        for origin in [
+            Origin::Explicit,
+            Origin::Itself(Scope::Public),
+            Origin::Told(Scope::Public),
+        ] {
+            assert_eq!(admit(p, &public, origin), Some(bare.clone()), "{origin:?}");
+        }
+        // Without the peer's id: from the peer itself, not from a third party.
+        assert_eq!(
+            admit(p, &bare, Origin::Itself(Scope::Public)),
+            Some(bare.clone())
+        );
+        assert_eq!(admit(p, &bare, Origin::Told(Scope::Public)), None);
+        // A relay on this host's loopback is named only by the app or over loopback.
+        let looped = addr(&format!(
+            "/ip4/127.0.0.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{p}"
+        ));
+        assert!(admit(p, &looped, Origin::Explicit).is_some());
+        assert_eq!(admit(p, &looped, Origin::Itself(Scope::Public)), None);
+        assert_eq!(admit(p, &looped, Origin::Told(Scope::Private)), None);
     }
 
     #[test]

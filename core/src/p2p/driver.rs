@@ -9,15 +9,21 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, identify, mdns,
+    Multiaddr, PeerId, Swarm, dcutr, identify, mdns,
+    multiaddr::Protocol,
+    relay as circuit,
     swarm::{ConnectionId, SwarmEvent, behaviour::toggle::Toggle},
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot, watch},
+    time::Instant,
+};
 
 use super::{
-    Behaviour, BehaviourEvent, Command, Discovery, PEERS_MAX_ADDRS, PeerEvent, PeerInfo,
+    Behaviour, BehaviourEvent, Command, Discovery, PEERS_MAX_ADDRS, Path, PeerEvent, PeerInfo,
     book::{Book, Origin, Scope, admit},
-    peer_of,
+    circuits::{RELAYED_GRACE, RelaySlot, sleep_until_some},
+    peer_of, relay,
 };
 use crate::{identity::server_name_for_peer, tasks::Tasks};
 
@@ -45,9 +51,18 @@ pub(super) struct Driver {
     pub(super) connected: HashSet<PeerId>,
     /// [`Driver::connected`] as [`P2p::is_connected`](super::P2p::is_connected) reads it.
     pub(super) shared_connected: Arc<Mutex<HashSet<PeerId>>>,
-    /// Every open connection: its peer and the scope of its remote address (`None` when
-    /// that is not an IP address).
-    pub(super) connections: HashMap<ConnectionId, (PeerId, Option<Scope>)>,
+    /// Every open connection: its peer, the scope of its remote address (`None` when that is
+    /// not an IP address; a relayed connection has its relay's) and whether it is relayed.
+    pub(super) connections: HashMap<ConnectionId, (PeerId, Option<Scope>, bool)>,
+    /// The relays this node keeps a reservation on.
+    pub(super) relays: Vec<RelaySlot>,
+    /// Whether this node serves as a relay (its listen addresses are then its external ones).
+    pub(super) serve_relay: bool,
+    /// Relayed connections to close, each once its peer has had a direct connection for
+    /// [`RELAYED_GRACE`].
+    pub(super) superseded: Vec<(Instant, ConnectionId)>,
+    /// Peers to dial once a relay is connected: (relay, peer).
+    pub(super) after_relay: Vec<(PeerId, PeerId)>,
     pub(super) learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Who waits for the outcome of a dial to a peer: `true` once connected, `false` if it
     /// failed.
@@ -65,7 +80,9 @@ impl Driver {
             for id in self.network.listeners.drain(..) {
                 self.swarm.remove_listener(id);
             }
+            self.drop_reservations();
             self.listen_addrs.send_modify(Vec::clear);
+
             self.swarm.behaviour_mut().mdns = Toggle::from(None);
             let connected: Vec<PeerId> = self.connected.iter().copied().collect();
             self.network.redial = connected.clone();
@@ -88,6 +105,7 @@ impl Driver {
                 .map_err(|e| format!("mdns: {e}"))?;
             self.swarm.behaviour_mut().mdns = Toggle::from(Some(mdns));
         }
+        self.reserve_all();
         // The peers that were connected, then those the app gave, up to a bound: not every
         // peer the book holds.
         let mut redial = std::mem::take(&mut self.network.redial);
@@ -147,6 +165,9 @@ impl Driver {
         let Some(bare) = self.remember(peer, &addr, Origin::Explicit, Discovery::Static) else {
             return Err(format!("{addr} is not an address this node can dial"));
         };
+        if self.defer_for_relay(peer, std::slice::from_ref(&bare)) {
+            return Ok(());
+        }
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
             .addresses(vec![bare])
@@ -177,7 +198,7 @@ impl Driver {
 
     /// Dials `peer` at the addresses known for it. `reply`, if given, hears whether that
     /// ends in a connection (at once if one is open or no dial can start).
-    fn dial_known(&mut self, peer: PeerId, reply: Option<oneshot::Sender<bool>>) {
+    pub(super) fn dial_known(&mut self, peer: PeerId, reply: Option<oneshot::Sender<bool>>) {
         let answer = |reply: Option<oneshot::Sender<bool>>, connected| {
             if let Some(r) = reply {
                 let _ = r.send(connected);
@@ -193,6 +214,9 @@ impl Driver {
             Some(k) if !k.addresses().is_empty() => k.addresses(),
             _ => return answer(reply, false),
         };
+        if reply.is_none() && self.defer_for_relay(peer, &addrs) {
+            return;
+        }
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
             .build();
@@ -220,8 +244,8 @@ impl Driver {
     fn scope_of_peer(&self, peer: &PeerId) -> Option<Scope> {
         self.connections
             .values()
-            .filter(|(p, _)| p == peer)
-            .filter_map(|(_, scope)| *scope)
+            .filter(|(p, _, _)| p == peer)
+            .filter_map(|(_, scope, _)| *scope)
             .min()
     }
 
@@ -279,6 +303,7 @@ impl Driver {
 
     pub(super) async fn run(mut self, tasks: Tasks) {
         loop {
+            let next_timer = self.next_timer();
             tokio::select! {
                 _ = tasks.stopping() => break,
                 command = self.commands.recv() => match command {
@@ -306,6 +331,7 @@ impl Driver {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
+                () = sleep_until_some(next_timer) => self.timer_due(),
             }
         }
         tracing::debug!("p2p swarm stopped");
@@ -315,23 +341,47 @@ impl Driver {
         let mut list: Vec<PeerInfo> = self
             .book
             .iter()
-            .map(|(peer, known)| PeerInfo {
-                peer_id: *peer,
-                server_name: server_name_for_peer(peer),
-                addresses: known.addresses(),
-                connected: self.connected.contains(peer),
-                discovered: known.discovered,
+            .map(|(peer, known)| {
+                // A relay of this node's is not a homeserver, however it came into the book.
+                let relay = self.is_relay(peer);
+                PeerInfo {
+                    peer_id: *peer,
+                    server_name: if relay {
+                        None
+                    } else {
+                        server_name_for_peer(peer)
+                    },
+                    addresses: known.addresses(),
+                    connected: self.connected.contains(peer),
+                    discovered: if relay {
+                        Discovery::Relay
+                    } else {
+                        known.discovered
+                    },
+                    path: self.path_of(peer),
+                }
             })
             .collect();
         // A connected peer the book had no room for is still listed.
         for peer in &self.connected {
             if self.book.get(peer).is_none() {
+                let relay = self.is_relay(peer);
                 list.push(PeerInfo {
                     peer_id: *peer,
-                    server_name: server_name_for_peer(peer),
+                    // A relay is not a homeserver.
+                    server_name: if relay {
+                        None
+                    } else {
+                        server_name_for_peer(peer)
+                    },
                     addresses: Vec::new(),
                     connected: true,
-                    discovered: Discovery::Inbound,
+                    discovered: if relay {
+                        Discovery::Relay
+                    } else {
+                        Discovery::Inbound
+                    },
+                    path: self.path_of(peer),
                 });
             }
         }
@@ -343,11 +393,58 @@ impl Driver {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "p2p listening");
-                self.listen_addrs.send_modify(|addrs| addrs.push(address));
+                let circuit = address.iter().any(|p| p == Protocol::P2pCircuit);
+                if self.serve_relay && !circuit {
+                    // A relay tells its clients where it is reached: where it listens.
+                    self.swarm.add_external_address(address);
+                }
+                self.publish_addrs();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
-                self.listen_addrs
-                    .send_modify(|addrs| addrs.retain(|a| *a != address));
+                if self.serve_relay {
+                    self.swarm.remove_external_address(&address);
+                }
+                self.publish_addrs();
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = match reason {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.listener_closed(listener_id, reason);
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "address confirmed reachable");
+                self.publish_addrs();
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                tracing::info!(%address, "address no longer confirmed reachable");
+                self.publish_addrs();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                circuit::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal,
+                    ..
+                },
+            )) => {
+                self.reservation_accepted(relay_peer_id, renewal);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => tracing::info!(peer = %remote_peer_id, "hole punched: direct connection"),
+                Err(e) => {
+                    tracing::info!(peer = %remote_peer_id, error = %e, "hole punching failed; staying on the relay");
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::RelayServer(event)) => {
+                relay::log_relay_event(&event);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -361,7 +458,22 @@ impl Driver {
                     return;
                 }
                 let scope = Scope::of_addr(endpoint.get_remote_address());
-                self.connections.insert(connection_id, (peer_id, scope));
+                let relayed = endpoint.is_relayed();
+                let before = self.path_of(&peer_id);
+                self.connections
+                    .insert(connection_id, (peer_id, scope, relayed));
+                if !relayed {
+                    // A direct connection replaces relayed ones (a punched hole, or the peer
+                    // came onto the same network): the relay's circuits are bounded, and
+                    // streams should take the direct path.
+                    let at = Instant::now() + RELAYED_GRACE;
+                    for (id, (p, _, r)) in &self.connections {
+                        if *p == peer_id && *r && !self.superseded.iter().any(|(_, s)| s == id) {
+                            self.superseded.push((at, *id));
+                        }
+                    }
+                }
+                let path = if relayed { Path::Relayed } else { Path::Direct };
                 // A peer the node dialled is in the book already (with how it was found); one
                 // that is not connected to us first. Neither is taken as added by the app,
                 // which would keep it for good.
@@ -369,10 +481,18 @@ impl Driver {
                     .touch(peer_id, Discovery::Inbound, false, &self.connected);
                 if num_established.get() == 1 {
                     self.set_connected(peer_id, true);
-                    tracing::info!(peer = %peer_id, "peer connected");
-                    let _ = self.events.send(PeerEvent::Connected(peer_id));
+                    tracing::info!(peer = %peer_id, path = path.as_str(), "peer connected");
+                    let _ = self.events.send(PeerEvent::Connected(peer_id, path));
+                } else if let Some(before) = before
+                    && before != self.path_of(&peer_id).unwrap_or(before)
+                {
+                    tracing::info!(peer = %peer_id, path = path.as_str(), "peer path changed");
+                    let _ = self.events.send(PeerEvent::PathChanged(peer_id, path));
                 }
                 self.dial_outcome(peer_id, true);
+                if !relayed {
+                    self.dial_after_relay(peer_id);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -380,11 +500,18 @@ impl Driver {
                 num_established,
                 ..
             } => {
+                let before = self.path_of(&peer_id);
                 self.connections.remove(&connection_id);
+                self.superseded.retain(|(_, id)| *id != connection_id);
                 if num_established == 0 {
                     self.set_connected(peer_id, false);
                     tracing::info!(peer = %peer_id, "peer disconnected");
                     let _ = self.events.send(PeerEvent::Disconnected(peer_id));
+                } else if let Some(after) = self.path_of(&peer_id)
+                    && Some(after) != before
+                {
+                    tracing::info!(peer = %peer_id, path = after.as_str(), "peer path changed");
+                    let _ = self.events.send(PeerEvent::PathChanged(peer_id, after));
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -417,7 +544,7 @@ impl Driver {
             })) => {
                 // What the peer says it listens on, taken as far as the connection it said it
                 // on allows; it is also what this node passes on to others.
-                let Some((_, Some(over))) = self.connections.get(&connection_id).copied() else {
+                let Some((_, Some(over), _)) = self.connections.get(&connection_id).copied() else {
                     return;
                 };
                 for addr in info.listen_addrs.iter().take(IDENTIFY_MAX_ADDRS) {

@@ -19,9 +19,11 @@
 //! asking and answering about peer addresses in [`exchange`].
 
 pub mod book;
+mod circuits;
 mod driver;
 mod exchange;
 pub mod inbound;
+pub mod relay;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,7 +33,9 @@ use std::{
 
 pub use libp2p::{Multiaddr, PeerId};
 use libp2p::{
-    StreamProtocol, connection_limits, identify, mdns, noise, ping,
+    StreamProtocol, connection_limits, dcutr, identify, mdns,
+    multiaddr::Protocol,
+    noise, ping, relay as circuit,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
 };
@@ -40,8 +44,10 @@ use tokio::{
     time::Instant,
 };
 
+pub use self::relay::RelayLimits;
 use self::{
     book::Book,
+    circuits::RelaySlot,
     driver::{Driver, Network},
     exchange::{Sought, answer_peer_question, ask_for_peer},
 };
@@ -76,6 +82,21 @@ const FEDERATION_QUEUE: usize = 256;
 
 /// A connection with no open streams is closed after this long. Peers reconnect on demand.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often an open connection is pinged. Besides noticing a dead peer, this is what keeps
+/// a relay reservation's connection (and the NAT mapping under it) alive while idle: the one
+/// idle traffic a phone with a relay sends.
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The identify protocol version every Neurite node (and relay) announces.
+const IDENTIFY_PROTOCOL: &str = "/neurite/1";
+/// The identify agent of a relay-only node.
+const RELAY_AGENT: &str = concat!("neurite-relay/", env!("CARGO_PKG_VERSION"));
+/// How often AutoNAT may test one of this node's address candidates with a server. A
+/// candidate behind a NAT that drops the server's dial-back is asked about again each time
+/// (the server's answer times out rather than saying "unreachable"), so this is also the
+/// period of that small request on a phone behind a NAT.
+const AUTONAT_PROBE_INTERVAL: Duration = Duration::from_secs(120);
+/// Most candidate addresses AutoNAT keeps to test.
+const AUTONAT_MAX_CANDIDATES: usize = 8;
 
 /// How a peer became known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +109,28 @@ pub enum Discovery {
     Inbound,
     /// Learnt from another peer (peer exchange).
     Exchange,
+    /// A relay this node keeps a reservation on (given in the configuration).
+    Relay,
+}
+
+/// How a connected peer is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Over a connection of its own (same network, a public address, or a hole punched
+    /// through both NATs).
+    Direct,
+    /// Only through a relay's circuit.
+    Relayed,
+}
+
+impl Path {
+    /// A stable name for display (`direct`, `relayed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Relayed => "relayed",
+        }
+    }
 }
 
 /// What the node knows about a peer.
@@ -103,13 +146,18 @@ pub struct PeerInfo {
     pub connected: bool,
     /// How it was found.
     pub discovered: Discovery,
+    /// How it is reached while connected (`None` when not connected).
+    pub path: Option<Path>,
 }
 
 /// A change in connectivity.
 #[derive(Debug, Clone)]
 pub enum PeerEvent {
-    /// The first connection to a peer opened.
-    Connected(PeerId),
+    /// The first connection to a peer opened, over this path.
+    Connected(PeerId, Path),
+    /// The path to a connected peer changed: a relayed connection was upgraded to a direct
+    /// one (hole punching), or the direct one closed while a relayed one stayed.
+    PathChanged(PeerId, Path),
     /// The last connection to a peer closed.
     Disconnected(PeerId),
 }
@@ -132,6 +180,14 @@ pub struct P2pConfig {
     pub learned: Option<mpsc::Sender<(PeerId, Multiaddr, Discovery)>>,
     /// Connection and stream bounds.
     pub limits: FederationLimits,
+    /// Relays to keep a reservation on, each a full multiaddr ending in `/p2p/<relay id>`:
+    /// peers on other networks reach this node at `<relay>/p2p-circuit/p2p/<own id>`.
+    pub relays: Vec<Multiaddr>,
+    /// Whether this node also serves as a relay for its peers (off by default: a phone does
+    /// not carry others' traffic unless the app asks), within `relay_limits`.
+    pub serve_relay: bool,
+    /// The limits of the relay service, when `serve_relay` is on.
+    pub relay_limits: RelayLimits,
 }
 
 impl Discovery {
@@ -142,6 +198,7 @@ impl Discovery {
             "mdns" => Some(Discovery::Mdns),
             "inbound" => Some(Discovery::Inbound),
             "exchange" => Some(Discovery::Exchange),
+            "relay" => Some(Discovery::Relay),
             _ => None,
         }
     }
@@ -153,6 +210,7 @@ impl Discovery {
             Discovery::Mdns => "mdns",
             Discovery::Inbound => "inbound",
             Discovery::Exchange => "exchange",
+            Discovery::Relay => "relay",
         }
     }
 }
@@ -163,6 +221,16 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Reservations on relays, and circuits through them (both ways).
+    relay_client: circuit::client::Behaviour,
+    /// Hole punching on relayed connections (DCUtR).
+    dcutr: dcutr::Behaviour,
+    /// Whether this node's observed addresses are reachable from outside (AutoNAT v2).
+    autonat: libp2p_autonat::v2::client::Behaviour,
+    /// The relay service, when this node serves as one.
+    relay_server: Toggle<circuit::Behaviour>,
+    /// Tests other nodes' addresses for them, when this node serves as a relay.
+    autonat_server: Toggle<libp2p_autonat::v2::server::Behaviour>,
     /// Outbound streams of every protocol.
     stream: libp2p_stream::Behaviour,
     /// Inbound federation streams.
@@ -207,12 +275,13 @@ pub struct P2p {
     tasks: Tasks,
 }
 
-/// The peer id at the end of a multiaddr (`/p2p/<id>`), if any.
+/// The peer id at the end of a multiaddr (`/p2p/<id>`), if any: for a circuit address
+/// (`…/p2p/<relay>/p2p-circuit/p2p/<id>`), the peer reached through the relay.
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
-    addr.iter().find_map(|p| match p {
-        libp2p::multiaddr::Protocol::P2p(id) => Some(id),
+    match addr.iter().last()? {
+        Protocol::P2p(id) => Some(id),
         _ => None,
-    })
+    }
 }
 
 impl P2p {
@@ -244,28 +313,46 @@ impl P2p {
         // QUIC (`/udp/<port>/quic-v1` addresses) when built with the `quic` feature.
         #[cfg(feature = "quic")]
         let builder = builder.with_quic();
+        let builder = builder
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| Error::Network(e.to_string()))?;
         let (federation, federation_streams) =
             inbound::Behaviour::new(FEDERATION_PROTOCOL, FEDERATION_QUEUE);
         let (questions, mut asked) = inbound::Behaviour::new(PEERS_PROTOCOL, MAX_ANSWERS);
+        let serve_relay = config.serve_relay;
+        let relay_config = config.relay_limits.relay_config();
         let mut swarm = builder
-            .with_behaviour(|key| {
+            .with_behaviour(|key, relay_client| {
+                let local = key.public().to_peer_id();
                 let mdns = if mdns_on {
-                    Some(mdns::tokio::Behaviour::new(
-                        mdns::Config::default(),
-                        key.public().to_peer_id(),
-                    )?)
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local)?)
                 } else {
                     None
                 };
+                let autonat = libp2p_autonat::v2::client::Config::default()
+                    .with_probe_interval(AUTONAT_PROBE_INTERVAL)
+                    .with_max_candidates(AUTONAT_MAX_CANDIDATES);
                 Ok(Behaviour {
                     limits: connection_limits::Behaviour::new(connection_limits),
                     // No cache: the swarm dials only what the address book gives it.
                     identify: identify::Behaviour::new(
-                        identify::Config::new("/neurite/1".to_owned(), key.public())
+                        identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                             .with_cache_size(0),
                     ),
-                    ping: ping::Behaviour::new(ping::Config::new()),
+                    ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
                     mdns: Toggle::from(mdns),
+                    relay_client,
+                    dcutr: dcutr::Behaviour::new(local),
+                    autonat: libp2p_autonat::v2::client::Behaviour::new(
+                        rand::make_rng::<rand::rngs::StdRng>(),
+                        autonat,
+                    ),
+                    relay_server: Toggle::from(
+                        serve_relay.then(|| circuit::Behaviour::new(local, relay_config)),
+                    ),
+                    autonat_server: Toggle::from(
+                        serve_relay.then(libp2p_autonat::v2::server::Behaviour::default),
+                    ),
                     stream: libp2p_stream::Behaviour::new(),
                     federation,
                     questions,
@@ -295,6 +382,20 @@ impl P2p {
             connected: HashSet::new(),
             shared_connected: shared_connected.clone(),
             connections: HashMap::new(),
+            relays: config
+                .relays
+                .iter()
+                .filter_map(|addr| {
+                    let slot = RelaySlot::new(addr.clone());
+                    if slot.is_none() {
+                        tracing::warn!(%addr, "relay address does not end in /p2p/<relay id>");
+                    }
+                    slot
+                })
+                .collect(),
+            serve_relay,
+            superseded: Vec::new(),
+            after_relay: Vec::new(),
             learned: config.learned.clone(),
             dial_waiters: HashMap::new(),
             network: Network {
@@ -305,6 +406,7 @@ impl P2p {
                 redial: Vec::new(),
             },
         };
+        driver.reserve_all();
         driver.redial_remembered(&config.remembered);
         for addr in &config.static_peers {
             if let Err(e) = driver.dial(addr.clone()) {
@@ -367,13 +469,22 @@ impl P2p {
         self.peer_id
     }
 
-    /// Addresses this node listens on, each ending in `/p2p/<peer id>`.
+    /// The addresses this node tells others about, each ending in `/p2p/<peer id>`: where it
+    /// listens directly first, then its relay circuits, then external addresses AutoNAT
+    /// confirmed.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.listen_addrs
             .borrow()
             .iter()
             .map(|a| a.clone().with_p2p(self.peer_id).unwrap_or_else(|a| a))
             .collect()
+    }
+
+    /// The addresses this node tells others about (as [`P2p::listen_addrs`] gives them, but
+    /// without `/p2p/<peer id>`), changing as listeners, relay reservations and confirmed
+    /// external addresses come and go.
+    pub fn watch_addrs(&self) -> watch::Receiver<Vec<Multiaddr>> {
+        self.listen_addrs.clone()
     }
 
     /// The inbound federation streams, for the one server that serves them (`None` once

@@ -27,6 +27,7 @@ import uniffi.neurite.HomeserverListener
 import uniffi.neurite.HomeserverState
 import uniffi.neurite.NeuriteException
 import uniffi.neurite.PeerInfo
+import uniffi.neurite.PeerPath
 import uniffi.neurite.RegistrationMode
 import uniffi.neurite.Session
 
@@ -44,12 +45,16 @@ class HomeserverTest {
         dir: String,
         staticPeers: List<String> = emptyList(),
         p2p: Boolean = true,
+        relays: List<String> = emptyList(),
+        serveRelay: Boolean = false,
     ) = HomeserverConfig(
         dataDir = dir,
         clientPort = 0u,
         p2pListen = if (p2p) listOf("/ip4/127.0.0.1/tcp/0") else emptyList(),
         staticPeers = staticPeers,
         mdnsEnabled = false,
+        relays = relays,
+        serveRelay = serveRelay,
         registration = RegistrationMode.Disabled,
         logFilter = null,
     )
@@ -61,11 +66,13 @@ class HomeserverTest {
         val states = CopyOnWriteArrayList<HomeserverState>()
         val connected = CopyOnWriteArrayList<PeerInfo>()
         val disconnected = CopyOnWriteArrayList<String>()
+        val addresses = CopyOnWriteArrayList<List<String>>()
         private val lock = Object()
 
         override fun onStateChanged(state: HomeserverState) = record { states.add(state) }
         override fun onPeerConnected(peer: PeerInfo) = record { connected.add(peer) }
         override fun onPeerDisconnected(peerId: String) = record { disconnected.add(peerId) }
+        override fun onAddressesChanged(addrs: List<String>) = record { addresses.add(addrs) }
 
         private fun record(add: () -> Unit) = synchronized(lock) {
             add()
@@ -186,6 +193,47 @@ class HomeserverTest {
                 assertEquals(HomeserverState.Stopped, seen.states.last())
                 handle.cancel()
             }
+        }
+    }
+
+    @Test
+    @Timeout(value = 120, unit = TimeUnit.SECONDS)
+    fun aRelayReservationGivesACircuitAddressOtherPeersReach() = runBlocking {
+        // R serves as a relay; A keeps a reservation on it; C knows A only by its circuit
+        // address, as a QR code made on another network would give it.
+        Homeserver(config(tempDir("neurite-r"), serveRelay = true)).use { r ->
+            r.start()
+            val relayAddr = r.listenAddrs().first()
+            Homeserver(config(tempDir("neurite-a"), relays = listOf(relayAddr))).use { a ->
+                val seenA = Recorder()
+                val handleA = a.addListener(seenA)
+                a.start()
+                fun circuit(addrs: List<String>) = addrs.firstOrNull { it.contains("/p2p-circuit/") }
+                seenA.waitFor("A's circuit address", waitMs) { circuit(a.listenAddrs()) != null }
+                val aCircuit = circuit(a.listenAddrs())!!
+                assertTrue(aCircuit.startsWith(relayAddr), aCircuit)
+                assertTrue(aCircuit.endsWith("/p2p/${a.peerId()}"), aCircuit)
+                seenA.waitFor("onAddressesChanged with the circuit address", waitMs) {
+                    seenA.addresses.any { circuit(it) == aCircuit }
+                }
+                val relay = a.peers().first { it.peerId == r.peerId() }
+                assertEquals(Discovery.RELAY, relay.discovered)
+                assertEquals(null, relay.serverName)
+                assertEquals(PeerPath.DIRECT, relay.path)
+                Homeserver(config(tempDir("neurite-c"), staticPeers = listOf(aCircuit))).use { c ->
+                    val seenC = Recorder()
+                    val handleC = c.addListener(seenC)
+                    c.start()
+                    seenC.waitFor("C reaching A", waitMs) { seenC.connected.any { it.peerId == a.peerId() } }
+                    val first = seenC.connected.first { it.peerId == a.peerId() }
+                    assertTrue(first.path != null, first.toString())
+                    handleC.cancel()
+                    c.stop()
+                }
+                handleA.cancel()
+                a.stop()
+            }
+            r.stop()
         }
     }
 
