@@ -84,7 +84,7 @@ pub struct FederationLimits {
 
 /// The federation limits a node uses unless told otherwise.
 #[uniffi::export]
-pub fn default_federation_limits() -> FederationLimits {
+pub(crate) fn default_federation_limits() -> FederationLimits {
     let d = neurite_core::FederationLimits::default();
     FederationLimits {
         max_connections: d.max_connections,

@@ -116,8 +116,8 @@ async fn unknown_federation_endpoint_is_unrecognized() {
 
 /// Minimal canonical-JSON signature check, via ruma, for the key response.
 mod ruma_obj {
-    pub type Obj = ruma::CanonicalJsonObject;
-    pub fn verify(map: &ruma::signatures::PublicKeyMap, obj: &Obj) -> bool {
+    pub(crate) type Obj = ruma::CanonicalJsonObject;
+    pub(crate) fn verify(map: &ruma::signatures::PublicKeyMap, obj: &Obj) -> bool {
         ruma::signatures::verify_json(map, obj).is_ok()
     }
 }

@@ -14,7 +14,7 @@ use crate::{
 };
 
 #[derive(Deserialize)]
-pub struct RegisterBody {
+pub(super) struct RegisterBody {
     username: Option<String>,
     password: Option<String>,
     device_id: Option<DeviceId>,
@@ -25,7 +25,7 @@ pub struct RegisterBody {
 }
 
 #[derive(Deserialize)]
-pub struct KindQuery {
+pub(super) struct KindQuery {
     kind: Option<String>,
 }
 
@@ -40,7 +40,7 @@ fn login_body(state: &AppState, login: &Login) -> Value {
 }
 
 /// `POST /register`.
-pub async fn register(
+pub(super) async fn register(
     State(state): State<AppState>,
     Query(q): Query<KindQuery>,
     Json(body): Json<RegisterBody>,
@@ -115,12 +115,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[derive(Deserialize)]
-pub struct UsernameQuery {
+pub(super) struct UsernameQuery {
     username: String,
 }
 
 /// `GET /register/available`.
-pub async fn register_available(
+pub(super) async fn register_available(
     State(state): State<AppState>,
     Query(q): Query<UsernameQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -137,12 +137,12 @@ pub async fn register_available(
 }
 
 #[derive(Deserialize)]
-pub struct TokenQuery {
+pub(super) struct TokenQuery {
     token: String,
 }
 
 /// `GET /register/m.login.registration_token/validity`.
-pub async fn registration_token_validity(
+pub(super) async fn registration_token_validity(
     State(state): State<AppState>,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -160,12 +160,12 @@ pub async fn registration_token_validity(
 }
 
 /// `GET /login`.
-pub async fn login_flows() -> Json<Value> {
+pub(super) async fn login_flows() -> Json<Value> {
     Json(json!({ "flows": [{ "type": "m.login.password" }] }))
 }
 
 #[derive(Deserialize)]
-pub struct LoginBody {
+pub(super) struct LoginBody {
     #[serde(rename = "type")]
     kind: String,
     identifier: Option<Value>,
@@ -195,7 +195,7 @@ fn identified_user(identifier: Option<&Value>, user: Option<&str>) -> ApiResult<
 }
 
 /// `POST /login`.
-pub async fn login(
+pub(super) async fn login(
     State(state): State<AppState>,
     Json(body): Json<LoginBody>,
 ) -> ApiResult<Json<Value>> {
@@ -229,13 +229,16 @@ pub async fn login(
 }
 
 /// `POST /logout`.
-pub async fn logout(State(state): State<AppState>, Auth(session): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<Value>> {
     state.accounts.logout(&session).await?;
     Ok(Json(json!({})))
 }
 
 /// `POST /logout/all`.
-pub async fn logout_all(
+pub(super) async fn logout_all(
     State(state): State<AppState>,
     Auth(session): Auth,
 ) -> ApiResult<Json<Value>> {
@@ -244,19 +247,19 @@ pub async fn logout_all(
 }
 
 /// `GET /account/whoami`.
-pub async fn whoami(Auth(session): Auth) -> Json<Value> {
+pub(super) async fn whoami(Auth(session): Auth) -> Json<Value> {
     Json(json!({ "user_id": session.user_id, "device_id": session.device_id, "is_guest": false }))
 }
 
 #[derive(Deserialize)]
-pub struct PasswordBody {
+pub(super) struct PasswordBody {
     new_password: String,
     logout_devices: Option<bool>,
     auth: Option<AuthData>,
 }
 
 /// `POST /account/password` (UIA with `m.login.password`).
-pub async fn change_password(
+pub(super) async fn change_password(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<PasswordBody>,
@@ -321,7 +324,7 @@ async fn password_stage(
 }
 
 #[derive(Deserialize)]
-pub struct DeactivateBody {
+pub(super) struct DeactivateBody {
     auth: Option<AuthData>,
     /// Accepted; a node keeps no copies of a user's content to erase beyond the rooms.
     #[allow(dead_code)]
@@ -331,7 +334,7 @@ pub struct DeactivateBody {
 }
 
 /// `POST /account/deactivate` (UIA with `m.login.password`).
-pub async fn deactivate(
+pub(super) async fn deactivate(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<DeactivateBody>,

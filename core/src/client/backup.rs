@@ -13,14 +13,14 @@ use crate::{
 };
 
 #[derive(Deserialize)]
-pub struct VersionBody {
+pub(super) struct VersionBody {
     algorithm: String,
     auth_data: Map<String, Value>,
     version: Option<String>,
 }
 
 /// `POST /room_keys/version`.
-pub async fn create_version(
+pub(super) async fn create_version(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<VersionBody>,
@@ -37,7 +37,7 @@ pub async fn create_version(
 }
 
 /// `GET /room_keys/version`: the latest version.
-pub async fn latest_version(
+pub(super) async fn latest_version(
     State(state): State<AppState>,
     Auth(session): Auth,
 ) -> ApiResult<Json<Value>> {
@@ -47,7 +47,7 @@ pub async fn latest_version(
 }
 
 /// `GET /room_keys/version/{version}`.
-pub async fn get_version(
+pub(super) async fn get_version(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(version): Path<String>,
@@ -61,7 +61,7 @@ pub async fn get_version(
 }
 
 /// `PUT /room_keys/version/{version}`.
-pub async fn put_version(
+pub(super) async fn put_version(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(version): Path<String>,
@@ -85,7 +85,7 @@ pub async fn put_version(
 }
 
 /// `DELETE /room_keys/version/{version}`.
-pub async fn delete_version(
+pub(super) async fn delete_version(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(version): Path<String>,
@@ -98,7 +98,7 @@ pub async fn delete_version(
 }
 
 #[derive(Deserialize)]
-pub struct VersionQuery {
+pub(super) struct VersionQuery {
     version: Option<String>,
 }
 
@@ -110,12 +110,12 @@ impl VersionQuery {
 }
 
 #[derive(Deserialize)]
-pub struct SessionsBody {
+pub(super) struct SessionsBody {
     sessions: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
-pub struct RoomsBody {
+pub(super) struct RoomsBody {
     rooms: BTreeMap<String, SessionsBody>,
 }
 
@@ -124,7 +124,7 @@ fn count_etag((count, etag): (i64, String)) -> Json<Value> {
 }
 
 /// `PUT /room_keys/keys`.
-pub async fn put_all_keys(
+pub(super) async fn put_all_keys(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<VersionQuery>,
@@ -147,7 +147,7 @@ pub async fn put_all_keys(
 }
 
 /// `PUT /room_keys/keys/{roomId}`.
-pub async fn put_room_keys(
+pub(super) async fn put_room_keys(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -167,7 +167,7 @@ pub async fn put_room_keys(
 }
 
 /// `PUT /room_keys/keys/{roomId}/{sessionId}`.
-pub async fn put_session_key(
+pub(super) async fn put_session_key(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, sid)): Path<(String, String)>,
@@ -182,7 +182,7 @@ pub async fn put_session_key(
 }
 
 /// `GET /room_keys/keys`.
-pub async fn get_all_keys(
+pub(super) async fn get_all_keys(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<VersionQuery>,
@@ -196,7 +196,7 @@ pub async fn get_all_keys(
 }
 
 /// `GET /room_keys/keys/{roomId}`.
-pub async fn get_room_keys(
+pub(super) async fn get_room_keys(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -215,7 +215,7 @@ pub async fn get_room_keys(
 }
 
 /// `GET /room_keys/keys/{roomId}/{sessionId}`.
-pub async fn get_session_key(
+pub(super) async fn get_session_key(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, sid)): Path<(String, String)>,
@@ -234,7 +234,7 @@ pub async fn get_session_key(
 }
 
 /// `DELETE /room_keys/keys`.
-pub async fn delete_all_keys(
+pub(super) async fn delete_all_keys(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<VersionQuery>,
@@ -247,7 +247,7 @@ pub async fn delete_all_keys(
 }
 
 /// `DELETE /room_keys/keys/{roomId}`.
-pub async fn delete_room_keys(
+pub(super) async fn delete_room_keys(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -265,7 +265,7 @@ pub async fn delete_room_keys(
 }
 
 /// `DELETE /room_keys/keys/{roomId}/{sessionId}`.
-pub async fn delete_session_key(
+pub(super) async fn delete_session_key(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, sid)): Path<(String, String)>,

@@ -72,14 +72,17 @@ fn device_json(d: &DeviceRow) -> Value {
 }
 
 /// `GET /devices`.
-pub async fn devices(State(state): State<AppState>, Auth(session): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn devices(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<Value>> {
     let devices = state.accounts.devices(&session.user_id).await?;
     let list: Vec<Value> = devices.iter().map(device_json).collect();
     Ok(Json(json!({ "devices": list })))
 }
 
 /// `GET /devices/{deviceId}`.
-pub async fn get_device(
+pub(super) async fn get_device(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(device_id): Path<String>,
@@ -89,12 +92,12 @@ pub async fn get_device(
 }
 
 #[derive(Deserialize)]
-pub struct UpdateDeviceBody {
+pub(super) struct UpdateDeviceBody {
     display_name: Option<String>,
 }
 
 /// `PUT /devices/{deviceId}`.
-pub async fn put_device(
+pub(super) async fn put_device(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(device_id): Path<String>,
@@ -116,12 +119,12 @@ pub async fn put_device(
 }
 
 #[derive(Deserialize, Default)]
-pub struct DeleteDeviceBody {
+pub(super) struct DeleteDeviceBody {
     auth: Option<AuthData>,
 }
 
 /// `DELETE /devices/{deviceId}` (UIA with `m.login.password`).
-pub async fn delete_device(
+pub(super) async fn delete_device(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(device_id): Path<String>,
@@ -136,13 +139,13 @@ pub async fn delete_device(
 }
 
 #[derive(Deserialize)]
-pub struct DeleteDevicesBody {
+pub(super) struct DeleteDevicesBody {
     devices: Vec<String>,
     auth: Option<AuthData>,
 }
 
 /// `POST /delete_devices` (UIA with `m.login.password`).
-pub async fn delete_devices(
+pub(super) async fn delete_devices(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<DeleteDevicesBody>,

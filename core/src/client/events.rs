@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// `PUT /rooms/{roomId}/send/{eventType}/{txnId}`.
-pub async fn send(
+pub(super) async fn send(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, ty, txn)): Path<(String, String, String)>,
@@ -38,7 +38,7 @@ pub async fn send(
 }
 
 /// `GET /rooms/{roomId}/state`.
-pub async fn all_state(
+pub(super) async fn all_state(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -52,12 +52,12 @@ pub async fn all_state(
 }
 
 #[derive(Deserialize)]
-pub struct StateQuery {
+pub(super) struct StateQuery {
     format: Option<String>,
 }
 
 /// `GET /rooms/{roomId}/state/{eventType}/{stateKey}`.
-pub async fn get_state(
+pub(super) async fn get_state(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, ty, key)): Path<(String, String, String)>,
@@ -83,7 +83,7 @@ pub async fn get_state(
 }
 
 /// `GET /rooms/{roomId}/state/{eventType}` (empty state key).
-pub async fn get_state_empty_key(
+pub(super) async fn get_state_empty_key(
     state: State<AppState>,
     auth: Auth,
     Path((room, ty)): Path<(String, String)>,
@@ -93,7 +93,7 @@ pub async fn get_state_empty_key(
 }
 
 /// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
-pub async fn put_state(
+pub(super) async fn put_state(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, ty, key)): Path<(String, String, String)>,
@@ -111,7 +111,7 @@ pub async fn put_state(
 }
 
 /// `PUT /rooms/{roomId}/state/{eventType}` (empty state key).
-pub async fn put_state_empty_key(
+pub(super) async fn put_state_empty_key(
     state: State<AppState>,
     auth: Auth,
     Path((room, ty)): Path<(String, String)>,
@@ -121,12 +121,12 @@ pub async fn put_state_empty_key(
 }
 
 #[derive(Deserialize, Default)]
-pub struct RedactBody {
+pub(super) struct RedactBody {
     reason: Option<String>,
 }
 
 /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
-pub async fn redact(
+pub(super) async fn redact(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event, txn)): Path<(String, String, String)>,
@@ -154,7 +154,7 @@ pub async fn redact(
 }
 
 /// `GET /rooms/{roomId}/event/{eventId}`.
-pub async fn get_event(
+pub(super) async fn get_event(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event)): Path<(String, String)>,
@@ -184,7 +184,7 @@ fn parse_dir(dir: Option<&str>) -> ApiResult<Direction> {
 }
 
 #[derive(Deserialize)]
-pub struct MessagesParams {
+pub(super) struct MessagesParams {
     from: Option<String>,
     to: Option<String>,
     dir: Option<String>,
@@ -197,7 +197,7 @@ fn parse_limit(limit: Option<&str>, default: usize, max: usize) -> ApiResult<usi
 }
 
 /// `GET /rooms/{roomId}/messages`.
-pub async fn messages(
+pub(super) async fn messages(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -225,19 +225,19 @@ pub async fn messages(
 }
 
 #[derive(Deserialize)]
-pub struct ContextParams {
+pub(super) struct ContextParams {
     limit: Option<String>,
     filter: Option<String>,
 }
 
 #[derive(Deserialize)]
-pub struct TimestampParams {
+pub(super) struct TimestampParams {
     ts: Option<String>,
     dir: Option<String>,
 }
 
 /// `GET /v1/rooms/{roomId}/timestamp_to_event`.
-pub async fn timestamp_to_event(
+pub(super) async fn timestamp_to_event(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -263,7 +263,7 @@ pub async fn timestamp_to_event(
 }
 
 /// `GET /rooms/{roomId}/context/{eventId}`.
-pub async fn context(
+pub(super) async fn context(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event)): Path<(String, String)>,
@@ -287,7 +287,7 @@ pub async fn context(
 }
 
 #[derive(Deserialize)]
-pub struct RelationsParams {
+pub(super) struct RelationsParams {
     from: Option<String>,
     to: Option<String>,
     dir: Option<String>,
@@ -342,7 +342,7 @@ async fn relations_inner(
 }
 
 /// `GET /rooms/{roomId}/relations/{eventId}`.
-pub async fn relations(
+pub(super) async fn relations(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event)): Path<(String, String)>,
@@ -352,7 +352,7 @@ pub async fn relations(
 }
 
 /// `GET /rooms/{roomId}/relations/{eventId}/{relType}`.
-pub async fn relations_by_type(
+pub(super) async fn relations_by_type(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event, rel)): Path<(String, String, String)>,
@@ -362,7 +362,7 @@ pub async fn relations_by_type(
 }
 
 /// `GET /rooms/{roomId}/relations/{eventId}/{relType}/{eventType}`.
-pub async fn relations_by_type_and_event(
+pub(super) async fn relations_by_type_and_event(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event, rel, ty)): Path<(String, String, String, String)>,
@@ -372,14 +372,14 @@ pub async fn relations_by_type_and_event(
 }
 
 #[derive(Deserialize)]
-pub struct ThreadsParams {
+pub(super) struct ThreadsParams {
     include: Option<String>,
     limit: Option<String>,
     from: Option<String>,
 }
 
 /// `GET /_matrix/client/v1/rooms/{roomId}/threads`.
-pub async fn threads(
+pub(super) async fn threads(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -419,13 +419,13 @@ pub async fn threads(
 }
 
 #[derive(Deserialize)]
-pub struct TypingBody {
+pub(super) struct TypingBody {
     typing: bool,
     timeout: Option<u64>,
 }
 
 /// `PUT /rooms/{roomId}/typing/{userId}`.
-pub async fn typing(
+pub(super) async fn typing(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, user)): Path<(String, String)>,
@@ -445,12 +445,12 @@ pub async fn typing(
 }
 
 #[derive(Deserialize, Default)]
-pub struct ReceiptBody {
+pub(super) struct ReceiptBody {
     thread_id: Option<String>,
 }
 
 /// `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`.
-pub async fn receipt(
+pub(super) async fn receipt(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, ty, event)): Path<(String, String, String)>,
@@ -474,7 +474,7 @@ pub async fn receipt(
 }
 
 #[derive(Deserialize)]
-pub struct ReadMarkersBody {
+pub(super) struct ReadMarkersBody {
     #[serde(rename = "m.fully_read")]
     fully_read: Option<String>,
     #[serde(rename = "m.read")]
@@ -484,7 +484,7 @@ pub struct ReadMarkersBody {
 }
 
 /// `POST /rooms/{roomId}/read_markers`.
-pub async fn read_markers(
+pub(super) async fn read_markers(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,

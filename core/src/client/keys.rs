@@ -15,14 +15,14 @@ use crate::{
 };
 
 #[derive(Deserialize)]
-pub struct UploadBody {
+pub(super) struct UploadBody {
     device_keys: Option<Value>,
     one_time_keys: Option<Map<String, Value>>,
     fallback_keys: Option<Map<String, Value>>,
 }
 
 /// `POST /keys/upload`.
-pub async fn upload(
+pub(super) async fn upload(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<UploadBody>,
@@ -40,13 +40,13 @@ pub async fn upload(
 }
 
 #[derive(Deserialize)]
-pub struct QueryBody {
+pub(super) struct QueryBody {
     device_keys: BTreeMap<String, Vec<String>>,
     timeout: Option<u64>,
 }
 
 /// `POST /keys/query`.
-pub async fn query(
+pub(super) async fn query(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<QueryBody>,
@@ -60,12 +60,12 @@ pub async fn query(
 }
 
 #[derive(Deserialize)]
-pub struct ClaimBody {
+pub(super) struct ClaimBody {
     one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// `POST /keys/claim`.
-pub async fn claim(
+pub(super) async fn claim(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<ClaimBody>,
@@ -79,13 +79,13 @@ pub async fn claim(
 }
 
 #[derive(Deserialize)]
-pub struct ChangesQuery {
+pub(super) struct ChangesQuery {
     from: Option<String>,
     to: Option<String>,
 }
 
 /// `GET /keys/changes`.
-pub async fn changes(
+pub(super) async fn changes(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<ChangesQuery>,
@@ -100,7 +100,7 @@ pub async fn changes(
 }
 
 #[derive(Deserialize)]
-pub struct DeviceSigningBody {
+pub(super) struct DeviceSigningBody {
     master_key: Option<Value>,
     self_signing_key: Option<Value>,
     user_signing_key: Option<Value>,
@@ -108,7 +108,7 @@ pub struct DeviceSigningBody {
 }
 
 /// `POST /keys/device_signing/upload` (UIA with `m.login.password` when replacing keys).
-pub async fn device_signing_upload(
+pub(super) async fn device_signing_upload(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<DeviceSigningBody>,
@@ -136,7 +136,7 @@ pub async fn device_signing_upload(
 }
 
 /// `POST /keys/signatures/upload`.
-pub async fn signatures_upload(
+pub(super) async fn signatures_upload(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<BTreeMap<String, BTreeMap<String, Value>>>,
@@ -147,12 +147,12 @@ pub async fn signatures_upload(
 }
 
 #[derive(Deserialize)]
-pub struct SendToDeviceBody {
+pub(super) struct SendToDeviceBody {
     messages: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 /// `PUT /sendToDevice/{eventType}/{txnId}`.
-pub async fn send_to_device(
+pub(super) async fn send_to_device(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((ty, txn)): Path<(String, String)>,

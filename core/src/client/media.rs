@@ -58,7 +58,7 @@ const INLINE_TYPES: &[&str] = &[
 ];
 
 #[derive(Deserialize)]
-pub struct UploadParams {
+pub(super) struct UploadParams {
     filename: Option<String>,
 }
 
@@ -92,7 +92,7 @@ fn upload_from(headers: &HeaderMap, params: UploadParams, body: Body) -> ApiResu
 }
 
 /// `POST /_matrix/media/v3/upload`.
-pub async fn upload(
+pub(super) async fn upload(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(params): Query<UploadParams>,
@@ -105,7 +105,10 @@ pub async fn upload(
 }
 
 /// `POST /_matrix/media/v1/create`.
-pub async fn create(State(state): State<AppState>, Auth(session): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn create(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<Value>> {
     let (uri, expires) = state.media.create(&session.user_id).await?;
     Ok(Json(
         json!({ "content_uri": uri, "unused_expires_at": expires }),
@@ -113,7 +116,7 @@ pub async fn create(State(state): State<AppState>, Auth(session): Auth) -> ApiRe
 }
 
 /// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`.
-pub async fn upload_pending(
+pub(super) async fn upload_pending(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((server_name, media_id)): Path<(String, String)>,
@@ -130,14 +133,14 @@ pub async fn upload_pending(
 }
 
 /// `GET /_matrix/client/v1/media/config` and the deprecated `/_matrix/media/v3/config`.
-pub async fn config(State(state): State<AppState>, Auth(_): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn config(State(state): State<AppState>, Auth(_): Auth) -> ApiResult<Json<Value>> {
     Ok(Json(
         json!({ "m.upload.size": state.media.max_upload_bytes() }),
     ))
 }
 
 #[derive(Deserialize)]
-pub struct DownloadParams {
+pub(super) struct DownloadParams {
     timeout_ms: Option<String>,
 }
 
@@ -168,7 +171,7 @@ async fn download_inner(
 }
 
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`.
-pub async fn download(
+pub(super) async fn download(
     State(state): State<AppState>,
     Auth(_): Auth,
     Path((server_name, media_id)): Path<(String, String)>,
@@ -178,7 +181,7 @@ pub async fn download(
 }
 
 /// `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}`.
-pub async fn download_named(
+pub(super) async fn download_named(
     State(state): State<AppState>,
     Auth(_): Auth,
     Path((server_name, media_id, filename)): Path<(String, String, String)>,
@@ -188,7 +191,7 @@ pub async fn download_named(
 }
 
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}` (deprecated, unauthenticated).
-pub async fn legacy_download(
+pub(super) async fn legacy_download(
     State(state): State<AppState>,
     Path((server_name, media_id)): Path<(String, String)>,
     Query(params): Query<DownloadParams>,
@@ -198,7 +201,7 @@ pub async fn legacy_download(
 
 /// `GET /_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}` (deprecated,
 /// unauthenticated).
-pub async fn legacy_download_named(
+pub(super) async fn legacy_download_named(
     State(state): State<AppState>,
     Path((server_name, media_id, filename)): Path<(String, String, String)>,
     Query(params): Query<DownloadParams>,
@@ -207,7 +210,7 @@ pub async fn legacy_download_named(
 }
 
 #[derive(Deserialize)]
-pub struct ThumbnailParams {
+pub(super) struct ThumbnailParams {
     width: Option<String>,
     height: Option<String>,
     method: Option<String>,
@@ -260,7 +263,7 @@ async fn thumbnail_inner(
 }
 
 /// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}`.
-pub async fn thumbnail(
+pub(super) async fn thumbnail(
     State(state): State<AppState>,
     Auth(_): Auth,
     Path((server_name, media_id)): Path<(String, String)>,
@@ -270,7 +273,7 @@ pub async fn thumbnail(
 }
 
 /// `GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}` (deprecated, unauthenticated).
-pub async fn legacy_thumbnail(
+pub(super) async fn legacy_thumbnail(
     State(state): State<AppState>,
     Path((server_name, media_id)): Path<(String, String)>,
     Query(params): Query<ThumbnailParams>,

@@ -22,14 +22,14 @@ use crate::{config::Config, error::MatrixError};
 
 /// The origins allowed to call the API from a browser.
 #[derive(Debug, Clone)]
-pub struct OriginPolicy {
+pub(super) struct OriginPolicy {
     allow_loopback: bool,
     origins: Vec<String>,
 }
 
 impl OriginPolicy {
     /// The policy the configuration asks for.
-    pub fn from_config(config: &Config) -> Self {
+    pub(super) fn from_config(config: &Config) -> Self {
         Self {
             allow_loopback: config.cors_allow_loopback,
             origins: config
@@ -41,7 +41,7 @@ impl OriginPolicy {
     }
 
     /// Whether a page of `origin` may call the API.
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(super) fn allows(&self, origin: &str) -> bool {
         let origin = origin.to_ascii_lowercase();
         (self.allow_loopback && is_loopback_origin(&origin)) || self.origins.contains(&origin)
     }
@@ -101,7 +101,7 @@ fn is_loopback_origin(origin: &str) -> bool {
 
 /// Refuses requests from pages of other origins and requests addressed to other hosts, with
 /// `403 M_FORBIDDEN`.
-pub async fn guard(
+pub(super) async fn guard(
     State(policy): State<Arc<OriginPolicy>>,
     request: Request,
     next: Next,
@@ -126,7 +126,7 @@ pub async fn guard(
 }
 
 /// CORS headers for the allowed origins only.
-pub fn cors(policy: Arc<OriginPolicy>) -> CorsLayer {
+pub(super) fn cors(policy: Arc<OriginPolicy>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(
             move |origin: &HeaderValue, _: &axum::http::request::Parts| {

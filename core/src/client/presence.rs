@@ -8,13 +8,13 @@ use super::{ApiResult, AppState, Auth, Json, Path};
 use crate::error::MatrixError;
 
 #[derive(Deserialize)]
-pub struct StatusBody {
+pub(super) struct StatusBody {
     presence: String,
     status_msg: Option<String>,
 }
 
 /// `PUT /presence/{userId}/status`.
-pub async fn set_status(
+pub(super) async fn set_status(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(user): Path<String>,
@@ -31,7 +31,7 @@ pub async fn set_status(
 }
 
 /// `GET /presence/{userId}/status`.
-pub async fn status(
+pub(super) async fn status(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(user): Path<String>,

@@ -13,7 +13,7 @@ use crate::{
 type RulePath = Path<(String, String, String)>;
 
 /// `GET /pushrules/`: the user's whole rule set.
-pub async fn all_rules(
+pub(super) async fn all_rules(
     State(state): State<AppState>,
     Auth(session): Auth,
 ) -> ApiResult<Json<Value>> {
@@ -22,7 +22,7 @@ pub async fn all_rules(
 }
 
 /// `GET /pushrules/global/`: the rules of the one scope.
-pub async fn scope_rules(
+pub(super) async fn scope_rules(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(scope): Path<String>,
@@ -37,7 +37,7 @@ pub async fn scope_rules(
 }
 
 /// `GET /pushrules/global/{kind}/{ruleId}`.
-pub async fn get_rule(
+pub(super) async fn get_rule(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,
@@ -49,13 +49,13 @@ pub async fn get_rule(
 
 /// Where to place a new rule.
 #[derive(Deserialize)]
-pub struct Placement {
+pub(super) struct Placement {
     before: Option<String>,
     after: Option<String>,
 }
 
 /// `PUT /pushrules/global/{kind}/{ruleId}`: creates or replaces a user rule.
-pub async fn put_rule(
+pub(super) async fn put_rule(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,
@@ -81,7 +81,7 @@ pub async fn put_rule(
 }
 
 /// `DELETE /pushrules/global/{kind}/{ruleId}`: deletes a user rule.
-pub async fn delete_rule(
+pub(super) async fn delete_rule(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,
@@ -95,7 +95,7 @@ pub async fn delete_rule(
 }
 
 /// `GET /pushrules/global/{kind}/{ruleId}/enabled`.
-pub async fn get_enabled(
+pub(super) async fn get_enabled(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,
@@ -109,7 +109,7 @@ pub async fn get_enabled(
 }
 
 /// `PUT /pushrules/global/{kind}/{ruleId}/enabled`.
-pub async fn put_enabled(
+pub(super) async fn put_enabled(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,
@@ -132,7 +132,7 @@ pub async fn put_enabled(
 }
 
 /// `GET /pushrules/global/{kind}/{ruleId}/actions`.
-pub async fn get_actions(
+pub(super) async fn get_actions(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,
@@ -146,7 +146,7 @@ pub async fn get_actions(
 }
 
 /// `PUT /pushrules/global/{kind}/{ruleId}/actions`.
-pub async fn put_actions(
+pub(super) async fn put_actions(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((scope, kind, rule)): RulePath,

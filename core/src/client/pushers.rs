@@ -14,7 +14,10 @@ use crate::{error::MatrixError, storage::pushers::PusherRow};
 const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
 
 /// `GET /pushers`.
-pub async fn pushers(State(state): State<AppState>, Auth(session): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn pushers(
+    State(state): State<AppState>,
+    Auth(session): Auth,
+) -> ApiResult<Json<Value>> {
     let list = state.push.pushers(&session.user_id).await?;
     let pushers: Vec<Value> = list
         .into_iter()
@@ -66,7 +69,7 @@ fn valid_gateway_url(url: &str) -> bool {
 }
 
 /// `POST /pushers/set`: creates, replaces (or with `kind: null` deletes) a pusher.
-pub async fn set_pusher(
+pub(super) async fn set_pusher(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<Map<String, Value>>,
@@ -166,14 +169,14 @@ pub async fn set_pusher(
 }
 
 #[derive(Deserialize)]
-pub struct NotificationsQuery {
+pub(super) struct NotificationsQuery {
     from: Option<String>,
     limit: Option<String>,
     only: Option<String>,
 }
 
 /// `GET /notifications`.
-pub async fn notifications(
+pub(super) async fn notifications(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<NotificationsQuery>,

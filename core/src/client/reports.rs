@@ -7,13 +7,13 @@ use serde_json::{Value, json};
 use super::{ApiResult, AppState, Auth, Json, Path};
 
 #[derive(Deserialize)]
-pub struct ReportBody {
+pub(super) struct ReportBody {
     reason: Option<String>,
     score: Option<i64>,
 }
 
 /// `POST /rooms/{roomId}/report/{eventId}`.
-pub async fn report_event(
+pub(super) async fn report_event(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((room, event)): Path<(String, String)>,
@@ -33,12 +33,12 @@ pub async fn report_event(
 }
 
 #[derive(Deserialize)]
-pub struct RoomReportBody {
+pub(super) struct RoomReportBody {
     reason: Option<String>,
 }
 
 /// `POST /rooms/{roomId}/report`.
-pub async fn report_room(
+pub(super) async fn report_room(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,

@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// `POST /createRoom`.
-pub async fn create_room(
+pub(super) async fn create_room(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<CreateRoomRequest>,
@@ -24,7 +24,7 @@ pub async fn create_room(
 }
 
 /// `GET /joined_rooms`.
-pub async fn joined_rooms(
+pub(super) async fn joined_rooms(
     State(state): State<AppState>,
     Auth(session): Auth,
 ) -> ApiResult<Json<Value>> {
@@ -33,12 +33,12 @@ pub async fn joined_rooms(
 }
 
 #[derive(Deserialize, Default)]
-pub struct JoinBody {
+pub(super) struct JoinBody {
     reason: Option<String>,
 }
 
 /// `POST /join/{roomIdOrAlias}`.
-pub async fn join(
+pub(super) async fn join(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -62,7 +62,7 @@ pub async fn join(
 }
 
 /// `POST /rooms/{roomId}/join`.
-pub async fn join_by_id(
+pub(super) async fn join_by_id(
     state: State<AppState>,
     auth: Auth,
     Path(room): Path<String>,
@@ -76,7 +76,7 @@ pub async fn join_by_id(
 }
 
 #[derive(Deserialize)]
-pub struct TargetBody {
+pub(super) struct TargetBody {
     user_id: UserIdParam,
     reason: Option<String>,
 }
@@ -103,7 +103,7 @@ async fn act_on(
 }
 
 /// `POST /rooms/{roomId}/invite`.
-pub async fn invite(
+pub(super) async fn invite(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -121,7 +121,7 @@ pub async fn invite(
 }
 
 /// `POST /rooms/{roomId}/kick`.
-pub async fn kick(
+pub(super) async fn kick(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -138,7 +138,7 @@ pub async fn kick(
 }
 
 /// `POST /rooms/{roomId}/ban`.
-pub async fn ban(
+pub(super) async fn ban(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -148,7 +148,7 @@ pub async fn ban(
 }
 
 /// `POST /rooms/{roomId}/unban`.
-pub async fn unban(
+pub(super) async fn unban(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -165,7 +165,7 @@ pub async fn unban(
 }
 
 /// `POST /rooms/{roomId}/leave`.
-pub async fn leave(
+pub(super) async fn leave(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -179,7 +179,7 @@ pub async fn leave(
 }
 
 /// `POST /rooms/{roomId}/forget`.
-pub async fn forget(
+pub(super) async fn forget(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -189,7 +189,7 @@ pub async fn forget(
 }
 
 #[derive(Deserialize)]
-pub struct MembersQuery {
+pub(super) struct MembersQuery {
     membership: Option<String>,
     not_membership: Option<String>,
     at: Option<String>,
@@ -205,7 +205,7 @@ fn membership_param(value: Option<String>, name: &str) -> ApiResult<Option<Strin
 }
 
 /// `GET /rooms/{roomId}/members`.
-pub async fn members(
+pub(super) async fn members(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -227,7 +227,7 @@ pub async fn members(
 }
 
 /// `GET /rooms/{roomId}/joined_members`.
-pub async fn joined_members(
+pub(super) async fn joined_members(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -263,7 +263,7 @@ fn parse_alias(alias: &str) -> ApiResult<()> {
 }
 
 /// `GET /directory/room/{roomAlias}`.
-pub async fn get_alias(
+pub(super) async fn get_alias(
     State(state): State<AppState>,
     Path(alias): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -273,12 +273,12 @@ pub async fn get_alias(
 }
 
 #[derive(Deserialize)]
-pub struct AliasBody {
+pub(super) struct AliasBody {
     room_id: String,
 }
 
 /// `PUT /directory/room/{roomAlias}`.
-pub async fn put_alias(
+pub(super) async fn put_alias(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(alias): Path<String>,
@@ -293,7 +293,7 @@ pub async fn put_alias(
 }
 
 /// `DELETE /directory/room/{roomAlias}`.
-pub async fn delete_alias(
+pub(super) async fn delete_alias(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(alias): Path<String>,
@@ -307,7 +307,7 @@ pub async fn delete_alias(
 }
 
 /// `GET /rooms/{roomId}/aliases`.
-pub async fn room_aliases(
+pub(super) async fn room_aliases(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -320,7 +320,7 @@ pub async fn room_aliases(
 }
 
 /// `GET /directory/list/room/{roomId}`.
-pub async fn get_visibility(
+pub(super) async fn get_visibility(
     State(state): State<AppState>,
     Path(room): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -331,12 +331,12 @@ pub async fn get_visibility(
 }
 
 #[derive(Deserialize)]
-pub struct VisibilityBody {
+pub(super) struct VisibilityBody {
     visibility: String,
 }
 
 /// `PUT /directory/list/room/{roomId}`.
-pub async fn set_visibility(
+pub(super) async fn set_visibility(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,
@@ -359,13 +359,13 @@ pub async fn set_visibility(
 }
 
 #[derive(Deserialize)]
-pub struct PublicRoomsQuery {
+pub(super) struct PublicRoomsQuery {
     limit: Option<String>,
     since: Option<String>,
 }
 
 #[derive(Deserialize)]
-pub struct PublicRoomsBody {
+pub(super) struct PublicRoomsBody {
     limit: Option<crate::validate::Limit>,
     since: Option<String>,
 }
@@ -403,7 +403,7 @@ async fn public_rooms_page(
 }
 
 /// `GET /publicRooms`.
-pub async fn public_rooms(
+pub(super) async fn public_rooms(
     State(state): State<AppState>,
     Query(q): Query<PublicRoomsQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -415,7 +415,7 @@ pub async fn public_rooms(
 }
 
 /// `POST /publicRooms`.
-pub async fn public_rooms_post(
+pub(super) async fn public_rooms_post(
     State(state): State<AppState>,
     _auth: Auth,
     Json(body): Json<PublicRoomsBody>,

@@ -8,22 +8,22 @@ use super::{ApiResult, AppState, Auth, Json, Query};
 use crate::rooms::search::RoomEventsCriteria;
 
 #[derive(Deserialize)]
-pub struct SearchParams {
+pub(super) struct SearchParams {
     next_batch: Option<String>,
 }
 
 #[derive(Deserialize)]
-pub struct SearchBody {
+pub(super) struct SearchBody {
     search_categories: Categories,
 }
 
 #[derive(Deserialize)]
-pub struct Categories {
+pub(super) struct Categories {
     room_events: Option<RoomEventsCriteria>,
 }
 
 /// `POST /search`: the `room_events` category.
-pub async fn search(
+pub(super) async fn search(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<SearchParams>,

@@ -10,13 +10,13 @@ use super::{ApiResult, AppState, Auth, Json, Query};
 use crate::error::MatrixError;
 
 #[derive(Deserialize)]
-pub struct SlidingSyncParams {
+pub(super) struct SlidingSyncParams {
     pos: Option<String>,
     timeout: Option<String>,
 }
 
 /// `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync`.
-pub async fn sync(
+pub(super) async fn sync(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<SlidingSyncParams>,

@@ -14,7 +14,7 @@ const MAX_HIERARCHY_LIMIT: usize = 100;
 const MAX_HIERARCHY_DEPTH: usize = 10;
 
 /// `GET /v1/room_summary/{roomIdOrAlias}` (also without a token).
-pub async fn room_summary(
+pub(super) async fn room_summary(
     State(state): State<AppState>,
     OptionalAuth(session): OptionalAuth,
     Path(room): Path<String>,
@@ -33,7 +33,7 @@ pub async fn room_summary(
 }
 
 #[derive(Deserialize)]
-pub struct HierarchyParams {
+pub(super) struct HierarchyParams {
     limit: Option<String>,
     max_depth: Option<String>,
     suggested_only: Option<String>,
@@ -41,7 +41,7 @@ pub struct HierarchyParams {
 }
 
 /// `GET /v1/rooms/{roomId}/hierarchy`.
-pub async fn hierarchy(
+pub(super) async fn hierarchy(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,

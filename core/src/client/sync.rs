@@ -10,7 +10,7 @@ use super::{ApiResult, AppState, Auth, Json, Path, Query};
 use crate::{error::MatrixError, filter::Filter, sync::SyncRequest};
 
 #[derive(Deserialize)]
-pub struct SyncParams {
+pub(super) struct SyncParams {
     since: Option<String>,
     filter: Option<String>,
     full_state: Option<String>,
@@ -19,7 +19,7 @@ pub struct SyncParams {
 }
 
 /// `GET /sync`.
-pub async fn sync(
+pub(super) async fn sync(
     State(state): State<AppState>,
     Auth(session): Auth,
     Query(q): Query<SyncParams>,
@@ -74,7 +74,7 @@ fn own_user(session: &crate::accounts::Session, user: &str) -> ApiResult<()> {
 }
 
 /// `POST /user/{userId}/filter`.
-pub async fn create_filter(
+pub(super) async fn create_filter(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(user): Path<String>,
@@ -86,7 +86,7 @@ pub async fn create_filter(
 }
 
 /// `GET /user/{userId}/filter/{filterId}`.
-pub async fn get_filter(
+pub(super) async fn get_filter(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, id)): Path<(String, String)>,

@@ -7,12 +7,12 @@ use serde_json::{Value, json};
 use super::{ApiResult, AppState, Auth, Json, Path};
 
 #[derive(Deserialize)]
-pub struct UpgradeBody {
+pub(super) struct UpgradeBody {
     new_version: String,
 }
 
 /// `POST /rooms/{roomId}/upgrade`.
-pub async fn upgrade(
+pub(super) async fn upgrade(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path(room): Path<String>,

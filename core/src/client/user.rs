@@ -7,7 +7,7 @@ use super::{ApiResult, AppState, Auth, Json, Path};
 use crate::error::MatrixError;
 
 /// `GET /profile/{userId}`.
-pub async fn profile(
+pub(super) async fn profile(
     State(state): State<AppState>,
     Path(user): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -30,7 +30,7 @@ fn check_field(field: &str) -> ApiResult<()> {
 }
 
 /// `GET /profile/{userId}/{field}`.
-pub async fn profile_field(
+pub(super) async fn profile_field(
     State(state): State<AppState>,
     Path((user, field)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
@@ -44,7 +44,7 @@ pub async fn profile_field(
 }
 
 /// `PUT /profile/{userId}/{field}`.
-pub async fn set_profile_field(
+pub(super) async fn set_profile_field(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, field)): Path<(String, String)>,
@@ -94,7 +94,7 @@ fn room_id(room: &str) -> ApiResult<()> {
 }
 
 /// `GET /user/{userId}/account_data/{type}`.
-pub async fn get_account_data(
+pub(super) async fn get_account_data(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, ty)): Path<(String, String)>,
@@ -104,7 +104,7 @@ pub async fn get_account_data(
 }
 
 /// `PUT /user/{userId}/account_data/{type}`.
-pub async fn put_account_data(
+pub(super) async fn put_account_data(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, ty)): Path<(String, String)>,
@@ -119,7 +119,7 @@ pub async fn put_account_data(
 }
 
 /// `GET /user/{userId}/rooms/{roomId}/account_data/{type}`.
-pub async fn get_room_account_data(
+pub(super) async fn get_room_account_data(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, room, ty)): Path<(String, String, String)>,
@@ -135,7 +135,7 @@ pub async fn get_room_account_data(
 }
 
 /// `PUT /user/{userId}/rooms/{roomId}/account_data/{type}`.
-pub async fn put_room_account_data(
+pub(super) async fn put_room_account_data(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, room, ty)): Path<(String, String, String)>,
@@ -151,7 +151,7 @@ pub async fn put_room_account_data(
 }
 
 /// `GET /user/{userId}/rooms/{roomId}/tags`.
-pub async fn get_tags(
+pub(super) async fn get_tags(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, room)): Path<(String, String)>,
@@ -163,7 +163,7 @@ pub async fn get_tags(
 }
 
 /// `PUT /user/{userId}/rooms/{roomId}/tags/{tag}`: body `{"order": number}`, order optional.
-pub async fn put_tag(
+pub(super) async fn put_tag(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, room, tag)): Path<(String, String, String)>,
@@ -184,7 +184,7 @@ pub async fn put_tag(
 }
 
 /// `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
-pub async fn delete_tag(
+pub(super) async fn delete_tag(
     State(state): State<AppState>,
     Auth(session): Auth,
     Path((user, room, tag)): Path<(String, String, String)>,
@@ -214,7 +214,7 @@ fn check_tag(tag: &str) -> ApiResult<()> {
 }
 
 #[derive(serde::Deserialize)]
-pub struct UserSearchBody {
+pub(super) struct UserSearchBody {
     search_term: String,
     limit: Option<u64>,
 }
@@ -223,7 +223,7 @@ pub struct UserSearchBody {
 const MAX_USER_SEARCH_LIMIT: u64 = 100;
 
 /// `POST /user_directory/search`.
-pub async fn search_user_directory(
+pub(super) async fn search_user_directory(
     State(state): State<AppState>,
     Auth(session): Auth,
     Json(body): Json<UserSearchBody>,
@@ -237,16 +237,16 @@ pub async fn search_user_directory(
 }
 
 /// `GET /voip/turnServer`: no TURN server on a phone.
-pub async fn turn_server(Auth(_): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn turn_server(Auth(_): Auth) -> ApiResult<Json<Value>> {
     Err(MatrixError::not_found("No TURN server is configured"))
 }
 
 /// `GET /thirdparty/protocols`: no application services bridge other networks here.
-pub async fn thirdparty_protocols(Auth(_): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn thirdparty_protocols(Auth(_): Auth) -> ApiResult<Json<Value>> {
     Ok(Json(json!({})))
 }
 
 /// `GET /account/3pid`: accounts have no email addresses or phone numbers bound.
-pub async fn threepids(Auth(_): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn threepids(Auth(_): Auth) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "threepids": [] })))
 }

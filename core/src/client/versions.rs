@@ -7,7 +7,7 @@ use super::{ApiResult, AppState, Auth};
 use crate::rooms::graph::{DEFAULT_VERSION, SUPPORTED_VERSIONS};
 
 /// `GET /_matrix/client/versions`: only versions whose endpoints this node serves.
-pub async fn versions() -> Json<Value> {
+pub(super) async fn versions() -> Json<Value> {
     Json(json!({
         // v1.6 brought `/timestamp_to_event`, v1.7 asynchronous uploads, v1.10 `/relations`
         // with `recurse`, v1.11 authenticated media: all served. (Optional parts a server
@@ -28,7 +28,7 @@ pub async fn versions() -> Json<Value> {
 }
 
 /// `GET /.well-known/matrix/client`: points clients at the address they used.
-pub async fn well_known(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+pub(super) async fn well_known(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
     let base = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -38,7 +38,7 @@ pub async fn well_known(State(state): State<AppState>, headers: HeaderMap) -> Js
 }
 
 /// `GET /capabilities`.
-pub async fn capabilities(Auth(_): Auth) -> ApiResult<Json<Value>> {
+pub(super) async fn capabilities(Auth(_): Auth) -> ApiResult<Json<Value>> {
     let available: serde_json::Map<String, Value> = SUPPORTED_VERSIONS
         .iter()
         .map(|v| ((*v).to_owned(), json!("stable")))

@@ -71,7 +71,7 @@ impl RoomBuilder<'_> {
 
     /// The room as the client should see it. `known_upto` is the stream position up to which
     /// the connection already holds the room (`None`: the room is new to it).
-    pub fn build(
+    pub(super) fn build(
         &self,
         m: &MembershipRow,
         params: &RoomParams,

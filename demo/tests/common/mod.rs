@@ -13,10 +13,10 @@ use std::{
 use serde_json::Value;
 
 /// Longest wait for anything in these tests.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// A `neurite run` child process.
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     pub child: Child,
     pub client_url: String,
     pub server_name: String,
@@ -24,7 +24,7 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// Starts `neurite run` on a free loopback port and waits for its listening line.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_neurite"))
             .args(["run", "--data-dir"])
             .arg(data_dir)
@@ -67,13 +67,13 @@ impl NodeProcess {
     }
 
     /// Kills the process with SIGKILL (no chance to clean up) and waits for it.
-    pub fn kill_hard(mut self) {
+    pub(crate) fn kill_hard(mut self) {
         self.child.kill().expect("kill");
         self.child.wait().expect("wait");
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
-    pub fn terminate(mut self) -> bool {
+    pub(crate) fn terminate(mut self) -> bool {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = std::time::Instant::now() + WAIT;
@@ -98,7 +98,7 @@ impl Drop for NodeProcess {
 }
 
 /// A blocking JSON request.
-pub async fn call(
+pub(crate) async fn call(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
