@@ -32,6 +32,17 @@ const MAX_REDIAL: usize = 32;
 /// Most listen addresses of one identify message looked at.
 const IDENTIFY_MAX_ADDRS: usize = 64;
 
+/// Longest the swarm task waits for a listener before its first dials.
+const FIRST_DIALS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The dials a node makes once it listens: peers of earlier runs and configured ones.
+pub(super) struct FirstDials {
+    /// Peers remembered from earlier runs, and how each was found.
+    pub(super) remembered: Vec<(Multiaddr, Discovery)>,
+    /// Configured peers (full multiaddrs).
+    pub(super) static_peers: Vec<Multiaddr>,
+}
+
 /// What [`P2p::set_enabled`](super::P2p::set_enabled) needs to switch the network off and on again.
 pub(super) struct Network {
     pub(super) enabled: bool,
@@ -301,7 +312,26 @@ impl Driver {
         }
     }
 
-    pub(super) async fn run(mut self, tasks: Tasks) {
+    pub(super) async fn run(mut self, tasks: Tasks, first: FirstDials) {
+        // Listening first: a TCP dial leaves from the port the node listens on (so a NAT that
+        // keeps ports maps every connection to one outside address, which hole punching
+        // needs) only once that listener is up. Relays and peers are dialled after that, or
+        // after [`FIRST_DIALS_WAIT`] if no listener comes up.
+        let deadline = Instant::now() + FIRST_DIALS_WAIT;
+        while !self.network.listen.is_empty() && self.swarm.listeners().next().is_none() {
+            tokio::select! {
+                _ = tasks.stopping() => return,
+                () = tokio::time::sleep_until(deadline) => break,
+                event = self.swarm.select_next_some() => self.on_event(event),
+            }
+        }
+        self.reserve_all();
+        self.redial_remembered(&first.remembered);
+        for addr in first.static_peers {
+            if let Err(e) = self.dial(addr) {
+                tracing::warn!(error = %e, "static peer not dialled");
+            }
+        }
         loop {
             let next_timer = self.next_timer();
             tokio::select! {

@@ -373,7 +373,7 @@ impl P2p {
         let (addr_tx, listen_addrs) = watch::channel(Vec::new());
         let (events, _) = broadcast::channel(64);
         let shared_connected = Arc::new(Mutex::new(HashSet::new()));
-        let mut driver = Driver {
+        let driver = Driver {
             swarm,
             commands: command_rx,
             listen_addrs: addr_tx,
@@ -406,13 +406,6 @@ impl P2p {
                 redial: Vec::new(),
             },
         };
-        driver.reserve_all();
-        driver.redial_remembered(&config.remembered);
-        for addr in &config.static_peers {
-            if let Err(e) = driver.dial(addr.clone()) {
-                tracing::warn!(error = %e, "static peer not dialled");
-            }
-        }
         let answer_commands = commands.clone();
         let answers = Arc::new(Semaphore::new(MAX_ANSWERS));
         let answering = tasks.clone();
@@ -433,7 +426,11 @@ impl P2p {
             }
         });
         // The driver leaves its loop when the node stops, and drops the swarm.
-        tasks.spawn_draining(driver.run(tasks.clone()));
+        let first_dials = driver::FirstDials {
+            remembered: config.remembered.clone(),
+            static_peers: config.static_peers.clone(),
+        };
+        tasks.spawn_draining(driver.run(tasks.clone(), first_dials));
         let p2p = Self {
             peer_id,
             control,

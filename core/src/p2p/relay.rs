@@ -100,6 +100,18 @@ impl RelayLimits {
     }
 }
 
+/// Longest a connection of the relay may take to open (and to finish its handshake). The
+/// relay's own dials are AutoNAT dial-backs: one to an address behind a NAT that drops it must
+/// fail before the AutoNAT answer times out (10 s), so that the client hears "unreachable"
+/// and stops asking, rather than asking again (with its dial-back data) every few minutes.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(6);
+/// How often the relay pings each client. The clients ping their relay to keep their
+/// reservation's connection (and NAT mapping) open; the relay's pings only notice dead
+/// clients, which is not urgent.
+const RELAY_PING_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(NetworkBehaviour)]
 struct RelayBehaviour {
     limits: connection_limits::Behaviour,
@@ -141,11 +153,16 @@ impl RelayNode {
         let mut swarm: Swarm<RelayBehaviour> =
             libp2p::SwarmBuilder::with_existing_identity(keypair)
                 .with_tokio()
-                .with_tcp(
-                    tcp::Config::default().nodelay(true),
-                    noise::Config::new,
-                    yamux::Config::default,
-                )
+                .with_other_transport(|key| -> std::result::Result<_, BoxError> {
+                    use libp2p::core::{Transport, upgrade::Version};
+                    Ok(
+                        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                            .upgrade(Version::V1Lazy)
+                            .authenticate(noise::Config::new(key)?)
+                            .multiplex(yamux::Config::default())
+                            .timeout(DIAL_TIMEOUT),
+                    )
+                })
                 .map_err(|e| Error::Network(e.to_string()))?
                 .with_behaviour(|key| RelayBehaviour {
                     limits: connection_limits::Behaviour::new(connection_limits),
@@ -155,7 +172,7 @@ impl RelayNode {
                             .with_cache_size(0),
                     ),
                     ping: ping::Behaviour::new(
-                        ping::Config::new().with_interval(super::PING_INTERVAL),
+                        ping::Config::new().with_interval(RELAY_PING_INTERVAL),
                     ),
                     relay: relay::Behaviour::new(key.public().to_peer_id(), relay_config),
                     autonat: libp2p_autonat::v2::server::Behaviour::default(),
