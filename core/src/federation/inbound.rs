@@ -21,6 +21,11 @@
 //! run, and a back-off for fetches that found nothing. When events still wait after a run,
 //! the room is tried again after a back-off (and whenever a peer connects), never on a
 //! timer while nothing waits.
+//!
+//! One file on purpose (about 1,050 lines of code, then its tests): receiving, holding,
+//! fetching what is missing and resolving share the holding area's invariants and one
+//! back-off, and read best top to bottom. Fetching (`fetch_missing` onwards) is the seam to
+//! split along when it grows.
 
 use std::{
     collections::{HashMap, HashSet},

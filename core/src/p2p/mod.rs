@@ -17,6 +17,10 @@
 //!
 //! This module holds the handle and builds the swarm; the swarm task is in [`driver`], and
 //! asking and answering about peer addresses in [`exchange`].
+//!
+//! Over 600 lines: the handle's methods and the swarm's construction (every behaviour and its
+//! limits in one place) are what this file is; what runs in the swarm task lives in
+//! [`driver`] and [`circuits`].
 
 pub mod book;
 mod circuits;
