@@ -1340,7 +1340,7 @@ mod tests {
         let local = d.1.identity.server_name().to_string();
         let r = room.clone();
         let groups = |c: &rusqlite::Connection| -> Result<i64> {
-            Ok(c.query_row("SELECT count(*) FROM state_groups", [], |row| row.get(0))?)
+            Ok(crate::storage::test_support::state_group_count(c)?)
         };
         let (at_fork, after) =
             d.1.db

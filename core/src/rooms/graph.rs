@@ -594,10 +594,7 @@ mod tests {
         temp.1
             .write_blocking(|txn| {
                 test_support::store_event(txn, "$create", "@a:x", "", json!({}), &[], 0);
-                txn.execute(
-                    "UPDATE events SET json = '{' WHERE event_id = '$create'",
-                    [],
-                )?;
+                test_support::damage_event_json(txn, "$create")?;
                 Ok(())
             })
             .expect("store");

@@ -404,6 +404,23 @@ pub(crate) mod test_support {
         let db = Db::open(&dir.join(DB_FILE)).expect("open");
         TempDb(dir, db)
     }
+
+    /// Overwrites a stored event's JSON with text that does not parse, as a damaged file would.
+    pub(crate) fn damage_event_json(
+        conn: &rusqlite::Connection,
+        event_id: &str,
+    ) -> rusqlite::Result<()> {
+        conn.execute(
+            "UPDATE events SET json = '{' WHERE event_id = ?1",
+            [event_id],
+        )
+        .map(drop)
+    }
+
+    /// How many state groups are stored.
+    pub(crate) fn state_group_count(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+        conn.query_row("SELECT count(*) FROM state_groups", [], |row| row.get(0))
+    }
 }
 
 #[cfg(test)]
