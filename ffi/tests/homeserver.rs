@@ -244,6 +244,15 @@ impl Recorder {
         (r, handle)
     }
 
+    /// Whether a connection to `peer_id` was reported.
+    fn has_connected(&self, peer_id: &str) -> bool {
+        self.connected
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.peer_id == peer_id)
+    }
+
     fn states(&self) -> Vec<HomeserverState> {
         self.states.lock().unwrap().clone()
     }
@@ -344,13 +353,7 @@ async fn a_relay_reservation_shows_in_the_addresses_and_a_peer_reaches_the_homes
     b.clone().start().await.unwrap();
     let a_id = a.peer_id();
     seen_b
-        .wait_for("B to reach A", |r| {
-            r.connected
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|p| p.peer_id == a_id)
-        })
+        .wait_for("B to reach A", |r| r.has_connected(&a_id))
         .await;
     let first = seen_b
         .connected
@@ -411,23 +414,11 @@ async fn two_homeservers_in_one_process_pair_and_go_offline_and_back() {
     a.clone().add_peer(b_addr).await.unwrap();
     let b_id = b.peer_id();
     seen_a
-        .wait_for("A to connect to B", |r| {
-            r.connected
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|p| p.peer_id == b_id)
-        })
+        .wait_for("A to connect to B", |r| r.has_connected(&b_id))
         .await;
     let a_id = a.peer_id();
     seen_b
-        .wait_for("B to see A", |r| {
-            r.connected
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|p| p.peer_id == a_id)
-        })
+        .wait_for("B to see A", |r| r.has_connected(&a_id))
         .await;
     let peer = a
         .clone()
@@ -503,13 +494,7 @@ async fn a_static_peer_dialled_during_start_is_reported_once() {
     a.clone().start().await.unwrap();
     let b_id = b.peer_id();
     seen_a
-        .wait_for("A to report its static peer B", |r| {
-            r.connected
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|p| p.peer_id == b_id)
-        })
+        .wait_for("A to report its static peer B", |r| r.has_connected(&b_id))
         .await;
     b.clone().stop().await.unwrap();
     seen_a
