@@ -257,16 +257,9 @@ async fn run(config: Config) -> Result<(), String> {
         json!(node.p2p_addrs()),
     );
     println!("{line}");
-    let relays: Vec<PeerId> = node
-        .services()
-        .config
-        .relays
-        .iter()
-        .filter_map(neurite_core::p2p::peer_of)
-        .collect();
     let report = node.p2p().cloned().map(|p2p| {
         let addrs = node.p2p_addrs();
-        tokio::spawn(report_changes(p2p, addrs, relays))
+        tokio::spawn(report_changes(p2p, addrs))
     });
     signals.recv().await;
     tracing::info!("shutting down");
@@ -279,14 +272,10 @@ async fn run(config: Config) -> Result<(), String> {
 /// Prints a JSON line on stdout for each change in the node's addresses and peers (see the
 /// `run` command's help), starting from the addresses of the `listening` line and the peers
 /// connected by now.
-async fn report_changes(p2p: P2p, mut printed: Vec<String>, relays: Vec<PeerId>) {
+async fn report_changes(p2p: P2p, mut printed: Vec<String>) {
     let mut events = p2p.subscribe();
     let mut addrs = p2p.watch_addrs();
-    let server_name = |peer: &PeerId| {
-        (!relays.contains(peer))
-            .then(|| neurite_core::identity::server_name_for_peer(peer))
-            .flatten()
-    };
+    let server_name = |peer: &PeerId| p2p.server_name_of(peer);
     let mut paths = std::collections::HashMap::new();
     for peer in p2p.peers().await {
         if let Some(path) = peer.path {

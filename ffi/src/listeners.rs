@@ -168,7 +168,7 @@ pub(crate) async fn forward_peer_events(
                     .into_iter()
                     .find(|p| p.peer_id == peer)
                     .map(PeerInfo::from)
-                    .unwrap_or_else(|| PeerInfo::connected_inbound(&peer, path));
+                    .unwrap_or_else(|| PeerInfo::connected_inbound(&p2p, &peer, path));
                 listeners.peer_connected(info);
             }
             PeerEvent::Disconnected(peer) => {

@@ -86,10 +86,10 @@ impl From<p2p::PeerInfo> for PeerInfo {
 impl PeerInfo {
     /// What is known of a peer that connected but is not (or no longer) in the address book:
     /// its id and server name, connected, found because it connected.
-    pub(crate) fn connected_inbound(peer: &p2p::PeerId, path: p2p::Path) -> Self {
+    pub(crate) fn connected_inbound(p2p: &p2p::P2p, peer: &p2p::PeerId, path: p2p::Path) -> Self {
         Self {
             peer_id: peer.to_string(),
-            server_name: neurite_core::identity::server_name_for_peer(peer),
+            server_name: p2p.server_name_of(peer),
             addresses: Vec::new(),
             connected: true,
             discovered: Discovery::Inbound,

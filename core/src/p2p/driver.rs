@@ -371,52 +371,39 @@ impl Driver {
         let mut list: Vec<PeerInfo> = self
             .book
             .iter()
-            .map(|(peer, known)| {
-                // A relay of this node's is not a homeserver, however it came into the book.
-                let relay = self.is_relay(peer);
-                PeerInfo {
-                    peer_id: *peer,
-                    server_name: if relay {
-                        None
-                    } else {
-                        server_name_for_peer(peer)
-                    },
-                    addresses: known.addresses(),
-                    connected: self.connected.contains(peer),
-                    discovered: if relay {
-                        Discovery::Relay
-                    } else {
-                        known.discovered
-                    },
-                    path: self.path_of(peer),
-                }
-            })
+            .map(|(peer, known)| self.peer_info(*peer, known.addresses(), known.discovered))
             .collect();
         // A connected peer the book had no room for is still listed.
         for peer in &self.connected {
             if self.book.get(peer).is_none() {
-                let relay = self.is_relay(peer);
-                list.push(PeerInfo {
-                    peer_id: *peer,
-                    // A relay is not a homeserver.
-                    server_name: if relay {
-                        None
-                    } else {
-                        server_name_for_peer(peer)
-                    },
-                    addresses: Vec::new(),
-                    connected: true,
-                    discovered: if relay {
-                        Discovery::Relay
-                    } else {
-                        Discovery::Inbound
-                    },
-                    path: self.path_of(peer),
-                });
+                list.push(self.peer_info(*peer, Vec::new(), Discovery::Inbound));
             }
         }
         list.sort_by_key(|p| p.peer_id.to_string());
         list
+    }
+
+    /// What is known of `peer`. A relay of this node's is not a homeserver, however it came
+    /// to be known: it has no server name and is listed as a relay.
+    fn peer_info(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        discovered: Discovery,
+    ) -> PeerInfo {
+        let relay = self.is_relay(&peer);
+        PeerInfo {
+            peer_id: peer,
+            server_name: if relay {
+                None
+            } else {
+                server_name_for_peer(&peer)
+            },
+            addresses,
+            connected: self.connected.contains(&peer),
+            discovered: if relay { Discovery::Relay } else { discovered },
+            path: self.path_of(&peer),
+        }
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {

@@ -59,7 +59,7 @@ use self::{
 use crate::{
     config::FederationLimits,
     error::{Error, Result},
-    identity::Identity,
+    identity::{Identity, server_name_for_peer},
     tasks::Tasks,
 };
 
@@ -277,6 +277,8 @@ pub struct P2p {
     federation_streams: Arc<Mutex<Option<inbound::Incoming>>>,
     /// The node's tasks: the swarm and what serves it run among them.
     tasks: Tasks,
+    /// The peer ids of the relays this node keeps a reservation on.
+    relays: Arc<[PeerId]>,
 }
 
 /// The peer id at the end of a multiaddr (`/p2p/<id>`), if any: for a circuit address
@@ -447,6 +449,7 @@ impl P2p {
             questions: Arc::new(Semaphore::new(MAX_QUESTIONS)),
             federation_streams: Arc::new(Mutex::new(Some(federation_streams))),
             tasks: tasks.clone(),
+            relays: config.relays.iter().filter_map(peer_of).collect(),
         };
         p2p.wait_for_listeners().await;
         Ok(p2p)
@@ -468,6 +471,16 @@ impl P2p {
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// The Matrix server name of `peer`, unless it is one of this node's relays (a relay is
+    /// not a homeserver).
+    pub fn server_name_of(&self, peer: &PeerId) -> Option<String> {
+        if self.relays.contains(peer) {
+            None
+        } else {
+            server_name_for_peer(peer)
+        }
     }
 
     /// The addresses this node tells others about, each ending in `/p2p/<peer id>`: where it
