@@ -13,6 +13,7 @@ pub use serde_json;
 pub mod churn;
 pub mod evil;
 pub mod png;
+pub mod process;
 
 /// The longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(20);

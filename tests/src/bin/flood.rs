@@ -14,9 +14,8 @@
 //! ```
 
 use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    path::{Path, PathBuf},
+    process::ExitCode,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -27,7 +26,7 @@ use std::{
 use clap::{Parser, Subcommand};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{Multiaddr, multiaddr::Protocol};
-use neurite_tests::evil::EvilPeer;
+use neurite_tests::{evil::EvilPeer, process::NeuriteProcess};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -66,42 +65,24 @@ enum Scenario {
 
 /// A `neurite run` process on loopback, killed when dropped.
 struct Node {
-    child: Child,
+    process: NeuriteProcess,
     server_name: String,
     addrs: Vec<Multiaddr>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Node {
-    fn start(bin: &PathBuf) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut child = Command::new(bin)
-            .args(["run", "--data-dir"])
-            .arg(dir.path())
-            .args([
+    fn start(bin: &Path) -> Result<Self, String> {
+        let (process, v) = NeuriteProcess::start(
+            bin,
+            "run",
+            &[
                 "--client-addr",
                 "127.0.0.1:0",
                 "--no-mdns",
                 "--p2p-listen",
                 "/ip4/127.0.0.1/tcp/0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+            ],
+        )?;
         let server_name = v["server_name"]
             .as_str()
             .ok_or("no server name")?
@@ -118,26 +99,18 @@ impl Node {
             })
             .collect();
         Ok(Self {
-            child,
+            process,
             server_name,
             addrs,
-            _dir: dir,
         })
     }
 
     /// `VmRSS` and `VmHWM` of the process, in KiB.
     fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        (
+            self.process.status_kib("VmRSS"),
+            self.process.status_kib("VmHWM"),
+        )
     }
 
     async fn evil(&self) -> Result<EvilPeer, String> {

@@ -13,9 +13,8 @@
 //! address, so `--clients` stays at or below 60.
 
 use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    path::{Path, PathBuf},
+    process::ExitCode,
     time::Duration,
 };
 
@@ -25,6 +24,7 @@ use libp2p::{
     Multiaddr, identify, multiaddr::Protocol, noise, ping, relay, swarm::NetworkBehaviour,
     swarm::SwarmEvent, tcp, yamux,
 };
+use neurite_tests::process::NeuriteProcess;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -42,55 +42,24 @@ struct Args {
 
 /// The relay process, killed when dropped.
 struct RelayProcess {
-    child: Child,
+    process: NeuriteProcess,
     addr: Multiaddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl RelayProcess {
-    fn start(neurite: &PathBuf) -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut child = Command::new(neurite)
-            .args(["relay", "--data-dir"])
-            .arg(dir.path())
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", neurite.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| e.to_string())?;
-        let v: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+    fn start(neurite: &Path) -> Result<Self, String> {
+        let (process, v) =
+            NeuriteProcess::start(neurite, "relay", &["--listen", "/ip4/127.0.0.1/tcp/0"])?;
         let addr = v["p2p_addrs"][0]
             .as_str()
             .and_then(|a| a.parse().ok())
             .ok_or("no relay address")?;
-        Ok(Self {
-            child,
-            addr,
-            _dir: dir,
-        })
+        Ok(Self { process, addr })
     }
 
     /// Resident memory in KiB.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        self.process.status_kib("VmRSS")
     }
 }
 
